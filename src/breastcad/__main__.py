@@ -1,0 +1,3 @@
+from breastcad.cli import app
+
+app(prog_name="breastcad")

@@ -1,0 +1,114 @@
+"""A trained model as one folder: model files, preprocessing, config, metrics and checksums.
+
+`bundle.json` describes the model and lists the sha256 of every other file; `bundle.json.sha256`
+holds the sha256 of `bundle.json`. Loading verifies all of them before any model file is read
+(scikit-learn models are pickles: a changed file is refused, never unpickled). The checksums guard
+against corruption and accidental edits; they are not a signature.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from breastcad.errors import BundleError
+from breastcad.models import get_spec
+from breastcad.models.estimators import SklearnTabular, TabularEstimator, TorchTabular
+from breastcad.runinfo import sha256_file
+
+MANIFEST = "bundle.json"
+MANIFEST_SUM = "bundle.json.sha256"
+FORMAT = "breastcad-bundle"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """A verified bundle: its manifest and the loaded estimator."""
+
+    path: Path
+    manifest: dict[str, Any]
+    estimator: TabularEstimator
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.manifest["feature_names"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"]["value"])
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.manifest['model']['name']}@{self.manifest['files_digest'][:12]}"
+
+
+def save_bundle(folder: Path, estimator: TabularEstimator, manifest: dict[str, Any]) -> Path:
+    """Write `estimator` and `manifest` (without files/checksums, which are added here)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = estimator.save(folder)
+    sums = {name: sha256_file(folder / name) for name in sorted(files)}
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **manifest,
+        "files": sums,
+        "files_digest": _digest(sums),
+    }
+    (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=_json_default))
+    (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
+    return folder
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The verified manifest of a bundle: every checksum must match, else `BundleError`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: not a bundle folder (it does not exist)")
+    manifest_path, sum_path = folder / MANIFEST, folder / MANIFEST_SUM
+    for path in (manifest_path, sum_path):
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; {folder} is not a complete breastcad bundle")
+    expected = sum_path.read_text().split()[0] if sum_path.read_text().strip() else ""
+    if sha256_file(manifest_path) != expected:
+        raise BundleError(f"{manifest_path}: checksum mismatch; the bundle was modified")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: not a breastcad bundle of format {FORMAT_VERSION}")
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if sha256_file(path) != digest:
+            raise BundleError(f"{path}: checksum mismatch; the bundle was modified")
+    return manifest
+
+
+def load_bundle(folder: Path) -> Bundle:
+    """Verify and load a bundle."""
+    manifest = read_manifest(folder)
+    model = manifest["model"]
+    family = get_spec(model["name"]).family
+    cls = {"sklearn": SklearnTabular, "torch": TorchTabular}[family]
+    estimator = cls.load(Path(folder), name=model["name"], **model.get("params", {}))
+    return Bundle(Path(folder), manifest, estimator)
+
+
+def _digest(sums: dict[str, str]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a bundle manifest")

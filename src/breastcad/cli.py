@@ -1,0 +1,217 @@
+"""The breastcad command line: one Typer app (`breastcad --help`, or `python -m breastcad`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from breastcad.errors import BreastcadError
+
+app = typer.Typer(
+    help="breastcad: computer-aided diagnosis of breast cancer, evaluated honestly. "
+    "Research use only; not a medical device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clear_errors(func: F) -> F:
+    """Report bad input as one line naming the file and the problem (exit 2), not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (BreastcadError, FileNotFoundError, ValidationError, yaml.YAMLError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="A labelled CSV (UCI/Kaggle data.csv or any CSV with a label column). "
+        "Default: the WDBC data that ships with scikit-learn.",
+    ),
+]
+LabelOpt = Annotated[str | None, typer.Option(help="Label column (default: 'diagnosis').")]
+PositiveOpt = Annotated[
+    str | None,
+    typer.Option(help="Label value meaning malignant (inferred for M/B, malignant/benign, 1/0)."),
+]
+IdOpt = Annotated[str | None, typer.Option(help="Row id column (default: 'id' when present).")]
+
+
+def _data_config(
+    data: Path | None, label_column: str | None, positive_label: str | None, id_column: str | None
+) -> dict[str, Any]:
+    if data is None:
+        return {"source": "wdbc"}
+    return {
+        "source": "csv",
+        "path": data,
+        "label_column": label_column,
+        "positive_label": positive_label,
+        "id_column": id_column,
+    }
+
+
+@app.command()
+@clear_errors
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/wdbc"),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A saved config.yaml; options given on the command line override it."),
+    ] = None,
+    data: DataOpt = None,
+    label_column: LabelOpt = None,
+    positive_label: PositiveOpt = None,
+    id_column: IdOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model(s) to evaluate; see `breastcad models`."),
+    ] = None,
+    protocol: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="'published' (80/20 split, random_state 0, threshold 0.5) and/or 'cv' "
+            "(repeated stratified k-fold)."
+        ),
+    ] = None,
+    folds: Annotated[int | None, typer.Option(help="CV folds (default 10).")] = None,
+    repeats: Annotated[int | None, typer.Option(help="CV repeats (default 10).")] = None,
+    threshold: Annotated[
+        str | None,
+        typer.Option(help="Threshold policy for CV and bundles: youden, fixed or min_sensitivity."),
+    ] = None,
+    threshold_value: Annotated[
+        float | None, typer.Option(help="The fixed threshold, or the sensitivity target.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the models' epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    jobs: Annotated[int | None, typer.Option(help="CV folds fitted in parallel.")] = None,
+    bundle: Annotated[
+        list[str] | None,
+        typer.Option(help="Model(s) to refit on all data and save as bundles (default: the best)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Evaluate models under the published and the honest protocol, write plots, a report and
+    bundles into one run folder."""
+    from breastcad.config import RunConfig
+    from breastcad.experiment import run_experiment
+
+    base = RunConfig.from_yaml(config).model_dump() if config else RunConfig().model_dump()
+    if data is not None or config is None:
+        base["data"] = _data_config(data, label_column, positive_label, id_column)
+    overrides = {"models": model, "seed": seed, "n_jobs": jobs, "bundle_models": bundle}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if protocol:
+        known = {p["kind"]: p for p in base["protocols"]}
+        base["protocols"] = [known.get(k, {"kind": k}) for k in protocol]
+    for p in base["protocols"]:
+        p.update(
+            {k: v for k, v in {"n_splits": folds, "n_repeats": repeats}.items() if v is not None}
+        )
+    if threshold is not None:
+        base["threshold"]["policy"] = threshold
+    if threshold_value is not None:
+        base["threshold"]["value"] = threshold_value
+    if epochs is not None:
+        base["train"]["epochs"] = epochs
+    base["train"]["progress"] = not quiet
+    cfg = RunConfig.model_validate(base)
+    results = run_experiment(cfg, out, progress=not quiet)
+    _print_summary(results)
+    typer.echo(f"\nreport: {out / 'report.html'}  (and report.md, results.json, plots/)")
+    for name, path in results["bundles"].items():
+        typer.echo(f"bundle: {out / path}  ({name}, refitted on all data)")
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    for _key, proto in results["protocols"].items():
+        typer.echo(f"\n{proto['description']}  (malignant = positive)")
+        typer.echo(
+            f"{'model':<10} {'accuracy':>22} {'sensitivity':>22} {'specificity':>22} "
+            f"{'ROC AUC':>22}"
+        )
+        for name, m in proto["models"].items():
+            cells = []
+            for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+                s = m["summary"][metric]
+                cells.append(f"{s['mean']:.3f} ({s['ci_low']:.3f}-{s['ci_high']:.3f})")
+            typer.echo(f"{name:<10} " + " ".join(f"{c:>22}" for c in cells))
+
+
+@app.command()
+@clear_errors
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="A bundle folder.")],
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder for metrics, plots and report.")] = Path(
+        "runs/evaluation"
+    ),
+    label_column: LabelOpt = None,
+    positive_label: PositiveOpt = None,
+    id_column: IdOpt = None,
+) -> None:
+    """Evaluate a bundle on labelled data at its stored threshold, with bootstrap intervals."""
+    from breastcad.config import TabularDataConfig
+    from breastcad.experiment import evaluate_bundle
+
+    cfg = TabularDataConfig(**_data_config(data, label_column, positive_label, id_column))
+    results = evaluate_bundle(model, cfg, out)
+    _print_summary(results)
+    typer.echo(f"\nreport: {out / 'report.html'}")
+
+
+@app.command()
+@clear_errors
+def predict(
+    inputs: Annotated[Path, typer.Argument(help="CSV with the model's feature columns.")],
+    model: Annotated[Path, typer.Option("--model", help="A bundle folder.")],
+    out: Annotated[Path | None, typer.Option(help="Write predictions to this CSV.")] = None,
+) -> None:
+    """Per-row P(malignant) and class from a bundle (the bundle's checksums are verified)."""
+    from breastcad.predict import Predictor
+
+    predictor = Predictor.from_bundle(model)
+    table = predictor.predict_csv(inputs)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        typer.echo(f"{len(table)} predictions written to {out}", err=True)
+    typer.echo(table.to_csv(index=False), nl=False)
+
+
+@app.command()
+@clear_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Re-render report.md and report.html of a run folder from its results.json."""
+    from breastcad.evaluation.report import write_report
+
+    md, page = write_report(run_dir)
+    typer.echo(f"{md}\n{page}")
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the registered models."""
+    from breastcad.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        typer.echo(f"{name:<10} {spec.modality:<8} {spec.family:<8} {spec.description}")

@@ -1,0 +1,134 @@
+"""Run settings: pydantic models that are the single source of truth for every run.
+
+A run writes its resolved `RunConfig` as `config.yaml` next to its results; `RunConfig.from_yaml`
+reads it back, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TabularDataConfig(_Strict):
+    """Where the tabular data comes from and how it is cleaned before any split."""
+
+    source: Literal["wdbc", "csv"] = "wdbc"
+    path: Path | None = Field(None, description="CSV file (source='csv').")
+    label_column: str | None = Field(None, description="Default: 'diagnosis' when present.")
+    positive_label: str | None = Field(
+        None,
+        description="Label value that means malignant; inferred for M/B, malignant/benign, 1/0.",
+    )
+    id_column: str | None = Field(None, description="Default: 'id' when present; never a feature.")
+    missing: Literal["impute", "drop", "error"] = Field(
+        "impute",
+        description="impute: median imputation fitted inside each training fold; drop: drop rows.",
+    )
+    drop_duplicates: bool = Field(True, description="Drop exact duplicate rows before splitting.")
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> TabularDataConfig:
+        if self.source == "csv" and self.path is None:
+            raise ValueError("source 'csv' needs a path")
+        return self
+
+
+class ThresholdConfig(_Strict):
+    """How the decision threshold on P(malignant) is chosen, always inside the training data."""
+
+    policy: Literal["fixed", "youden", "min_sensitivity"] = "youden"
+    value: float = Field(
+        0.5, ge=0.0, le=1.0, description="The threshold (fixed) or the sensitivity target."
+    )
+
+    def describe(self) -> str:
+        if self.policy == "fixed":
+            return f"fixed at {self.value:g}"
+        if self.policy == "youden":
+            return "maximises Youden's J (sensitivity + specificity - 1) inside the training fold"
+        return f"highest threshold with sensitivity >= {self.value:g} inside the training fold"
+
+
+class TrainConfig(_Strict):
+    """Training-loop settings for PyTorch models (scikit-learn models ignore them)."""
+
+    epochs: int | None = Field(None, ge=1, description="Default: the model's published value.")
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    val_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Stratified part of the training data held out for learning curves, early "
+        "stopping and threshold choice. 0 trains on all of it.",
+    )
+    early_stopping_patience: int | None = Field(None, ge=1, description="None: off.")
+    class_weight: Literal["none", "balanced"] = "none"
+    accelerator: str = "cpu"
+    deterministic: bool = False
+    progress: bool = True
+
+
+class ProtocolConfig(_Strict):
+    """An evaluation protocol: the published single split or repeated stratified k-fold CV."""
+
+    kind: Literal["published", "cv"]
+    test_size: float = Field(0.2, gt=0, lt=1)
+    random_state: int = 0
+    n_splits: int = Field(10, ge=2)
+    n_repeats: int = Field(10, ge=1)
+
+    def describe(self) -> str:
+        if self.kind == "published":
+            return (
+                f"published single split: stratified {1 - self.test_size:.0%}/{self.test_size:.0%}, "
+                f"random_state={self.random_state}"
+            )
+        return (
+            f"{self.n_repeats} x repeated stratified {self.n_splits}-fold cross-validation, "
+            f"random_state={self.random_state}"
+        )
+
+
+class RunConfig(_Strict):
+    """Everything that determines a run's results."""
+
+    data: TabularDataConfig = TabularDataConfig()
+    models: list[str] = ["cnn1d", "mlp", "logreg", "svm_rbf", "gboost"]
+    model_params: dict[str, dict[str, Any]] = {}
+    protocols: list[ProtocolConfig] = [
+        ProtocolConfig(kind="published"),
+        ProtocolConfig(kind="cv"),
+    ]
+    threshold: ThresholdConfig = ThresholdConfig()
+    published_threshold: ThresholdConfig = Field(
+        ThresholdConfig(policy="fixed", value=0.5),
+        description="Threshold for the published split, which the published work fixed at 0.5.",
+    )
+    train: TrainConfig = TrainConfig()
+    published_val_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="The published 1D-CNN trained on the whole 80% split; 0 reproduces that.",
+    )
+    seed: int = 0
+    n_jobs: int = Field(1, ge=1, description="Folds evaluated in parallel processes.")
+    bundle_models: list[str] | None = Field(
+        None, description="Models to refit on all data and save as bundles. Default: the best."
+    )
+
+    def to_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> RunConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})

@@ -1,0 +1,20 @@
+"""Errors that name the file and the problem, so the CLI can print them without a traceback."""
+
+from __future__ import annotations
+
+
+class BreastcadError(Exception):
+    """Base class for errors the CLI reports as one clear line (exit status 2)."""
+
+
+class DataError(BreastcadError, ValueError):
+    """Input data that cannot be used: names the file (when there is one) and the problem."""
+
+    def __init__(self, problem: str, path: object | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class BundleError(BreastcadError, ValueError):
+    """A model bundle that is missing, incomplete or has been modified since it was written."""

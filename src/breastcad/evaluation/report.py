@@ -1,0 +1,222 @@
+"""The human-readable report of a run folder, as Markdown and HTML, rendered from results.json.
+
+`breastcad report RUN_DIR` re-renders it; nothing here re-computes a number.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from breastcad.evaluation.metrics import METRIC_LABELS, METRICS
+
+NOTICE = (
+    "Research use only. breastcad is not a medical device and its outputs must not be "
+    "used for diagnosis or treatment decisions."
+)
+TABLE_METRICS = (
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "f1",
+    "roc_auc",
+    "brier",
+    "ece",
+)
+
+
+@dataclass
+class Block:
+    kind: str  # "h1" | "h2" | "h3" | "p" | "list" | "table" | "img"
+    content: Any
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _cell(s: dict[str, float]) -> str:
+    if math.isnan(s.get("ci_low", float("nan"))):
+        return _fmt(s["mean"])
+    return f"{_fmt(s['mean'])} ({_fmt(s['ci_low'])}-{_fmt(s['ci_high'])})"
+
+
+def build_blocks(results: dict[str, Any]) -> list[Block]:
+    run, data = results["run"], results["data"]
+    title = results.get("title", "breastcad run report")
+    blocks = [
+        Block("h1", title),
+        Block("p", f"**{NOTICE}**"),
+        Block("h2", "How these results were obtained"),
+        Block(
+            "list",
+            [f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, " f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}", f"Data: {data['source']}: {data['n_samples']} samples, {data['n_features']} " f"features, sha256 {data['fingerprint'][:16]}...", f"Positive class: {data['positive_class']} (sensitivity, precision, AUC refer to it)", "Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()), *results.get("how", [])],
+        ),
+        Block("h2", "Data checks"),
+        Block("list", data["checks"]),
+    ]
+    if results["plots"].get("class_balance"):
+        blocks.append(Block("img", (results["plots"]["class_balance"], "class balance")))
+    for key, proto in results["protocols"].items():
+        blocks += _protocol_blocks(key, proto)
+    if results.get("bundles"):
+        blocks.append(Block("h2", "Model bundles"))
+        blocks.append(
+            Block(
+                "list",
+                [
+                    f"`{path}`: {name}, refitted on all {data['n_samples']} samples; use with "
+                    f"`breastcad predict --model {path} data.csv`"
+                    for name, path in results["bundles"].items()
+                ],
+            )
+        )
+    blocks.append(Block("h2", "Limits"))
+    blocks.append(
+        Block(
+            "list",
+            results.get(
+                "limits",
+                [
+                    "WDBC is a single-centre set of 569 fine-needle aspirates from the early 1990s; "
+                    "performance on other populations, devices or feature extraction is unknown.",
+                    "Intervals describe sampling variation of this data only, not a new clinical setting.",
+                    "The published single split tests on 114 samples: its intervals are wide, and a "
+                    "single random split is a poor basis for comparing models; prefer repeated CV.",
+                ],
+            ),
+        )
+    )
+    return blocks
+
+
+def _protocol_blocks(key: str, proto: dict[str, Any]) -> list[Block]:
+    models = proto["models"]
+    first = next(iter(models.values()))
+    rows = [[name] + [_cell(m["summary"][k]) for k in TABLE_METRICS] for name, m in models.items()]
+    blocks = [
+        Block("h2", f"Protocol: {proto['description']}"),
+        Block(
+            "p", f"Threshold: {first['threshold_policy']}. Intervals: {first['interval_method']}."
+        ),
+        Block("table", (["model"] + [METRIC_LABELS[k] for k in TABLE_METRICS], rows)),
+    ]
+    for name in ("roc", "pr", "reliability", "comparison"):
+        if proto["plots"].get(name):
+            blocks.append(Block("img", (proto["plots"][name], f"{name} {key}")))
+    for name, m in models.items():
+        blocks.append(Block("h3", f"{name}: {m['description']}"))
+        thresholds = m["thresholds"]
+        detail = [
+            f"threshold {_fmt(thresholds[0])}"
+            if len(thresholds) == 1
+            else f"thresholds chosen per fold: median {_fmt(sorted(thresholds)[len(thresholds) // 2])},"
+            f" range {_fmt(min(thresholds))}-{_fmt(max(thresholds))}",
+            f"mean fit time {m['fit_seconds_mean']:.2f} s",
+            "all metrics: "
+            + ", ".join(f"{k} {_cell(m['summary'][k])}" for k in METRICS if k in m["summary"]),
+        ]
+        if m.get("chosen_params"):
+            detail.append(
+                f"hyper-parameters chosen inside the training data: "
+                f"{_param_counts(m['chosen_params'])}"
+            )
+        blocks.append(Block("list", detail))
+        for fig, path in m["plots"].items():
+            blocks.append(Block("img", (path, f"{fig} {name}")))
+    return blocks
+
+
+def _param_counts(chosen: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for params in chosen:
+        key = json.dumps(params, sort_keys=True)
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            out.append("#" * int(b.kind[1]) + " " + b.content)
+        elif b.kind == "p":
+            out.append(b.content)
+        elif b.kind == "list":
+            out.append("\n".join(f"- {item}" for item in b.content))
+        elif b.kind == "table":
+            header, rows = b.content
+            out.append(
+                "\n".join(
+                    ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                    + ["| " + " | ".join(r) + " |" for r in rows]
+                )
+            )
+        elif b.kind == "img":
+            out.append(f"![{b.content[1]}]({b.content[0]})")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escape, then render **bold** and `code` spans."""
+    parts = html.escape(text).split("`")
+    for i in range(1, len(parts), 2):
+        parts[i] = f"<code>{parts[i]}</code>"
+    text = "".join(parts)
+    bold = text.split("**")
+    for i in range(1, len(bold), 2):
+        bold[i] = f"<strong>{bold[i]}</strong>"
+    return "".join(bold)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    body = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            body.append(f"<{b.kind}>{_inline(b.content)}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{_inline(b.content)}</p>")
+        elif b.kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.content) + "</ul>")
+        elif b.kind == "table":
+            header, rows = b.content
+            head = "".join(f"<th>{_inline(h)}</th>" for h in header)
+            trs = "".join(
+                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+        elif b.kind == "img":
+            src, alt = (html.escape(x, quote=True) for x in b.content)
+            body.append(f'<img src="{src}" alt="{alt}">')
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+        "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:0.9em}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:0.5em 0}"
+        "code{background:#f3f3f3;padding:0 3px}"
+    )
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{style}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+
+
+def write_report(run_dir: Path) -> tuple[Path, Path]:
+    """Render report.md and report.html of a run folder from its results.json."""
+    run_dir = Path(run_dir)
+    source = run_dir / "results.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no results.json; is {run_dir} a breastcad run folder?")
+    results = json.loads(source.read_text())
+    blocks = build_blocks(results)
+    md, page = run_dir / "report.md", run_dir / "report.html"
+    md.write_text(to_markdown(blocks))
+    page.write_text(to_html(blocks, results.get("title", "breastcad report")))
+    return md, page

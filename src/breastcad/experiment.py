@@ -1,0 +1,395 @@
+"""A tabular run: data checks, every model under every protocol, plots, bundles and a report.
+
+Everything goes into one output folder:
+
+    config.yaml        the resolved RunConfig (re-run with `breastcad train --config`)
+    results.json       run info (versions, seed, commit), data checks and fingerprint, every
+                       model's metrics with intervals and per-fold values, bundles
+    splits/*.json      the exact train/test indices (and row ids) of every protocol
+    predictions.csv    every test prediction: protocol, model, repeat, fold, row, label, P, threshold
+    plots/*.png        class balance, learning curves, ROC, PR, reliability, confusion matrices
+    bundles/<model>/   models refitted on all data, ready for `breastcad predict`
+    report.md, report.html
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from breastcad.bundle import save_bundle
+from breastcad.config import ProtocolConfig, RunConfig, TabularDataConfig
+from breastcad.data.tabular import CLASS_NAMES, TabularData, load_tabular
+from breastcad.evaluation import plots
+from breastcad.evaluation.metrics import binary_metrics, bootstrap_metrics, choose_threshold
+from breastcad.evaluation.protocol import (
+    ModelEvaluation,
+    build_model,
+    evaluate_model,
+    make_splits,
+)
+from breastcad.evaluation.report import write_report
+from breastcad.models import get_spec
+from breastcad.runinfo import run_info
+
+
+def protocol_key(protocol: ProtocolConfig) -> str:
+    return (
+        "published"
+        if protocol.kind == "published"
+        else (f"cv{protocol.n_repeats}x{protocol.n_splits}")
+    )
+
+
+def run_experiment(cfg: RunConfig, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Run `cfg` and write its folder (see module docstring); return the results."""
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    (out / "splits").mkdir(exist_ok=True)
+    for name in cfg.models:
+        get_spec(name)  # unknown names fail before any work
+    cfg.to_yaml(out / "config.yaml")
+    data = load_tabular(cfg.data)
+    results: dict[str, Any] = {
+        "run": run_info(cfg.seed),
+        "config": cfg.model_dump(mode="json"),
+        "data": {
+            "source": data.source,
+            "n_samples": len(data.y),
+            "n_features": data.X.shape[1],
+            "feature_names": data.feature_names,
+            "fingerprint": data.fingerprint(),
+            "checks": data.check.lines(),
+            "class_counts": data.check.class_counts,
+            "positive_class": "malignant",
+        },
+        "protocols": {},
+        "plots": {
+            "class_balance": _rel(
+                out,
+                plots.class_balance(
+                    data.check.class_counts,
+                    out / "plots" / "class_balance.png",
+                    f"Class balance ({data.source})",
+                ),
+            )
+        },
+    }
+    predictions = []
+    for protocol in cfg.protocols:
+        key = protocol_key(protocol)
+        _write_splits(out / "splits" / f"{key}.json", data, protocol)
+        evaluations = [
+            evaluate_model(data.X, data.y, m, cfg, protocol, progress) for m in cfg.models
+        ]
+        results["protocols"][key] = _protocol_results(out, key, protocol, evaluations, data)
+        predictions += _prediction_rows(key, evaluations, data)
+    pd.DataFrame(predictions).to_csv(out / "predictions.csv", index=False)
+    results["bundles"] = _write_bundles(out, cfg, data, results, progress)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    write_report(out)
+    return results
+
+
+def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) -> dict[str, Any]:
+    """Evaluate a bundle on labelled data (e.g. data never seen in training) at its stored
+    threshold; metrics with 95% bootstrap intervals, plots and a report in `out`."""
+    from breastcad.predict import Predictor
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor.from_bundle(bundle_dir)
+    data = load_tabular(data_cfg)
+    X = predictor.features_from_frame(pd.DataFrame(data.X, columns=data.feature_names), data.source)
+    proba = predictor.predict_proba(X)
+    name = predictor.bundle.manifest["model"]["name"]
+    where = out / "plots" / "external"
+    boot = bootstrap_metrics(data.y, proba, predictor.threshold)
+    summary = {
+        m: {
+            "mean": v["value"],
+            "sd": float("nan"),
+            "ci_low": v["ci_low"],
+            "ci_high": v["ci_high"],
+            "n": 1,
+        }
+        for m, v in boot.items()
+    }
+    point = binary_metrics(data.y, proba, predictor.threshold)
+    counts = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
+    curves = {name: (data.y, proba)}
+    results: dict[str, Any] = {
+        "title": f"breastcad evaluation of bundle {predictor.bundle.model_id}",
+        "run": run_info(int(predictor.bundle.manifest.get("seed", 0))),
+        "data": {
+            "source": data.source,
+            "n_samples": len(data.y),
+            "n_features": data.X.shape[1],
+            "feature_names": data.feature_names,
+            "fingerprint": data.fingerprint(),
+            "checks": data.check.lines(),
+            "class_counts": data.check.class_counts,
+            "positive_class": "malignant",
+        },
+        "how": [
+            f"Bundle: {Path(bundle_dir).resolve()} ({predictor.bundle.model_id}), trained on "
+            f"{predictor.bundle.manifest['training_data']['source']} (sha256 "
+            f"{predictor.bundle.manifest['training_data']['fingerprint'][:16]}...)",
+            f"Threshold {predictor.threshold:.3f} from the bundle "
+            f"({predictor.bundle.manifest['threshold']['policy']})",
+        ],
+        "protocols": {
+            "external": {
+                "description": f"external evaluation on all {len(data.y)} samples of {data.source}",
+                "protocol": {"kind": "external"},
+                "plots": {
+                    "roc": _rel(out, plots.roc_curves(curves, where / "roc.png")),
+                    "pr": _rel(out, plots.pr_curves(curves, where / "pr.png")),
+                    "reliability": _rel(
+                        out, plots.reliability_diagram(curves, where / "reliability.png")
+                    ),
+                },
+                "models": {
+                    name: {
+                        "description": predictor.bundle.manifest["model"]["description"],
+                        "summary": summary,
+                        "interval_method": "95% percentile bootstrap over samples (2000 resamples)",
+                        "threshold_policy": f"fixed at the bundle's {predictor.threshold:.3f}",
+                        "thresholds": [predictor.threshold],
+                        "confusion": counts,
+                        "chosen_params": [],
+                        "fit_seconds_mean": 0.0,
+                        "per_fold": [],
+                        "plots": {
+                            "confusion": _rel(
+                                out,
+                                plots.confusion_matrix(
+                                    counts, where / f"confusion_{name}.png", f"{name}, external"
+                                ),
+                            )
+                        },
+                    }
+                },
+            }
+        },
+        "plots": {
+            "class_balance": _rel(
+                out,
+                plots.class_balance(data.check.class_counts, out / "plots" / "class_balance.png"),
+            )
+        },
+    }
+    pd.DataFrame(
+        {
+            "id": data.ids,
+            "label": [CLASS_NAMES[v] for v in data.y],
+            "p_malignant": proba,
+            "threshold": predictor.threshold,
+            "prediction": [CLASS_NAMES[int(p >= predictor.threshold)] for p in proba],
+        }
+    ).to_csv(out / "predictions.csv", index=False)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    write_report(out)
+    return results
+
+
+def _write_splits(path: Path, data: TabularData, protocol: ProtocolConfig) -> None:
+    splits = make_splits(data.y, protocol)
+    path.write_text(
+        json.dumps(
+            {
+                "protocol": protocol.model_dump(),
+                "description": protocol.describe(),
+                "data_fingerprint": data.fingerprint(),
+                "folds": [
+                    {
+                        "repeat": s.repeat,
+                        "fold": s.fold,
+                        "test": s.test.tolist(),
+                        "test_ids": [data.ids[i] for i in s.test],
+                    }
+                    for s in splits
+                ],
+                "note": "indices into the cleaned data; train = all rows not in test",
+            }
+        )
+    )
+
+
+def _protocol_results(
+    out: Path,
+    key: str,
+    protocol: ProtocolConfig,
+    evaluations: list[ModelEvaluation],
+    data: TabularData,
+) -> dict[str, Any]:
+    pooled = {
+        e.model: (
+            np.concatenate([data.y[f.test] for f in e.folds]),
+            np.concatenate([f.proba for f in e.folds]),
+        )
+        for e in evaluations
+    }
+    where = out / "plots" / key
+    title = protocol.describe()
+    figures = {
+        "roc": plots.roc_curves(pooled, where / "roc.png", f"ROC, {key}"),
+        "pr": plots.pr_curves(pooled, where / "pr.png", f"Precision-recall, {key}"),
+        "reliability": plots.reliability_diagram(
+            pooled, where / "reliability.png", f"Reliability, {key}"
+        ),
+    }
+    if len(evaluations[0].folds) > 1:
+        figures["comparison"] = plots.metric_comparison(
+            {
+                e.model: {
+                    m: [f.metrics[m] for f in e.folds]
+                    for m in ("accuracy", "roc_auc", "sensitivity", "specificity")
+                }
+                for e in evaluations
+            },
+            where / "comparison.png",
+            ["accuracy", "roc_auc", "sensitivity", "specificity"],
+            f"Per-fold metrics, {key}",
+        )
+    models = {}
+    for e in evaluations:
+        counts = {k: sum(f.metrics[k] for f in e.folds) for k in ("tp", "fp", "tn", "fn")}
+        model_figs = {
+            "confusion": plots.confusion_matrix(
+                counts,
+                where / f"confusion_{e.model}.png",
+                f"{e.model}, {key}" + (" (summed over folds)" if len(e.folds) > 1 else ""),
+            )
+        }
+        curves = plots.learning_curves(
+            [f.history for f in e.folds if f.history],
+            where / f"learning_{e.model}.png",
+            f"{e.model} learning curves, {key}",
+        )
+        if curves:
+            model_figs["learning_curves"] = curves
+        models[e.model] = {
+            "description": get_spec(e.model).description,
+            "summary": e.summary,
+            "interval_method": e.interval_method,
+            "threshold_policy": e.threshold.describe(),
+            "thresholds": [f.threshold for f in e.folds],
+            "confusion": counts,
+            "chosen_params": [f.chosen_params for f in e.folds if f.chosen_params],
+            "fit_seconds_mean": float(np.mean([f.fit_seconds for f in e.folds])),
+            "per_fold": [{"repeat": f.repeat, "fold": f.fold, **f.metrics} for f in e.folds],
+            "plots": {k: _rel(out, v) for k, v in model_figs.items()},
+        }
+    return {
+        "description": title,
+        "protocol": protocol.model_dump(),
+        "models": models,
+        "plots": {k: _rel(out, v) for k, v in figures.items()},
+    }
+
+
+def _prediction_rows(
+    key: str, evaluations: list[ModelEvaluation], data: TabularData
+) -> list[dict[str, Any]]:
+    rows = []
+    for e in evaluations:
+        for f in e.folds:
+            for i, p in zip(f.test, f.proba, strict=True):
+                rows.append(
+                    {
+                        "protocol": key,
+                        "model": e.model,
+                        "repeat": f.repeat,
+                        "fold": f.fold,
+                        "row": int(i),
+                        "id": data.ids[i],
+                        "label": CLASS_NAMES[data.y[i]],
+                        "p_malignant": float(p),
+                        "threshold": f.threshold,
+                        "prediction": CLASS_NAMES[int(p >= f.threshold)],
+                    }
+                )
+    return rows
+
+
+def best_model(results: dict[str, Any]) -> str:
+    """The model with the highest mean ROC AUC (then accuracy) under the last protocol run."""
+    models = list(results["protocols"].values())[-1]["models"]
+    return max(
+        models,
+        key=lambda m: (
+            models[m]["summary"]["roc_auc"]["mean"],
+            models[m]["summary"]["accuracy"]["mean"],
+        ),
+    )
+
+
+def _write_bundles(
+    out: Path, cfg: RunConfig, data: TabularData, results: dict[str, Any], progress: bool
+) -> dict[str, str]:
+    """Refit the chosen models on all data; the threshold comes from inside that fit."""
+    names = cfg.bundle_models if cfg.bundle_models is not None else [best_model(results)]
+    _key, protocol_results = list(results["protocols"].items())[-1]
+    written = {}
+    for name in names:
+        model = build_model(name, cfg, progress)
+        model.fit(data.X, data.y, seed=cfg.seed)
+        threshold = cfg.threshold.value
+        if cfg.threshold.policy != "fixed":
+            inner = model.inner_predictions()
+            if inner is None:
+                raise ValueError(f"model '{name}' has no inner predictions to choose a threshold")
+            threshold = choose_threshold(*inner, cfg.threshold)
+        folder = save_bundle(
+            out / "bundles" / name,
+            model,
+            {
+                "modality": "tabular",
+                "model": {
+                    "name": name,
+                    "family": get_spec(name).family,
+                    "description": get_spec(name).description,
+                    "params": cfg.model_params.get(name, {}),
+                    "chosen_params": model.chosen_params_,
+                },
+                "class_names": list(CLASS_NAMES),
+                "positive_class": "malignant",
+                "feature_names": data.feature_names,
+                "threshold": {"value": threshold, "policy": cfg.threshold.describe()},
+                "metrics": {
+                    "protocol": protocol_results["description"],
+                    "note": "estimated by this protocol for the same training procedure; "
+                    "the bundle itself was refitted on all the data",
+                    "summary": protocol_results["models"].get(name, {}).get("summary"),
+                },
+                "training_data": {
+                    k: results["data"][k]
+                    for k in ("source", "n_samples", "fingerprint", "class_counts")
+                },
+                "seed": cfg.seed,
+                "run": results["run"],
+                "intended_use": "Research and education only. Not a medical device; not for "
+                "diagnosis or treatment decisions.",
+            },
+        )
+        written[name] = _rel(out, folder)
+    return written
+
+
+def _rel(out: Path, path: Path | None) -> str | None:
+    return None if path is None else str(Path(path).relative_to(out))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

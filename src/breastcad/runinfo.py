@@ -1,0 +1,56 @@
+"""What every result records about how it was obtained: versions, time, host, seed."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+_PACKAGES = ("breastcad", "torch", "lightning", "torchmetrics", "scikit-learn", "numpy", "pandas")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the breastcad checkout, when it is one (an installed wheel has none)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_info(seed: int) -> dict[str, object]:
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "platform": platform.platform(),
+    }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
