@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
@@ -22,6 +23,12 @@ def keras_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             m.momentum, m.eps = 0.01, 1e-3
+    for m in module.modules():
+        if isinstance(m, Conv1dChannelsLast):
+            # Keras' Conv1D kernel is (k, in, out): fan_in = k*in, fan_out = k*out.
+            out_channels, fan_in = m.linear.weight.shape
+            bound = math.sqrt(6.0 / (fan_in + m.kernel_size * out_channels))
+            nn.init.uniform_(m.linear.weight, -bound, bound)
 
 
 class CNN1D(nn.Module):

@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +19,11 @@ from breastcad.training.module import BinaryClassifier
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+# Known, harmless messages from this Lightning/torch pair and from training without validation.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*no `val_dataloader`. Skipping val loop.*")
 
 
 def _skip_per_step_gpu_probe() -> None:
