@@ -89,8 +89,8 @@ class ProtocolConfig(_Strict):
     def describe(self) -> str:
         if self.kind == "published":
             return (
-                f"published single split: stratified {1 - self.test_size:.0%}/{self.test_size:.0%}, "
-                f"random_state={self.random_state}"
+                f"published single split: stratified {1 - self.test_size:.0%}/"
+                f"{self.test_size:.0%}, random_state={self.random_state}"
             )
         return (
             f"{self.n_repeats} x repeated stratified {self.n_splits}-fold cross-validation, "

@@ -18,3 +18,7 @@ class DataError(BreastcadError, ValueError):
 
 class BundleError(BreastcadError, ValueError):
     """A model bundle that is missing, incomplete or has been modified since it was written."""
+
+
+class ConfigError(BreastcadError, ValueError):
+    """Settings that cannot work together, or name something unknown (a model, a policy)."""

@@ -6,7 +6,8 @@ Everything goes into one output folder:
     results.json       run info (versions, seed, commit), data checks and fingerprint, every
                        model's metrics with intervals and per-fold values, bundles
     splits/*.json      the exact train/test indices (and row ids) of every protocol
-    predictions.csv    every test prediction: protocol, model, repeat, fold, row, label, P, threshold
+    predictions.csv    every test prediction: protocol, model, repeat, fold, row, label,
+                       P(malignant), threshold
     plots/*.png        class balance, learning curves, ROC, PR, reliability, confusion matrices
     bundles/<model>/   models refitted on all data, ready for `breastcad predict`
     report.md, report.html
@@ -24,6 +25,7 @@ import pandas as pd
 from breastcad.bundle import save_bundle
 from breastcad.config import ProtocolConfig, RunConfig, TabularDataConfig
 from breastcad.data.tabular import CLASS_NAMES, TabularData, load_tabular
+from breastcad.errors import ConfigError
 from breastcad.evaluation import plots
 from breastcad.evaluation.metrics import binary_metrics, bootstrap_metrics, choose_threshold
 from breastcad.evaluation.protocol import (
@@ -343,7 +345,7 @@ def _write_bundles(
         if cfg.threshold.policy != "fixed":
             inner = model.inner_predictions()
             if inner is None:
-                raise ValueError(f"model '{name}' has no inner predictions to choose a threshold")
+                raise ConfigError(f"model '{name}' has no inner predictions to choose a threshold")
             threshold = choose_threshold(*inner, cfg.threshold)
         folder = save_bundle(
             out / "bundles" / name,

@@ -133,7 +133,7 @@ def reliability_curve(
 
 
 def choose_threshold(y: np.ndarray, proba: np.ndarray, cfg: ThresholdConfig) -> float:
-    """A threshold on P(malignant) chosen on (training-side) predictions by the configured policy."""
+    """A threshold on P(malignant), chosen on training-side predictions by the policy."""
     if cfg.policy == "fixed":
         return float(cfg.value)
     y = np.asarray(y).astype(int)
@@ -173,8 +173,13 @@ def cv_interval(
         (1 / len(v) + n_test / n_train) * sd**2
     )
     # Every metric here lies in [0, 1]; the interval is clipped to that range.
-    return {"mean": mean, "sd": sd, "ci_low": max(mean - half, 0.0),
-            "ci_high": min(mean + half, 1.0), "n": len(v)}
+    return {
+        "mean": mean,
+        "sd": sd,
+        "ci_low": max(mean - half, 0.0),
+        "ci_high": min(mean + half, 1.0),
+        "n": len(v),
+    }
 
 
 def bootstrap_metrics(

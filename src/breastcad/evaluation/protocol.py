@@ -16,6 +16,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
 from breastcad.config import ProtocolConfig, RunConfig, ThresholdConfig
+from breastcad.errors import ConfigError
 from breastcad.evaluation.metrics import (
     METRICS,
     binary_metrics,
@@ -106,7 +107,8 @@ def fit_fold(
     """Fit on `split.train`, choose the threshold inside it, score `split.test`."""
     import torch
 
-    torch.set_num_threads(1) if cfg.n_jobs > 1 else None
+    if cfg.n_jobs > 1:  # one thread per worker process: the workers share the cores
+        torch.set_num_threads(1)
     model = build_model(name, cfg, progress)
     start = time.perf_counter()
     model.fit(X[split.train], y[split.train], seed=seed)
@@ -116,7 +118,7 @@ def fit_fold(
     else:
         inner = model.inner_predictions()
         if inner is None:
-            raise ValueError(
+            raise ConfigError(
                 f"threshold policy '{threshold.policy}' needs predictions inside the training "
                 f"data, but model '{name}' has none: set train.val_fraction > 0"
             )

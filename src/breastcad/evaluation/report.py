@@ -55,7 +55,16 @@ def build_blocks(results: dict[str, Any]) -> list[Block]:
         Block("h2", "How these results were obtained"),
         Block(
             "list",
-            [f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, " f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}", f"Data: {data['source']}: {data['n_samples']} samples, {data['n_features']} " f"features, sha256 {data['fingerprint'][:16]}...", f"Positive class: {data['positive_class']} (sensitivity, precision, AUC refer to it)", "Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()), *results.get("how", [])],
+            [
+                f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, "
+                f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}",
+                f"Data: {data['source']}: {data['n_samples']} samples, {data['n_features']} "
+                f"features, sha256 {data['fingerprint'][:16]}...",
+                f"Positive class: {data['positive_class']} "
+                "(sensitivity, precision and AUC refer to it)",
+                "Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
+                *results.get("how", []),
+            ],
         ),
         Block("h2", "Data checks"),
         Block("list", data["checks"]),
@@ -83,11 +92,14 @@ def build_blocks(results: dict[str, Any]) -> list[Block]:
             results.get(
                 "limits",
                 [
-                    "WDBC is a single-centre set of 569 fine-needle aspirates from the early 1990s; "
-                    "performance on other populations, devices or feature extraction is unknown.",
-                    "Intervals describe sampling variation of this data only, not a new clinical setting.",
-                    "The published single split tests on 114 samples: its intervals are wide, and a "
-                    "single random split is a poor basis for comparing models; prefer repeated CV.",
+                    "WDBC is a single-centre set of 569 fine-needle aspirates from the early "
+                    "1990s; performance on other populations, devices or feature extraction is "
+                    "unknown.",
+                    "Intervals describe sampling variation of this data only, not a new "
+                    "clinical setting.",
+                    "The published single split tests on 114 samples: its intervals are wide, "
+                    "and a single random split is a poor basis for comparing models; prefer "
+                    "repeated CV.",
                 ],
             ),
         )
@@ -115,8 +127,9 @@ def _protocol_blocks(key: str, proto: dict[str, Any]) -> list[Block]:
         detail = [
             f"threshold {_fmt(thresholds[0])}"
             if len(thresholds) == 1
-            else f"thresholds chosen per fold: median {_fmt(sorted(thresholds)[len(thresholds) // 2])},"
-            f" range {_fmt(min(thresholds))}-{_fmt(max(thresholds))}",
+            else f"thresholds chosen per fold: median "
+            f"{_fmt(sorted(thresholds)[len(thresholds) // 2])}, "
+            f"range {_fmt(min(thresholds))}-{_fmt(max(thresholds))}",
             f"mean fit time {m['fit_seconds_mean']:.2f} s",
             "all metrics: "
             + ", ".join(f"{k} {_cell(m['summary'][k])}" for k in METRICS if k in m["summary"]),

@@ -1,4 +1,4 @@
-"""Layers that compute exactly what their Keras / torch.nn namesakes do, faster on small CPU batches.
+"""Layers that compute what their Keras / torch.nn namesakes do, faster on small CPU batches.
 
 Measured on the 2-core development machine for the published 1D-CNN at batch 32 (see
 benchmarks/bench_tabular.py): nn.Dropout's Bernoulli sampling cost ~1 ms per call and nn.Conv1d's
@@ -48,7 +48,7 @@ class Conv1dChannelsLast(nn.Module):
 
 
 class BatchNormChannelsLast(nn.BatchNorm1d):
-    """Batch norm over the last axis of (batch, steps, channels): statistics over batch and steps."""
+    """Batch norm over the last axis of (batch, steps, channels), statistics over both."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from breastcad.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -48,7 +50,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model '{name}'; known models: {', '.join(sorted(_REGISTRY))}"
         ) from None
 

@@ -141,12 +141,17 @@ def svm_rbf(
     inner_splits: int = 5,
     train: TrainConfig | None = None,
 ) -> SklearnTabular:
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
 
     return SklearnTabular(
         "svm_rbf",
-        lambda seed: SVC(kernel="rbf", probability=True, random_state=seed),
-        grid if grid is not None else {"C": [0.3, 1.0, 3.0, 10.0], "gamma": ["scale", 0.01]},
+        lambda seed: CalibratedClassifierCV(
+            SVC(kernel="rbf", random_state=seed), method="sigmoid", ensemble=False
+        ),
+        grid
+        if grid is not None
+        else {"estimator__C": [0.3, 1.0, 3.0, 10.0], "estimator__gamma": ["scale", 0.01]},
         inner_splits,
     )
 

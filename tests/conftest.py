@@ -1,0 +1,63 @@
+"""Shared fixtures: small synthetic tables and CSVs written by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from breastcad.config import ProtocolConfig, RunConfig, TrainConfig
+from breastcad.data.tabular import load_wdbc
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def synthetic_table(n: int = 120, n_features: int = 6, seed: int = 0, shift: float = 2.0):
+    """Two Gaussian classes, separable enough for any model to learn quickly."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 3 == 0).astype(int)  # about 1/3 malignant
+    X = rng.normal(size=(n, n_features)) + shift * y[:, None] * np.linspace(1, 0.2, n_features)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def wdbc():
+    return load_wdbc()
+
+
+@pytest.fixture
+def kaggle_csv(tmp_path: Path, wdbc) -> Path:
+    """The WDBC data as users download it: id, diagnosis M/B, `radius_mean`-style names and the
+    empty trailing column of the Kaggle file."""
+    stats = {"mean": "{}_mean", "error": "{}_se", "worst": "{}_worst"}
+    columns = []
+    for name in wdbc.feature_names:
+        if name.startswith("mean "):
+            columns.append(stats["mean"].format(name[5:]))
+        elif name.startswith("worst "):
+            columns.append(stats["worst"].format(name[6:]))
+        else:
+            columns.append(stats["error"].format(name[: -len(" error")]))
+    frame = pd.DataFrame(wdbc.X, columns=columns)
+    frame.insert(0, "diagnosis", np.where(wdbc.y == 1, "M", "B"))
+    frame.insert(0, "id", [842302 + i for i in range(len(frame))])
+    frame["Unnamed: 32"] = np.nan
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def fast_config() -> RunConfig:
+    """A run small enough for unit tests: two cheap models, tiny CV, few epochs."""
+    return RunConfig(
+        models=["logreg", "cnn1d"],
+        protocols=[
+            ProtocolConfig(kind="published"),
+            ProtocolConfig(kind="cv", n_splits=3, n_repeats=1),
+        ],
+        train=TrainConfig(epochs=3, progress=False),
+        model_params={"logreg": {"grid": {"C": [0.1, 1.0]}, "inner_splits": 3}},
+    )

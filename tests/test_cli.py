@@ -1,0 +1,206 @@
+"""The CLI end to end through Typer's CliRunner, on real WDBC data and small settings."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from breastcad.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, fast_config_module):
+    out = tmp_path_factory.mktemp("run")
+    config = out / "in.yaml"
+    fast_config_module.to_yaml(config)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out / "r"),
+            "--bundle",
+            "logreg",
+            "--bundle",
+            "cnn1d",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out / "r"
+
+
+@pytest.fixture(scope="module")
+def fast_config_module():
+    from tests.conftest import ProtocolConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        models=["logreg", "cnn1d"],
+        protocols=[
+            ProtocolConfig(kind="published"),
+            ProtocolConfig(kind="cv", n_splits=3, n_repeats=1),
+        ],
+        train=TrainConfig(epochs=3, progress=False),
+        model_params={"logreg": {"grid": {"C": [0.1, 1.0]}, "inner_splits": 3}},
+    )
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "predict", "report", "models"):
+        assert command in result.output
+
+
+def test_python_dash_m_works():
+    result = subprocess.run(
+        [sys.executable, "-m", "breastcad", "models"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "cnn1d" in result.stdout
+
+
+def test_train_writes_a_complete_run_folder(run_dir):
+    for name in (
+        "config.yaml",
+        "results.json",
+        "predictions.csv",
+        "report.md",
+        "report.html",
+        "splits/published.json",
+        "splits/cv1x3.json",
+        "plots/class_balance.png",
+        "plots/published/roc.png",
+        "plots/cv1x3/reliability.png",
+        "plots/cv1x3/learning_cnn1d.png",
+        "plots/cv1x3/confusion_logreg.png",
+        "bundles/logreg/bundle.json",
+        "bundles/cnn1d/weights.pt",
+    ):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["seed"] == 0 and results["run"]["versions"]["torch"]
+    assert results["data"]["n_samples"] == 569
+    published = results["protocols"]["published"]["models"]["logreg"]
+    assert published["summary"]["accuracy"]["mean"] > 0.9
+    assert published["thresholds"] == [0.5]  # the published protocol keeps the 0.5 threshold
+    split = json.loads((run_dir / "splits/published.json").read_text())
+    assert len(split["folds"][0]["test"]) == 114
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert set(predictions["protocol"]) == {"published", "cv1x3"}
+    assert len(predictions.query("protocol == 'cv1x3' and model == 'logreg'")) == 569
+    report = (run_dir / "report.md").read_text()
+    assert "Research use only" in report and "malignant" in report
+    for image in ("plots/cv1x3/roc.png", "plots/published/confusion_cnn1d.png"):
+        assert image in report
+
+
+def test_config_round_trip_reproduces_the_run(run_dir, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(run_dir / "config.yaml"),
+            "--out",
+            str(tmp_path / "again"),
+            "-m",
+            "logreg",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    first = json.loads((run_dir / "results.json").read_text())
+    again = json.loads((tmp_path / "again/results.json").read_text())
+    for key in ("published", "cv1x3"):
+        assert (
+            again["protocols"][key]["models"]["logreg"]["per_fold"]
+            == first["protocols"][key]["models"]["logreg"]["per_fold"]
+        )
+
+
+def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tmp_path):
+    out = tmp_path / "pred.csv"
+    result = runner.invoke(
+        app,
+        ["predict", str(kaggle_csv), "--model", str(run_dir / "bundles/logreg"), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["id", "p_malignant", "prediction", "threshold"]
+    assert len(table) == 569 and table["p_malignant"].between(0, 1).all()
+    truth = pd.read_csv(kaggle_csv)["diagnosis"].map({"M": "malignant", "B": "benign"})
+    assert (table["prediction"] == truth).mean() > 0.95  # training data: sanity only
+    assert "p_malignant" in result.output
+
+
+def test_predict_refuses_a_modified_bundle(run_dir, kaggle_csv, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(run_dir / "bundles/cnn1d", copy)
+    with open(copy / "weights.pt", "ab") as f:
+        f.write(b"x")
+    result = runner.invoke(app, ["predict", str(kaggle_csv), "--model", str(copy)])
+    assert result.exit_code == 2
+    assert "weights.pt: checksum mismatch" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_predict_names_missing_features(run_dir, tmp_path):
+    bad = tmp_path / "few.csv"
+    pd.DataFrame({"id": [1], "radius_mean": [10.0]}).to_csv(bad, index=False)
+    result = runner.invoke(app, ["predict", str(bad), "--model", str(run_dir / "bundles/logreg")])
+    assert result.exit_code == 2
+    assert str(bad) in result.output and "29 features the model needs are missing" in result.output
+
+
+def test_evaluate_bundle_on_external_csv(run_dir, kaggle_csv, tmp_path):
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(run_dir / "bundles/logreg"),
+            "--data",
+            str(kaggle_csv),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    summary = results["protocols"]["external"]["models"]["logreg"]["summary"]
+    assert summary["roc_auc"]["ci_low"] <= summary["roc_auc"]["mean"] <= 1.0
+    assert (out / "report.html").is_file() and (out / "plots/external/roc.png").is_file()
+
+
+def test_bad_csv_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,diagnosis,f1\n1,M,abc\n2,B,1.0\n")
+    result = runner.invoke(
+        app, ["train", "--data", str(bad), "--out", str(tmp_path / "r"), "--quiet"]
+    )
+    assert result.exit_code == 2
+    assert f"error: {bad}: non-numeric feature values in 'f1'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["train", "-m", "nope", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "error: unknown model 'nope'; known models:" in result.output
+
+
+def test_report_rerenders_from_results(run_dir):
+    (run_dir / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0 and (run_dir / "report.html").is_file()
+    assert "<table>" in (run_dir / "report.html").read_text()
