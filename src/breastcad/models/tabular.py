@@ -98,7 +98,7 @@ def cnn1d(train: TrainConfig | None = None) -> TorchTabular:
     "mlp",
     family="torch",
     modality="tabular",
-    description="MLP 64-32 with dropout 0.2 (Adam 1e-3, 100 epochs, batch 32)",
+    description="MLP 64-32 with dropout 0.2 (Adam 1e-3, 60 epochs, batch 64)",
 )
 def mlp(
     train: TrainConfig | None = None, hidden: tuple[int, ...] = (64, 32), dropout: float = 0.2
@@ -106,7 +106,7 @@ def mlp(
     def build(n: int) -> MLP:
         return MLP(n, tuple(hidden), dropout)
 
-    return TorchTabular("mlp", build, {"epochs": 100, "batch_size": 32, "lr": 1e-3}, train)
+    return TorchTabular("mlp", build, {"epochs": 60, "batch_size": 64, "lr": 1e-3}, train)
 
 
 @register_model(
