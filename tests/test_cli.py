@@ -125,6 +125,47 @@ def test_config_round_trip_reproduces_the_run(run_dir, tmp_path):
         )
 
 
+def test_metrics_json_states_protocol_and_threshold(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cv = metrics["cv1x3"]["models"]["cnn1d"]
+    assert metrics["cv1x3"]["positive_class"] == "malignant"
+    assert "Youden" in cv["threshold_policy"] and "Nadeau" in cv["interval_method"]
+    assert cv["roc_auc"]["ci_low"] <= cv["roc_auc"]["mean"] <= cv["roc_auc"]["ci_high"]
+
+
+def test_early_stopping_option_reaches_training(tmp_path):
+    out = tmp_path / "es"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "-m",
+            "mlp",
+            "--protocol",
+            "cv",
+            "--folds",
+            "2",
+            "--repeats",
+            "1",
+            "--epochs",
+            "200",
+            "--early-stopping",
+            "2",
+            "--bundle",
+            "mlp",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["train"]["early_stopping_patience"] == 2
+    epochs = results["protocols"]["cv1x2"]["models"]["mlp"]["epochs_run"]
+    assert len(epochs) == 2 and max(epochs) < 200
+    assert "mlp" in results["bundles"]
+
+
 def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tmp_path):
     out = tmp_path / "pred.csv"
     result = runner.invoke(

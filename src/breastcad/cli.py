@@ -101,6 +101,13 @@ def train(
         float | None, typer.Option(help="The fixed threshold, or the sensitivity target.")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the models' epochs.")] = None,
+    early_stopping: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop PyTorch models after this many epochs without a lower validation loss "
+            "and restore the best weights (default: off, as published)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     jobs: Annotated[int | None, typer.Option(help="CV folds fitted in parallel.")] = None,
     bundle: Annotated[
@@ -132,6 +139,8 @@ def train(
         base["threshold"]["value"] = threshold_value
     if epochs is not None:
         base["train"]["epochs"] = epochs
+    if early_stopping is not None:
+        base["train"]["early_stopping_patience"] = early_stopping
     base["train"]["progress"] = not quiet
     cfg = RunConfig.model_validate(base)
     results = run_experiment(cfg, out, progress=not quiet)

@@ -3,6 +3,7 @@
 Everything goes into one output folder:
 
     config.yaml        the resolved RunConfig (re-run with `breastcad train --config`)
+    metrics.json       per protocol and model: every metric's mean, SD and 95% interval
     results.json       run info (versions, seed, commit), data checks and fingerprint, every
                        model's metrics with intervals and per-fold values, bundles
     splits/*.json      the exact train/test indices (and row ids) of every protocol
@@ -93,8 +94,29 @@ def run_experiment(cfg: RunConfig, out: Path, progress: bool = True) -> dict[str
     pd.DataFrame(predictions).to_csv(out / "predictions.csv", index=False)
     results["bundles"] = _write_bundles(out, cfg, data, results, progress)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    write_metrics(out, results)
     write_report(out)
     return results
+
+
+def write_metrics(out: Path, results: dict[str, Any]) -> None:
+    """metrics.json: per protocol and model, each metric's mean, SD and 95% interval."""
+    compact = {
+        key: {
+            "description": proto["description"],
+            "positive_class": "malignant",
+            "models": {
+                name: {
+                    "threshold_policy": m["threshold_policy"],
+                    "interval_method": m["interval_method"],
+                    **m["summary"],
+                }
+                for name, m in proto["models"].items()
+            },
+        }
+        for key, proto in results["protocols"].items()
+    }
+    (out / "metrics.json").write_text(json.dumps(compact, indent=2, default=_jsonable))
 
 
 def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) -> dict[str, Any]:
@@ -195,6 +217,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
         }
     ).to_csv(out / "predictions.csv", index=False)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    write_metrics(out, results)
     write_report(out)
     return results
 
@@ -284,6 +307,7 @@ def _protocol_results(
             "confusion": counts,
             "chosen_params": [f.chosen_params for f in e.folds if f.chosen_params],
             "fit_seconds_mean": float(np.mean([f.fit_seconds for f in e.folds])),
+            "epochs_run": [len(f.history) for f in e.folds if f.history],
             "per_fold": [{"repeat": f.repeat, "fold": f.fold, **f.metrics} for f in e.folds],
             "plots": {k: _rel(out, v) for k, v in model_figs.items()},
         }

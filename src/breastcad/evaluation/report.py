@@ -131,6 +131,11 @@ def _protocol_blocks(key: str, proto: dict[str, Any]) -> list[Block]:
             f"{_fmt(sorted(thresholds)[len(thresholds) // 2])}, "
             f"range {_fmt(min(thresholds))}-{_fmt(max(thresholds))}",
             f"mean fit time {m['fit_seconds_mean']:.2f} s",
+            *(
+                [f"epochs trained per fit: {min(m['epochs_run'])}-{max(m['epochs_run'])}"]
+                if m.get("epochs_run")
+                else []
+            ),
             "all metrics: "
             + ", ".join(f"{k} {_cell(m['summary'][k])}" for k in METRICS if k in m["summary"]),
         ]
