@@ -1,0 +1,186 @@
+"""Decode every supported image to a numpy array, with clear errors for bad files.
+
+Supported: PNG (8/16-bit, gray, RGB, palette), JPEG, TIFF, PGM/PPM, BMP, DICOM (including the
+RLE-lossless and other transfer syntaxes pydicom decodes natively), and arrays inside MedMNIST
+`.npz` files, addressed as `file.npz::<split>/<index>`.
+
+`read_image` returns (H, W) for grayscale or (H, W, 3) for colour; 8-bit images stay uint8,
+16-bit and DICOM images are float32 in [0, 1] (kept as float until the final resize).
+
+Example:
+    >>> img = read_image("mdb001.pgm")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from breastcad.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".bmp", ".dcm"}
+NPZ_SEPARATOR = "::"
+MAX_PIXELS = 200_000_000
+"""Larger images are refused as possible decompression bombs (a 4432x2864 mammogram is 12.7M)."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one image (see module docstring); `DataError` names the file and the problem."""
+    text = str(path)
+    if NPZ_SEPARATOR in text:
+        return _read_npz_item(text)
+    p = Path(text)
+    if not p.is_file():
+        raise DataError("file not found", p)
+    if p.stat().st_size == 0:
+        raise DataError("empty file", p)
+    if p.suffix.lower() == ".dcm" or _has_dicom_preamble(p):
+        return read_dicom(p)
+    return _read_pil(p)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise DataError(f"{im.width}x{im.height} pixels is too large", path)
+                im.load()
+                return _pil_to_array(im)
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise DataError(f"not a readable image ({exc.__class__.__name__})", path) from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise DataError(f"corrupt or truncated image ({exc})", path) from exc
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return np.clip(a / top, 0, 1).astype(np.float32)
+    if im.mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if im.mode in ("L", "1"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    if im.mode == "LA":
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_dicom(path: Path) -> np.ndarray:
+    """Pixels of a DICOM file: modality LUT, then VOI LUT or window, MONOCHROME1 inverted,
+    scaled to float32 [0, 1]. Headers are not returned (see `deid` for those)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except InvalidDicomError as exc:
+        raise DataError(f"not a DICOM file ({exc})", path) from exc
+    except (NotImplementedError, RuntimeError) as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise DataError(f"unsupported DICOM pixel data ({syntax}): {exc}", path) from exc
+    except (AttributeError, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"corrupt DICOM file ({exc})", path) from exc
+    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
+        pixels = pixels[0]  # first frame of a multi-frame image
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("file not found", p)
+    try:
+        with np.load(p) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"not a readable .npz file ({exc})", p) from exc
+
+
+def _read_npz_item(ref: str) -> np.ndarray:
+    path, _, item = ref.partition(NPZ_SEPARATOR)
+    split, _, index = item.partition("/")
+    arrays = _load_npz(path)
+    key = f"{split}_images"
+    if key not in arrays or not index.isdigit() or int(index) >= len(arrays[key]):
+        raise DataError(f"no image {item} in the file", path)
+    return arrays[key][int(index)]
+
+
+def to_gray_float(image: np.ndarray) -> np.ndarray:
+    """Any decoded image as 2-D float32 in [0, 1] (colour averaged), e.g. for hashing."""
+    a = image.astype(np.float32)
+    if image.dtype == np.uint8:
+        a /= 255.0
+    return a.mean(axis=2) if a.ndim == 3 else a
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A decoded image as uint8 (float images are in [0, 1])."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def resize(image: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
+    """Square `size` x `size`: 'pad' keeps the aspect ratio and pads with black, 'crop' fills and
+    centre-crops, 'stretch' ignores the aspect ratio. Float images are resized as float."""
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        new_h = new_w = size
+    else:
+        scale = (min if mode == "pad" else max)(size / h, size / w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = _pil_resize(image, new_w, new_h)
+    if mode == "stretch":
+        return resized
+    out = np.zeros((size, size, *image.shape[2:]), dtype=resized.dtype)
+    if mode == "pad":
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        out[top : top + new_h, left : left + new_w] = resized
+        return out
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def _pil_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return np.asarray(
+            Image.fromarray(image).resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+        )
+    channels = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
+    out = [
+        np.asarray(
+            Image.fromarray(c.astype(np.float32), mode="F").resize(
+                (width, height), Image.BILINEAR, reducing_gap=3.0
+            )
+        )
+        for c in channels
+    ]
+    return out[0] if image.ndim == 2 else np.stack(out, axis=-1)

@@ -1,0 +1,61 @@
+"""The manifest: one row per sample, the same columns for every dataset.
+
+Columns: `path` (a file, or `file.npz::split/index`), `label` (class name), `group_id` (the unit
+that must never straddle a split: patient, woman, slide, or the file itself when the data has
+no patients), `dataset`, and dataset-specific metadata columns (mask paths, coordinates,
+magnification, official split...). Every adapter in `breastcad.data.sources` produces one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED = ("path", "label", "group_id", "dataset")
+
+
+@dataclass
+class Manifest:
+    """Samples of one dataset plus what the adapter found wrong while reading it."""
+
+    frame: pd.DataFrame
+    root: Path
+    classes: list[str]
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in REQUIRED if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"manifest lacks columns {missing}")
+        self.frame = self.frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def dataset(self) -> str:
+        return str(self.frame["dataset"].iloc[0]) if len(self.frame) else "empty"
+
+    def class_counts(self) -> dict[str, int]:
+        counts = self.frame["label"].value_counts()
+        return {c: int(counts.get(c, 0)) for c in self.classes}
+
+    def fingerprint(self) -> str:
+        """sha256 over paths, labels, groups and each file's size and modification time: it
+        changes when a file, a label or a grouping changes, without reading pixels."""
+        h = hashlib.sha256()
+        for path, label, group in self.frame[["path", "label", "group_id"]].itertuples(index=False):
+            file = Path(str(path).split("::")[0])
+            stat = file.stat() if file.exists() else None
+            h.update(f"{path}\x1f{label}\x1f{group}\x1f".encode())
+            h.update(f"{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else b"-\n")
+        return h.hexdigest()
+
+    def save(self, path: Path) -> None:
+        self.frame.to_csv(path, index=False)
+
+    def subset(self, mask: pd.Series) -> Manifest:
+        return Manifest(self.frame[mask.to_numpy()], self.root, self.classes, self.problems)

@@ -1,0 +1,81 @@
+"""DICOM mammograms (CBIS-DDSM style): a folder of `.dcm` files with labels from a CSV
+(`file` relative to the root, and a label column such as `pathology`) or from class folders.
+
+The group is the patient: the CSV's `patient_id` or the DICOM PatientID. Identifiers are never
+written as they are: `group_id` is a pseudonym (`patient-` + 12 hex digits of a sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from breastcad.data.manifest import Manifest
+from breastcad.errors import DataError
+
+_PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
+
+
+def pseudonym(patient_id: str) -> str:
+    return "patient-" + hashlib.sha256(f"breastcad:{patient_id}".encode()).hexdigest()[:12]
+
+
+def _patient_from_header(path: Path) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", path.stem))
+    except Exception as exc:
+        raise DataError(f"unreadable DICOM header ({exc})", path) from exc
+
+
+def scan(
+    root: Path, labels_csv: str | None = "labels.csv", label_column: str = "pathology"
+) -> Manifest:
+    csv = root / labels_csv if labels_csv else None
+    rows, problems = [], []
+    if csv is not None and csv.is_file():
+        table = pd.read_csv(csv)
+        if "file" not in table.columns or label_column not in table.columns:
+            raise DataError(f"needs columns 'file' and '{label_column}'", csv)
+        for rec in table.to_dict("records"):
+            path = root / str(rec["file"])
+            if not path.is_file():
+                problems.append(f"{path}: listed in {csv.name} but missing; skipped")
+                continue
+            raw = str(rec[label_column]).strip().upper()
+            label = _PATHOLOGY.get(raw, raw.lower())
+            patient = str(rec.get("patient_id") or _patient_from_header(path))
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "group_id": pseudonym(patient),
+                    "dataset": "dicom",
+                    "laterality": rec.get("laterality", ""),
+                    "view": rec.get("view", ""),
+                }
+            )
+    else:
+        for path in sorted(root.rglob("*.dcm")):
+            label = path.parent.name.lower()
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "group_id": pseudonym(_patient_from_header(path)),
+                    "dataset": "dicom",
+                }
+            )
+    frame = pd.DataFrame(rows)
+    classes = sorted(frame["label"].unique()) if len(frame) else []
+    if set(classes) <= {"benign", "malignant"}:
+        classes = ["benign", "malignant"]
+    return Manifest(
+        frame if len(frame) else pd.DataFrame(columns=["path", "label", "group_id", "dataset"]),
+        root,
+        classes,
+        problems,
+    )

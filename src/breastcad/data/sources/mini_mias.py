@@ -1,0 +1,90 @@
+"""mini-MIAS mammograms: `mdbNNN.pgm` (or `.png`) and `Info.txt`.
+
+Info.txt columns: reference, tissue (F/G/D), class (CALC, CIRC, SPIC, MISC, ARCH, ASYM, NORM),
+severity (B/M), x, y, radius; one reference can have several lines (several abnormalities).
+Consecutive references are one woman's left and right breast (mdb001+mdb002): `group_id`.
+Tasks: 'normal_vs_abnormal' (all images) or 'benign_vs_malignant' (abnormal images only).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from breastcad.data.manifest import Manifest
+from breastcad.errors import ConfigError, DataError
+
+TASKS = {
+    "normal_vs_abnormal": ["normal", "abnormal"],
+    "benign_vs_malignant": ["benign", "malignant"],
+}
+_LINE = re.compile(r"^(mdb\d{3})\s+([FGD])\s+(\w+)(?:\s+([BM]))?(?:\s+(\d+)\s+(\d+)\s+(\d+))?")
+
+
+def parse_info(path: Path) -> dict[str, dict]:
+    """Reference -> tissue, class, severity and the list of abnormalities."""
+    refs: dict[str, dict] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        ref, tissue, cls, severity, x, y, radius = m.groups()
+        entry = refs.setdefault(
+            ref, {"tissue": tissue, "classes": [], "severity": None, "abnormalities": []}
+        )
+        if cls != "NORM":
+            entry["classes"].append(cls)
+            if severity == "M" or entry["severity"] is None:
+                entry["severity"] = severity
+            if x is not None:
+                entry["abnormalities"].append(f"{cls}:{x},{y},r{radius}")
+    return refs
+
+
+def scan(root: Path, task: str = "normal_vs_abnormal") -> Manifest:
+    if task not in TASKS:
+        raise ConfigError(f"unknown mini-MIAS task '{task}'; known: {', '.join(TASKS)}")
+    info = root / "Info.txt"
+    if not info.is_file():
+        raise DataError("no Info.txt with the mini-MIAS labels", root)
+    rows, without_image = [], 0
+    for ref, entry in sorted(parse_info(info).items()):
+        image = next(
+            (root / f"{ref}{s}" for s in (".pgm", ".png") if (root / f"{ref}{s}").is_file()), None
+        )
+        if image is None:
+            without_image += 1
+            continue
+        abnormal = bool(entry["classes"])
+        if task == "normal_vs_abnormal":
+            label = "abnormal" if abnormal else "normal"
+        elif not abnormal:
+            continue
+        else:
+            label = {"B": "benign", "M": "malignant"}.get(entry["severity"] or "", "unknown")
+        number = int(ref[3:])
+        rows.append(
+            {
+                "path": str(image),
+                "label": label,
+                "group_id": f"woman-{(number + 1) // 2:03d}",
+                "dataset": "mini-mias",
+                "tissue": entry["tissue"],
+                "abnormality": "+".join(entry["classes"]) or "NORM",
+                "severity": entry["severity"] or "",
+                "lesions": ";".join(entry["abnormalities"]),
+                "side": "left" if number % 2 == 0 else "right",
+            }
+        )
+    problems = (
+        [f"{without_image} references in Info.txt have no image file"] if without_image else []
+    )
+    frame = pd.DataFrame(rows)
+    if len(frame) and (frame["label"] == "unknown").any():
+        problems.append(
+            f"{int((frame['label'] == 'unknown').sum())} abnormal images without severity excluded"
+        )
+        frame = frame[frame["label"] != "unknown"]
+    return Manifest(frame, root, TASKS[task], problems)
