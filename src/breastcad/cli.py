@@ -224,3 +224,117 @@ def models_command() -> None:
     for name in list_models():
         spec = get_spec(name)
         typer.echo(f"{name:<10} {spec.modality:<8} {spec.family:<8} {spec.description}")
+
+
+data_app = typer.Typer(help="Image datasets: list sources, audit, split.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DatasetArg = Annotated[
+    str, typer.Argument(help="busi, breastmnist, mini-mias, idc, breakhis, dicom or folder.")
+]
+RootArg = Annotated[Path, typer.Argument(help="The dataset folder (or .npz file), as downloaded.")]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help='Adapter option KEY=VALUE (JSON value), e.g. task="benign_vs_malignant"\' '
+        "for mini-MIAS or magnifications=[200] for BreakHis.",
+    ),
+]
+
+
+def _scan(dataset: str, root: Path, options: list[str] | None):  # noqa: ANN202
+    import json
+
+    from breastcad.data.sources import scan
+
+    kwargs: dict[str, Any] = {}
+    for item in options or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BreastcadError(f"--option needs KEY=VALUE, got '{item}'")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return scan(dataset, root, **kwargs)
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """List the supported dataset layouts."""
+    from breastcad.data.sources import SOURCES
+
+    for name, fn in SOURCES.items():
+        doc = (fn.__module__ and __import__(fn.__module__, fromlist=["x"]).__doc__ or "").strip()
+        typer.echo(f"{name:<12} {doc.splitlines()[0] if doc else ''}")
+
+
+@data_app.command("audit")
+@clear_errors
+def data_audit(
+    dataset: DatasetArg,
+    root: RootArg,
+    out: Annotated[Path | None, typer.Option(help="Folder for the audit report.")] = None,
+    distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")] = 4,
+    jobs: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    option: OptionOpt = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Unreadable files, sizes, exact and near duplicates (and label conflicts), class balance,
+    samples per group; writes a report with class balance, sample grid and duplicate gallery."""
+    from breastcad.data.audit import audit, audit_markdown, write_audit
+
+    manifest = _scan(dataset, root, option)
+    result = audit(manifest, max_distance=distance, jobs=jobs, progress=not quiet)
+    out = out or Path("runs") / f"audit-{dataset}"
+    write_audit(result, out)
+    typer.echo(audit_markdown(result.summary).split("\n\n![")[0].strip())
+    typer.echo(f"\nreport: {out / 'report.md'}")
+
+
+@data_app.command("split")
+@clear_errors
+def data_split(
+    dataset: DatasetArg,
+    root: RootArg,
+    out: Annotated[Path, typer.Option(help="Split file to write (JSON).")] = Path("split.json"),
+    test_size: Annotated[float, typer.Option(help="Fraction for test.")] = 0.2,
+    val_size: Annotated[float, typer.Option(help="Fraction for validation (0: none).")] = 0.1,
+    folds: Annotated[int | None, typer.Option(help="k-fold instead of train/val/test.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    duplicates: Annotated[
+        bool, typer.Option(help="Audit near duplicates and keep each cluster in one partition.")
+    ] = True,
+    distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")] = 4,
+    official: Annotated[bool, typer.Option(help="Use official splits where they exist.")] = True,
+    option: OptionOpt = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Stratified split grouped by patient and near-duplicate cluster; no group spans two
+    partitions."""
+    from breastcad.data.audit import audit
+    from breastcad.data.splits import check_no_leak, make_split, pairs_to_merge, save_split
+
+    manifest = _scan(dataset, root, option)
+    pairs = None
+    if duplicates:
+        result = audit(manifest, max_distance=distance, progress=not quiet)
+        pairs = pairs_to_merge(manifest, result.pairs)
+    split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)
+    check_no_leak(split)
+    settings = {
+        "test_size": test_size,
+        "val_size": val_size,
+        "folds": folds,
+        "seed": seed,
+        "duplicate_distance": distance if duplicates else None,
+        "official": official,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_split(split, out, manifest, settings)
+    counts = split.groupby(["partition", "label"]).size().unstack(fill_value=0)
+    typer.echo(counts.to_string())
+    typer.echo(f"{split['split_group'].nunique()} groups; no group spans two partitions")
+    typer.echo(f"split: {out}")

@@ -25,6 +25,9 @@ class Manifest:
     root: Path
     classes: list[str]
     problems: list[str] = field(default_factory=list)
+    patient_groups: bool = True
+    """True when `group_id` identifies patients (or women, slides); False when each file is its
+    own group, so near-duplicate clusters must stand in for patients when splitting."""
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED if c not in self.frame.columns]
@@ -58,4 +61,6 @@ class Manifest:
         self.frame.to_csv(path, index=False)
 
     def subset(self, mask: pd.Series) -> Manifest:
-        return Manifest(self.frame[mask.to_numpy()], self.root, self.classes, self.problems)
+        return Manifest(
+            self.frame[mask.to_numpy()], self.root, self.classes, self.problems, self.patient_groups
+        )

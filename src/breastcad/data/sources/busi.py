@@ -40,5 +40,8 @@ def scan(root: Path) -> Manifest:
                 }
             )
     return Manifest(
-        pd.DataFrame(rows, columns=["path", "label", "group_id", "dataset", "masks"]), root, CLASSES
+        pd.DataFrame(rows, columns=["path", "label", "group_id", "dataset", "masks"]),
+        root,
+        CLASSES,
+        patient_groups=False,
     )

@@ -39,5 +39,8 @@ def scan(root: Path, groups_csv: str | None = None) -> Manifest:
                     }
                 )
     return Manifest(
-        pd.DataFrame(rows, columns=["path", "label", "group_id", "dataset"]), root, classes
+        pd.DataFrame(rows, columns=["path", "label", "group_id", "dataset"]),
+        root,
+        classes,
+        patient_groups=bool(groups),
     )

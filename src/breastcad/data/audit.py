@@ -1,0 +1,222 @@
+"""Audit a manifest: unreadable files, sizes and modes, exact and near duplicates (and those
+whose labels disagree), class balance and samples per group.
+
+Every image is decoded once, in parallel, with a progress bar. Exact duplicates share the
+sha1 of their decoded pixels; near duplicates are within `max_distance` bits of a 64-bit DCT
+perceptual hash (pHash: 32x32 grayscale, 2-D DCT, low 8x8 block above its median).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.fft import dctn
+from tqdm.auto import tqdm
+
+from breastcad.data.imaging import read_image, to_gray_float, to_uint8
+from breastcad.data.manifest import Manifest
+from breastcad.errors import DataError
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a decoded image."""
+    gray = Image.fromarray(to_gray_float(image).astype(np.float32), mode="F")
+    small = np.asarray(gray.resize((32, 32), Image.BILINEAR, reducing_gap=3.0), dtype=np.float64)
+    low = dctn(small, norm="ortho")[:8, :8]
+    bits = (low > np.median(low)).reshape(-1)
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def inspect_image(path: str) -> dict[str, Any]:
+    """Decode one image and describe it; a bad file gives `readable=False` and the reason."""
+    try:
+        image = read_image(path)
+    except DataError as exc:
+        return {"readable": False, "error": exc.problem}
+    if image.size == 0:
+        return {"readable": False, "error": "no pixels"}
+    pixels = to_uint8(image)
+    return {
+        "readable": True,
+        "error": "",
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "channels": 1 if image.ndim == 2 else image.shape[2],
+        "dtype": str(image.dtype),
+        "exact_hash": hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest(),
+        "phash": phash(image),
+    }
+
+
+def inspect_all(paths: list[str], jobs: int = 2, progress: bool = True) -> pd.DataFrame:
+    """`inspect_image` over many files, in `jobs` processes, with a progress bar."""
+    desc = "decoding images"
+    if jobs <= 1 or len(paths) < 64:
+        rows = [inspect_image(p) for p in tqdm(paths, desc=desc, disable=not progress)]
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            rows = list(
+                tqdm(
+                    pool.map(inspect_image, paths, chunksize=64),
+                    total=len(paths),
+                    desc=desc,
+                    disable=not progress,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def hamming_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> np.ndarray:
+    """All pairs (i < j, distance) of 64-bit hashes within `max_distance` bits, in blocks so
+    memory stays bounded (N x block at a time)."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    found = []
+    for start in range(0, len(h), block):
+        chunk = h[start : start + block]
+        dist = np.bitwise_count(chunk[:, None] ^ h[None, :])
+        i, j = np.nonzero(dist <= max_distance)
+        i = i + start
+        keep = i < j
+        found.append(np.stack([i[keep], j[keep], dist[i[keep] - start, j[keep]]], axis=1))
+    return np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
+
+
+@dataclass
+class AuditResult:
+    """What the audit found, with the per-image records and duplicate pairs."""
+
+    manifest: Manifest
+    records: pd.DataFrame
+    pairs: pd.DataFrame
+    max_distance: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> np.ndarray:
+        return self.records["readable"].to_numpy(dtype=bool)
+
+
+def audit(
+    manifest: Manifest, max_distance: int = 4, jobs: int = 2, progress: bool = True
+) -> AuditResult:
+    """Decode and check every sample of `manifest` (see module docstring)."""
+    info = inspect_all(manifest.frame["path"].tolist(), jobs, progress)
+    records = pd.concat([manifest.frame.reset_index(drop=True), info], axis=1)
+    ok = records["readable"].to_numpy(dtype=bool)
+    index = np.flatnonzero(ok)
+    hashes = records.loc[ok, "phash"].to_numpy(dtype=np.uint64)
+    raw = hamming_pairs(hashes, max_distance)
+    labels = records["label"].to_numpy()
+    exact = records["exact_hash"].to_numpy()
+    pairs = (
+        pd.DataFrame(
+            {
+                "i": index[raw[:, 0]],
+                "j": index[raw[:, 1]],
+                "distance": raw[:, 2],
+            }
+        )
+        if len(raw)
+        else pd.DataFrame(columns=["i", "j", "distance"], dtype=int)
+    )
+    pairs["exact"] = exact[pairs["i"]] == exact[pairs["j"]] if len(pairs) else []
+    pairs["label_conflict"] = labels[pairs["i"]] != labels[pairs["j"]] if len(pairs) else []
+    groups = records["group_id"].to_numpy()
+    pairs["same_group"] = groups[pairs["i"]] == groups[pairs["j"]] if len(pairs) else []
+    result = AuditResult(manifest, records, pairs, max_distance)
+    result.summary = _summary(result)
+    return result
+
+
+def _summary(result: AuditResult) -> dict[str, Any]:
+    rec, pairs = result.records, result.pairs
+    ok = rec[rec["readable"]]
+    shapes = ok.groupby(["height", "width", "channels"]).size().sort_values(ascending=False)
+    common = shapes.index[0] if len(shapes) else None
+    exact_groups = ok.groupby("exact_hash")["label"].agg(["size", "nunique"])
+    per_group = rec.groupby("group_id").size()
+    return {
+        "dataset": result.manifest.dataset,
+        "root": str(result.manifest.root),
+        "n_samples": len(rec),
+        "manifest_fingerprint": result.manifest.fingerprint(),
+        "adapter_problems": result.manifest.problems,
+        "unreadable": [
+            {"path": p, "problem": e}
+            for p, e in rec.loc[~rec["readable"], ["path", "error"]].itertuples(index=False)
+        ],
+        "class_counts": result.manifest.class_counts(),
+        "shapes": {f"{h}x{w}x{c}": int(n) for (h, w, c), n in shapes.head(10).items()},
+        "unexpected_shape": int(
+            (ok[["height", "width", "channels"]].apply(tuple, axis=1) != common).sum()
+        )
+        if common is not None
+        else 0,
+        "dtypes": {k: int(v) for k, v in ok["dtype"].value_counts().items()},
+        "exact_duplicate_sets": int((exact_groups["size"] > 1).sum()),
+        "exact_duplicate_images": int(exact_groups.loc[exact_groups["size"] > 1, "size"].sum()),
+        "exact_duplicate_sets_with_conflicting_labels": int((exact_groups["nunique"] > 1).sum()),
+        "near_duplicate_max_distance": result.max_distance,
+        "near_duplicate_pairs": len(pairs),
+        "near_duplicate_pairs_across_labels": int(pairs["label_conflict"].sum())
+        if len(pairs)
+        else 0,
+        "near_duplicate_pairs_across_groups": int((~pairs["same_group"]).sum())
+        if len(pairs)
+        else 0,
+        "groups": int(per_group.size),
+        "samples_per_group": {
+            "min": int(per_group.min()),
+            "median": float(per_group.median()),
+            "max": int(per_group.max()),
+        },
+    }
+
+
+def write_audit(result: AuditResult, out: Path, gallery: int = 24) -> Path:
+    """audit.json, records.csv, pairs.csv, plots and report.md into `out`."""
+    from breastcad.data import audit_plots
+
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    result.records.to_csv(out / "records.csv", index=False)
+    result.pairs.to_csv(out / "pairs.csv", index=False)
+    figures = audit_plots.write_all(result, out / "plots", gallery)
+    summary = {**result.summary, "plots": {k: str(v.relative_to(out)) for k, v in figures.items()}}
+    (out / "audit.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.md").write_text(audit_markdown(summary))
+    return out
+
+
+def audit_markdown(summary: dict[str, Any]) -> str:
+    s = summary
+    lines = [
+        f"# Audit of {s['dataset']} ({s['root']})",
+        "",
+        f"- {s['n_samples']} samples in {s['groups']} groups (samples per group: "
+        f"{s['samples_per_group']}); classes {s['class_counts']}",
+        f"- unreadable: {len(s['unreadable'])}"
+        + "".join(f"\n  - `{u['path']}`: {u['problem']}" for u in s["unreadable"][:20]),
+        f"- shapes (h x w x channels): {s['shapes']}; {s['unexpected_shape']} differ from the "
+        f"most common; dtypes {s['dtypes']}",
+        f"- exact duplicates (same decoded pixels): {s['exact_duplicate_sets']} sets, "
+        f"{s['exact_duplicate_images']} images; {s['exact_duplicate_sets_with_conflicting_labels']}"
+        " sets with conflicting labels",
+        f"- near duplicates (pHash distance <= {s['near_duplicate_max_distance']}): "
+        f"{s['near_duplicate_pairs']} pairs, {s['near_duplicate_pairs_across_labels']} across "
+        f"labels, {s['near_duplicate_pairs_across_groups']} across groups. Splits keep them "
+        "together (see `breastcad data split`): all of them where the data has no patient ids, "
+        "otherwise exact duplicates, since patients are then the unit of splitting.",
+        *[f"- adapter: {p}" for p in s["adapter_problems"][:20]],
+        "",
+    ]
+    lines += [f"![{k}]({v})" for k, v in s.get("plots", {}).items()]
+    return "\n".join(lines) + "\n"

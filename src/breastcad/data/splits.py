@@ -1,0 +1,159 @@
+"""Leak-free splits: stratified by label, grouped by patient (or woman, slide) and by
+near-duplicate cluster, so that no group and no duplicate pair spans two partitions.
+
+Official splits (BreastMNIST) are kept as released. Splits are written as JSON with the
+manifest fingerprint and re-loaded by path.
+
+Example:
+    >>> groups = split_groups(manifest, audit_result)  # doctest: +SKIP
+    >>> parts = train_val_test(manifest.frame["label"], groups, test_size=0.2, val_size=0.1)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from breastcad.data.manifest import Manifest
+from breastcad.errors import ConfigError, DataError
+
+
+def union_find(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of `n` items linked by `pairs` (k x 2): a component id per item."""
+    parent = np.arange(n)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(i) for i in range(n)])
+
+
+def split_groups(manifest: Manifest, duplicate_pairs: np.ndarray | None = None) -> np.ndarray:
+    """The unit of splitting per row: rows sharing a `group_id` or linked by a duplicate pair
+    (directly or through others) share a group."""
+    codes = pd.factorize(manifest.frame["group_id"])[0]
+    n = len(codes)
+    same_group = np.stack([np.arange(n), codes + n], axis=1)  # link each row to its group node
+    links = [same_group]
+    if duplicate_pairs is not None and len(duplicate_pairs):
+        links.append(np.asarray(duplicate_pairs, dtype=np.int64)[:, :2])
+    return union_find(n + codes.max() + 1, np.concatenate(links))[:n]
+
+
+def _first_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    n_splits = max(2, round(1 / fraction))
+    if len(np.unique(groups)) < n_splits:
+        raise DataError(
+            f"{len(np.unique(groups))} groups (patients or duplicate clusters) are too few for "
+            f"a {fraction:.0%} partition; use a larger fraction, --val-size 0, or --folds"
+        )
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(cv.split(np.zeros(len(labels)), labels, groups))
+    return held
+
+
+def train_val_test(
+    labels: pd.Series | np.ndarray,
+    groups: np.ndarray,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """'train' / 'val' / 'test' per row; stratified, no group in two partitions."""
+    labels = np.asarray(labels)
+    parts = np.full(len(labels), "train", dtype=object)
+    test = _first_fold(labels, groups, test_size, seed)
+    parts[test] = "test"
+    if val_size > 0:
+        rest = np.flatnonzero(parts == "train")
+        val = _first_fold(labels[rest], groups[rest], val_size / (1 - test_size), seed + 1)
+        parts[rest[val]] = "val"
+    return parts
+
+
+def kfold(
+    labels: pd.Series | np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0
+) -> np.ndarray:
+    """A fold number per row for stratified group k-fold."""
+    labels = np.asarray(labels)
+    folds = np.zeros(len(labels), dtype=int)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, test) in enumerate(cv.split(np.zeros(len(labels)), labels, groups)):
+        folds[test] = fold
+    return folds
+
+
+def make_split(
+    manifest: Manifest,
+    duplicate_pairs: np.ndarray | None = None,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    folds: int | None = None,
+    seed: int = 0,
+    official: bool = True,
+) -> pd.DataFrame:
+    """Rows with `partition` (and `fold` for k-fold) and the merged `split_group`."""
+    frame = manifest.frame[["path", "label", "group_id"]].copy()
+    groups = split_groups(manifest, duplicate_pairs)
+    frame["split_group"] = groups
+    if official and "official_split" in manifest.frame.columns:
+        frame["partition"] = manifest.frame["official_split"].to_numpy()
+    elif folds:
+        frame["fold"] = kfold(frame["label"], groups, folds, seed)
+        frame["partition"] = "fold-" + frame["fold"].astype(str)
+    else:
+        frame["partition"] = train_val_test(frame["label"], groups, test_size, val_size, seed)
+    return frame
+
+
+def pairs_to_merge(manifest: Manifest, pairs: pd.DataFrame) -> np.ndarray:
+    """Duplicate pairs a split must keep together: all near duplicates when the data has no
+    patient ids (BUSI); only exact duplicates when it has (near-duplicate hashes of mammograms
+    of different women collide on the breast silhouette, so patients are the better unit)."""
+    chosen = pairs if not manifest.patient_groups else pairs[pairs["exact"].astype(bool)]
+    return chosen[["i", "j"]].to_numpy(dtype=np.int64)
+
+
+def check_no_leak(split: pd.DataFrame) -> None:
+    """Raise if any split group appears in two partitions."""
+    spread = split.groupby("split_group")["partition"].nunique()
+    if (spread > 1).any():
+        raise DataError(f"{int((spread > 1).sum())} groups span two partitions")
+
+
+def save_split(
+    split: pd.DataFrame, path: Path, manifest: Manifest, settings: dict[str, Any]
+) -> None:
+    counts = split.groupby(["partition", "label"]).size().unstack(fill_value=0)
+    payload = {
+        "dataset": manifest.dataset,
+        "root": str(manifest.root),
+        "manifest_fingerprint": manifest.fingerprint(),
+        "settings": settings,
+        "counts": {p: {k: int(v) for k, v in row.items()} for p, row in counts.iterrows()},
+        "groups_per_partition": {
+            k: int(v) for k, v in split.groupby("partition")["split_group"].nunique().items()
+        },
+        "rows": split[["path", "label", "group_id", "split_group", "partition"]].to_dict("list"),
+    }
+    Path(path).write_text(json.dumps(payload, default=int))
+
+
+def load_split(path: Path, manifest: Manifest | None = None) -> pd.DataFrame:
+    """A saved split; with `manifest`, refuse one made from other data."""
+    payload = json.loads(Path(path).read_text())
+    if manifest is not None and payload["manifest_fingerprint"] != manifest.fingerprint():
+        raise ConfigError(f"{path}: made from other data (manifest fingerprint differs)")
+    return pd.DataFrame(payload["rows"])

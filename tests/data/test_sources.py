@@ -1,0 +1,143 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from breastcad.data.sources import scan
+from breastcad.errors import ConfigError, DataError
+from tests.data.conftest import blob_image, save
+
+
+def test_busi_masks_are_metadata_not_samples(busi_tree):
+    m = scan("busi", busi_tree)
+    assert len(m) == 8 + 1 + 6 + 1 + 4  # images incl. the duplicate and the truncated file
+    assert not m.frame["path"].map(lambda p: "_mask" in Path(p).name).any()
+    row = m.frame[m.frame["path"].str.endswith("benign (1).png")].iloc[0]
+    assert row["masks"].count(";") == 1 and "benign (1)_mask_1.png" in row["masks"]
+    assert m.class_counts() == {"normal": 4, "benign": 9, "malignant": 7}
+    assert not m.patient_groups
+
+
+def test_breastmnist_with_and_without_test_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {
+        f"{s}_{k}": v
+        for s, n in (("train", 10), ("val", 4))
+        for k, v in (
+            ("images", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)),
+            ("labels", (np.arange(n) % 2).reshape(-1, 1).astype(np.uint8)),
+        )
+    }
+    np.savez(tmp_path / "breastmnist.npz", **arrays)
+    m = scan("breastmnist", tmp_path / "breastmnist.npz")
+    assert len(m) == 14 and set(m.frame["official_split"]) == {"train", "val"}
+    assert m.frame.loc[0, "label"] == "malignant"  # label 0 = malignant
+    np.savez(
+        tmp_path / "breastmnist_128.npz",
+        **arrays,
+        test_images=arrays["val_images"],
+        test_labels=arrays["val_labels"],
+    )
+    assert set(scan("breastmnist", tmp_path / "breastmnist_128.npz").frame["official_split"]) == {
+        "train",
+        "val",
+        "test",
+    }
+
+
+def write_mias(root: Path) -> None:
+    info = """header text
+mdb001 G CIRC B 535 425 197
+mdb002 G CIRC B 522 280 69
+mdb003 D NORM
+mdb004 D NORM
+mdb005 F CALC M 477 133 30
+mdb005 F CALC B 500 168 26
+mdb006 F NORM
+"""
+    (root / "Info.txt").write_text(info)
+    for i in range(1, 7):
+        save(
+            root / f"mdb{i:03d}.{'pgm' if i % 2 else 'png'}",
+            blob_image(i),
+            "PPM" if i % 2 else None,
+        )
+
+
+def test_mini_mias_pgm_and_png_groups_by_woman(tmp_path):
+    write_mias(tmp_path)
+    m = scan("mini-mias", tmp_path)
+    assert m.frame["label"].tolist() == [
+        "abnormal",
+        "abnormal",
+        "normal",
+        "normal",
+        "abnormal",
+        "normal",
+    ]
+    assert m.frame["group_id"].tolist() == ["woman-001"] * 2 + ["woman-002"] * 2 + ["woman-003"] * 2
+    row5 = m.frame.iloc[4]
+    assert row5["severity"] == "M" and row5["lesions"].count(";") == 1  # two lines, one image
+    bm = scan("mini-mias", tmp_path, task="benign_vs_malignant")
+    assert bm.frame["label"].tolist() == ["benign", "benign", "malignant"]
+    with pytest.raises(ConfigError):
+        scan("mini-mias", tmp_path, task="nope")
+
+
+def test_idc_label_disagreement_is_reported_and_excluded(tmp_path):
+    base = tmp_path / "IDC_regular_ps50_idx5"
+    for patient in ("10253", "10254"):
+        for cls in (0, 1):
+            for k in range(3):
+                save(
+                    base / patient / str(cls) / f"{patient}_idx5_x{k * 50}_y100_class{cls}.png",
+                    blob_image(k, (50, 50), rgb=True),
+                )
+    save(base / "10253" / "0" / "10253_idx5_x999_y1_class1.png", blob_image(9, (50, 50), True))
+    save(base / "10254" / "1" / "10254_idx5_x2000_y0_class1.png", blob_image(9, (31, 50), True))
+    m = scan("idc", tmp_path)
+    assert len(m) == 13 and set(m.frame["group_id"]) == {"10253", "10254"}
+    assert any("class 1, folder says 10253/0" in p for p in m.problems)
+    assert {"x", "y"} <= set(m.frame.columns)
+
+
+def test_breakhis_parses_names_and_filters_magnification(tmp_path):
+    for mag in (40, 200):
+        for cls, tumour, slide in (("B", "A", "14-22549AB"), ("M", "DC", "14-3909")):
+            folder = (
+                tmp_path
+                / "BreaKHis_v1/histology_slides/breast"
+                / ("benign" if cls == "B" else "malignant")
+                / "SOB"
+                / tumour
+                / f"SOB_{cls}_{tumour}_{slide}"
+                / f"{mag}X"
+            )
+            save(folder / f"SOB_{cls}_{tumour}-{slide}-{mag}-001.png", blob_image(mag, rgb=True))
+    m = scan("breakhis", tmp_path)
+    assert len(m) == 4 and set(m.frame["group_id"]) == {"14-22549AB", "14-3909"}
+    assert set(m.frame["tumour_type"]) == {"adenosis", "ductal_carcinoma"}
+    assert len(scan("breakhis", tmp_path, magnifications=[200])) == 2
+
+
+def test_folder_with_group_csv(tmp_path):
+    for label in ("a", "b"):
+        for i in range(3):
+            save(tmp_path / label / f"{i}.jpg", blob_image(i, rgb=True), "JPEG")
+    save(tmp_path / "a" / "x.tif", blob_image(5), "TIFF")
+    pd.DataFrame({"file": ["a/0.jpg", "a/1.jpg"], "group_id": ["p1", "p1"]}).to_csv(
+        tmp_path / "groups.csv", index=False
+    )
+    m = scan("folder", tmp_path, groups_csv="groups.csv")
+    assert len(m) == 7 and m.patient_groups
+    assert (m.frame["group_id"] == "p1").sum() == 2
+
+
+def test_unknown_dataset_and_empty_layout(tmp_path):
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        scan("nope", tmp_path)
+    with pytest.raises(DataError, match="no busi samples"):
+        scan("busi", tmp_path)
+    with pytest.raises(DataError, match="not found"):
+        scan("busi", tmp_path / "missing")
