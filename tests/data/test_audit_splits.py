@@ -1,0 +1,129 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from breastcad.data.audit import audit, hamming_pairs, phash, write_audit
+from breastcad.data.sources import scan
+from breastcad.data.splits import (
+    check_no_leak,
+    load_split,
+    make_split,
+    pairs_to_merge,
+    save_split,
+    split_groups,
+    union_find,
+)
+from breastcad.errors import ConfigError, DataError
+from tests.data.conftest import blob_image
+
+
+def test_phash_is_stable_under_small_changes_and_separates_images():
+    a = blob_image(1, (128, 128))
+    noisy = np.clip(a.astype(int) + np.random.default_rng(0).integers(-6, 7, a.shape), 0, 255)
+    assert bin(phash(a) ^ phash(noisy.astype(np.uint8))).count("1") <= 4
+    assert bin(phash(a) ^ phash(blob_image(2, (128, 128)))).count("1") > 10
+
+
+def test_hamming_pairs_matches_brute_force():
+    rng = np.random.default_rng(0)
+    h = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    h[10] = h[20] ^ np.uint64(0b101)
+    pairs = hamming_pairs(h, 3, block=64)
+    brute = {
+        (i, j)
+        for i in range(300)
+        for j in range(i + 1, 300)
+        if bin(int(h[i]) ^ int(h[j])).count("1") <= 3
+    }
+    assert {(int(i), int(j)) for i, j, _ in pairs} == brute and (10, 20) in brute
+
+
+def test_busi_audit_reports_corrupt_file_and_cross_class_duplicate(busi_tree, tmp_path):
+    result = audit(scan("busi", busi_tree), max_distance=2, jobs=1, progress=False)
+    s = result.summary
+    assert [u["path"].endswith("benign (9).png") for u in s["unreadable"]] == [True]
+    assert s["exact_duplicate_sets_with_conflicting_labels"] == 1
+    assert s["near_duplicate_pairs_across_labels"] >= 1
+    out = write_audit(result, tmp_path / "audit")
+    for name in (
+        "audit.json",
+        "records.csv",
+        "pairs.csv",
+        "report.md",
+        "plots/samples.png",
+        "plots/class_balance.png",
+        "plots/duplicates.png",
+    ):
+        assert (out / name).is_file(), name
+
+
+def test_busi_split_keeps_duplicates_together_and_reloads(busi_tree, tmp_path):
+    manifest = scan("busi", busi_tree)
+    result = audit(manifest, max_distance=2, jobs=1, progress=False)
+    pairs = pairs_to_merge(manifest, result.pairs)
+    split = make_split(manifest, pairs, test_size=0.25, val_size=0.0, seed=3)
+    check_no_leak(split)
+    dup = split[split["path"].str.endswith(("benign (1).png", "malignant (7).png"))]
+    assert dup["partition"].nunique() == 1 and dup["split_group"].nunique() == 1
+    save_split(split, tmp_path / "s.json", manifest, {"seed": 3})
+    pd.testing.assert_series_equal(
+        load_split(tmp_path / "s.json", manifest)["partition"],
+        split["partition"].reset_index(drop=True),
+        check_dtype=False,
+    )
+    (busi_tree / "Dataset_BUSI_with_GT/normal/normal (1).png").write_bytes(b"changed")
+    with pytest.raises(ConfigError, match="other data"):
+        load_split(tmp_path / "s.json", scan("busi", busi_tree))
+
+
+def test_union_find_and_groups():
+    assert union_find(5, np.array([[0, 1], [3, 4], [1, 4]])).tolist() == [0, 0, 2, 0, 0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_group_ever_spans_partitions(seed):
+    rng = np.random.default_rng(seed)
+    from breastcad.data.manifest import Manifest
+
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "path": [f"f{i}" for i in range(n)],
+            "label": rng.choice(["a", "b", "c"], n),
+            "group_id": rng.integers(0, 60, n).astype(str),
+            "dataset": "t",
+        }
+    )
+    manifest = Manifest(frame, __import__("pathlib").Path("."), ["a", "b", "c"])
+    pairs = rng.integers(0, n, (20, 2))
+    for kwargs in ({"test_size": 0.2, "val_size": 0.1}, {"folds": 5}):
+        split = make_split(manifest, pairs, seed=seed, **kwargs)
+        check_no_leak(split)
+        groups = split_groups(manifest, pairs)
+        for a, b in pairs:
+            assert split["partition"][a] == split["partition"][b]
+        assert len(set(groups)) <= 60
+
+
+def test_too_few_groups_is_a_clear_error():
+    from pathlib import Path
+
+    from breastcad.data.manifest import Manifest
+
+    frame = pd.DataFrame(
+        {"path": list("abcd"), "label": list("xyxy"), "group_id": list("ppqq"), "dataset": "t"}
+    )
+    with pytest.raises(DataError, match="too few"):
+        make_split(Manifest(frame, Path("."), ["x", "y"]), test_size=0.2)
+
+
+def test_official_split_is_kept(tmp_path):
+    arrays = {
+        "train_images": np.zeros((6, 28, 28), np.uint8),
+        "train_labels": np.zeros((6, 1)),
+        "val_images": np.zeros((2, 28, 28), np.uint8),
+        "val_labels": np.ones((2, 1)),
+    }
+    np.savez(tmp_path / "breastmnist.npz", **arrays)
+    split = make_split(scan("breastmnist", tmp_path))
+    assert split["partition"].tolist() == ["train"] * 6 + ["val"] * 2

@@ -1,0 +1,106 @@
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+
+from breastcad.data.imaging import read_image, resize
+from breastcad.errors import DataError
+from tests.data.conftest import blob_image, save
+
+
+def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", rle=True, window=None):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.PatientName, ds.PatientID = "Doe^Jane", "P-12345"
+    ds.Modality, ds.SOPClassUID = "MG", meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if rle:
+        ds.compress(RLELossless)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_png_8_bit_gray_rgb_and_16_bit(tmp_path):
+    gray = read_image(save(tmp_path / "g.png", blob_image(1)))
+    assert gray.dtype == np.uint8 and gray.shape == (64, 80)
+    rgb = read_image(save(tmp_path / "c.png", blob_image(1, rgb=True)))
+    assert rgb.shape == (64, 80, 3)
+    deep = (np.arange(64 * 80).reshape(64, 80) * 12).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    img = read_image(tmp_path / "d.png")
+    assert img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+    np.testing.assert_allclose(img * 65535, deep, atol=0.5)
+
+
+def test_pgm_reads_like_png(tmp_path):
+    a = blob_image(2)
+    np.testing.assert_array_equal(read_image(save(tmp_path / "x.pgm", a, "PPM")), a)
+
+
+def test_rle_dicom_with_monochrome1_is_inverted(tmp_path):
+    pixels = (np.arange(40 * 30).reshape(40, 30) * 50).astype(np.uint16)
+    mono2 = read_image(write_dicom(tmp_path / "a.dcm", pixels))
+    mono1 = read_image(write_dicom(tmp_path / "b.dcm", pixels, "MONOCHROME1"))
+    assert pydicom.dcmread(tmp_path / "a.dcm").file_meta.TransferSyntaxUID == RLELossless
+    assert mono2.dtype == np.float32 and mono2[0, 0] == 0.0 and mono2[-1, -1] == 1.0
+    np.testing.assert_allclose(mono1, 1.0 - mono2, atol=1e-6)
+
+
+def test_dicom_window_is_applied(tmp_path):
+    pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (10, 1))
+    img = read_image(write_dicom(tmp_path / "w.dcm", pixels, window=(1000, 500)))
+    below, above = pixels < 750, pixels > 1250
+    assert (img[below] == 0).all() and (img[above] == 1).all()
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 30])
+def test_bad_files_name_the_file(tmp_path, content):
+    path = tmp_path / "bad image (1).png"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_png_is_a_data_error(tmp_path):
+    good = save(tmp_path / "g.png", blob_image(3)).read_bytes()
+    (tmp_path / "t.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        read_image(tmp_path / "t.png")
+
+
+def test_empty_and_missing(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        read_image(tmp_path / "e.png")
+    with pytest.raises(DataError, match="not found"):
+        read_image(tmp_path / "none.png")
+
+
+@pytest.mark.parametrize("mode", ["pad", "crop", "stretch"])
+def test_resize_modes(mode):
+    img = np.full((40, 80), 200, np.uint8)
+    out = resize(img, 32, mode)
+    assert out.shape == (32, 32)
+    if mode == "pad":  # aspect kept: content 16 rows high, black above and below
+        assert out[0].max() == 0 and out[16].min() == 200
+    else:
+        assert out.min() == 200
+    assert resize(img.astype(np.float32) / 255, 32, mode).dtype == np.float32
