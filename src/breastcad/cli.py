@@ -244,7 +244,7 @@ OptionOpt = Annotated[
 ]
 
 
-def _scan(dataset: str, root: Path, options: list[str] | None):  # noqa: ANN202
+def _scan(dataset: str, root: Path, options: list[str] | None):
     import json
 
     from breastcad.data.sources import scan
@@ -267,7 +267,7 @@ def data_sources() -> None:
     from breastcad.data.sources import SOURCES
 
     for name, fn in SOURCES.items():
-        doc = (fn.__module__ and __import__(fn.__module__, fromlist=["x"]).__doc__ or "").strip()
+        doc = ((fn.__module__ and __import__(fn.__module__, fromlist=["x"]).__doc__) or "").strip()
         typer.echo(f"{name:<12} {doc.splitlines()[0] if doc else ''}")
 
 
@@ -323,6 +323,12 @@ def data_split(
         result = audit(manifest, max_distance=distance, progress=not quiet)
         pairs = pairs_to_merge(manifest, result.pairs)
     split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)
+    if duplicates and not result.readable.all():
+        for path, problem in result.records.loc[~result.readable, ["path", "error"]].itertuples(
+            index=False
+        ):
+            typer.echo(f"skipped {path}: {problem}", err=True)
+        split = split[result.readable]
     check_no_leak(split)
     settings = {
         "test_size": test_size,

@@ -45,7 +45,7 @@ def test_png_8_bit_gray_rgb_and_16_bit(tmp_path):
     deep = (np.arange(64 * 80).reshape(64, 80) * 12).astype(np.uint16)
     Image.fromarray(deep).save(tmp_path / "d.png")
     img = read_image(tmp_path / "d.png")
-    assert img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+    assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
     np.testing.assert_allclose(img * 65535, deep, atol=0.5)
 
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from breastcad.data.imaging import read_image, resize, to_uint8  # noqa: E402
-from breastcad.evaluation import plots  # noqa: E402
+from breastcad.data.imaging import read_image, resize, to_uint8
+from breastcad.evaluation import plots
 
 if TYPE_CHECKING:
     from breastcad.data.audit import AuditResult

@@ -1,4 +1,6 @@
-"""BreakHis (`BreaKHis_v1/histology_slides/breast/{benign,malignant}/SOB/<type>/<slide>/<mag>X/SOB_B_A-14-22549AB-40-001.png`).
+"""BreakHis, in the official tree:
+`BreaKHis_v1/histology_slides/breast/{benign,malignant}/SOB/<type>/<slide>/<mag>X/<name>.png`
+with names like `SOB_B_A-14-22549AB-40-001.png`.
 
 The name gives class (B/M), tumour type, year, slide (patient) id, magnification and sequence.
 `group_id` is the patient/slide; `magnifications` filters (e.g. [200]).

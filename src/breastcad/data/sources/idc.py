@@ -1,4 +1,5 @@
-"""IDC histopathology patches (Kaggle `IDC_regular_ps50_idx5/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<0|1>.png`).
+"""IDC histopathology patches, as on Kaggle:
+`IDC_regular_ps50_idx5/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<0|1>.png`.
 
 `group_id` is the patient; x and y are kept for slide reconstruction. The folder label and the
 file-name label must agree: a patch where they do not is reported and excluded. Scanning uses

@@ -1,0 +1,74 @@
+import json
+
+from typer.testing import CliRunner
+
+from breastcad.cli import app
+
+runner = CliRunner()
+
+
+def test_data_sources_lists_every_adapter():
+    result = runner.invoke(app, ["data", "sources"])
+    assert result.exit_code == 0
+    for name in ("busi", "breastmnist", "mini-mias", "idc", "breakhis", "dicom", "folder"):
+        assert name in result.output
+
+
+def test_data_audit_reports_corrupt_file_by_name(busi_tree, tmp_path):
+    out = tmp_path / "audit"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "audit",
+            "busi",
+            str(busi_tree),
+            "--out",
+            str(out),
+            "--distance",
+            "2",
+            "--jobs",
+            "1",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "benign (9).png" in result.output and "corrupt or truncated" in result.output
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["n_samples"] == 20 and len(summary["unreadable"]) == 1
+
+
+def test_data_split_writes_leak_free_split(busi_tree, tmp_path):
+    out = tmp_path / "split.json"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            "busi",
+            str(busi_tree),
+            "--out",
+            str(out),
+            "--test-size",
+            "0.25",
+            "--val-size",
+            "0",
+            "--distance",
+            "2",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "no group spans two partitions" in result.output
+    assert "skipped" in result.output and "benign (9).png" in result.output
+    payload = json.loads(out.read_text())
+    assert set(payload["counts"]) == {"train", "test"}
+    assert not any(p.endswith("benign (9).png") for p in payload["rows"]["path"])
+    assert payload["settings"]["duplicate_distance"] == 2
+
+
+def test_data_commands_give_clear_errors(tmp_path):
+    result = runner.invoke(app, ["data", "audit", "nope", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown dataset 'nope'" in result.output
+    result = runner.invoke(app, ["data", "split", "busi", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "not found" in result.output

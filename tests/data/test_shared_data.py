@@ -1,0 +1,63 @@
+"""Integration tests on the real datasets in ../shared/data (skipped, with why, when absent)."""
+
+import numpy as np
+import pytest
+
+from breastcad.data.audit import audit
+from breastcad.data.imaging import read_image
+from breastcad.data.sources import scan
+from breastcad.data.splits import check_no_leak, make_split, pairs_to_merge
+from tests.conftest import SHARED_DATA
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "folder", "options", "counts", "groups"),
+    [
+        ("busi", "busi", {}, {"normal": 106, "benign": 350, "malignant": 168}, 624),
+        ("breastmnist", "breastmnist", {}, {"normal_or_benign": 456, "malignant": 168}, 624),
+        ("mini-mias", "mini-mias", {}, {"normal": 166, "abnormal": 90}, 128),
+        ("idc", "idc", {}, {"benign": 4302, "idc": 1500}, 7),
+        ("breakhis", "breakhis", {"magnifications": [200]}, {"benign": 1, "malignant": 1}, 2),
+        ("dicom", "cbis-ddsm", {}, {"benign": 1, "malignant": 0}, 1),
+    ],
+)
+def test_adapters_read_the_real_layouts(dataset, folder, options, counts, groups):
+    m = scan(dataset, SHARED_DATA / folder, **options)
+    assert m.class_counts() == counts
+    assert m.frame["group_id"].nunique() == groups
+    assert read_image(m.frame["path"].iloc[0]).size > 0
+
+
+def test_real_dicom_decodes_and_its_patient_id_is_pseudonymised():
+    m = scan("dicom", SHARED_DATA / "cbis-ddsm")
+    image = read_image(m.frame["path"].iloc[0])
+    assert image.shape == (4432, 2864) and image.dtype == np.float32
+    assert 0.0 <= image.min() < image.max() <= 1.0
+    assert "P_00173" not in m.frame.to_csv() and m.frame["group_id"].iloc[0].startswith("patient-")
+
+
+@pytest.mark.slow
+def test_busi_near_duplicates_never_straddle_a_split():
+    manifest = scan("busi", SHARED_DATA / "busi")
+    result = audit(manifest, max_distance=4, progress=False)
+    s = result.summary
+    assert s["near_duplicate_pairs"] >= 100  # the known problem of BUSI
+    assert s["near_duplicate_pairs_across_labels"] >= 1
+    assert s["exact_duplicate_sets_with_conflicting_labels"] >= 1
+    split = make_split(manifest, pairs_to_merge(manifest, result.pairs), seed=0)
+    check_no_leak(split)
+    part = split["partition"].to_numpy()
+    assert all(part[i] == part[j] for i, j in result.pairs[["i", "j"]].to_numpy())
+
+
+def test_idc_and_mias_split_by_patient_and_woman():
+    for dataset, kwargs in (("idc", {"folds": 7}), ("mini-mias", {})):
+        manifest = scan(dataset, SHARED_DATA / dataset)
+        split = make_split(manifest, **kwargs)
+        check_no_leak(split)
+        assert split.groupby("group_id")["partition"].nunique().max() == 1
