@@ -49,8 +49,7 @@ def kaggle_csv(tmp_path: Path, wdbc) -> Path:
     return path
 
 
-@pytest.fixture
-def fast_config() -> RunConfig:
+def small_run_config() -> RunConfig:
     """A run small enough for unit tests: two cheap models, tiny CV, few epochs."""
     return RunConfig(
         models=["logreg", "cnn1d"],

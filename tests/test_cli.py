@@ -9,15 +9,16 @@ import pytest
 from typer.testing import CliRunner
 
 from breastcad.cli import app
+from tests.conftest import small_run_config
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, fast_config_module):
+def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = out / "in.yaml"
-    fast_config_module.to_yaml(config)
+    small_run_config().to_yaml(config)
     result = runner.invoke(
         app,
         [
@@ -35,21 +36,6 @@ def run_dir(tmp_path_factory, fast_config_module):
     )
     assert result.exit_code == 0, result.output
     return out / "r"
-
-
-@pytest.fixture(scope="module")
-def fast_config_module():
-    from tests.conftest import ProtocolConfig, RunConfig, TrainConfig
-
-    return RunConfig(
-        models=["logreg", "cnn1d"],
-        protocols=[
-            ProtocolConfig(kind="published"),
-            ProtocolConfig(kind="cv", n_splits=3, n_repeats=1),
-        ],
-        train=TrainConfig(epochs=3, progress=False),
-        model_params={"logreg": {"grid": {"C": [0.1, 1.0]}, "inner_splits": 3}},
-    )
 
 
 def test_help_lists_commands():
