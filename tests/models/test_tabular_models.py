@@ -44,3 +44,14 @@ def test_standardizer_imputes_training_median_and_roundtrips(tmp_path):
     np.testing.assert_allclose(Standardizer.load(tmp_path / "p.json").transform(X), out)
     with pytest.raises(ValueError, match="expected 2 features"):
         prep.transform(np.ones((2, 3)))
+
+
+def test_same_seed_same_model_whatever_ran_before():
+    X, y = synthetic_table(80, seed=3)
+    train = TrainConfig(epochs=2, progress=False)
+    first = create_model("cnn1d", train=train).fit(X, y, seed=5).predict_proba(X)
+    torch.rand(1000)  # other work consuming the global generator in between
+    again = create_model("cnn1d", train=train).fit(X, y, seed=5).predict_proba(X)
+    np.testing.assert_allclose(first, again, rtol=1e-6)
+    other = create_model("cnn1d", train=train).fit(X, y, seed=6).predict_proba(X)
+    assert not np.allclose(first, other)

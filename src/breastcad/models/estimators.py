@@ -162,6 +162,7 @@ class TorchTabular(TabularEstimator):
             )
             for i in (fit_idx, val_idx)
         ]
+        torch.manual_seed(seed)  # the initial weights depend on the seed alone
         self.net_ = self.build(X.shape[1])
         settings = FitSettings(
             epochs=self.epochs,
