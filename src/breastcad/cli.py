@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -267,7 +268,7 @@ def data_sources() -> None:
     from breastcad.data.sources import SOURCES
 
     for name, fn in SOURCES.items():
-        doc = ((fn.__module__ and __import__(fn.__module__, fromlist=["x"]).__doc__) or "").strip()
+        doc = (sys.modules[fn.__module__].__doc__ or "").strip()
         typer.echo(f"{name:<12} {doc.splitlines()[0] if doc else ''}")
 
 

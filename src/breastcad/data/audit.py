@@ -116,21 +116,18 @@ def audit(
     raw = hamming_pairs(hashes, max_distance)
     labels = records["label"].to_numpy()
     exact = records["exact_hash"].to_numpy()
-    pairs = (
-        pd.DataFrame(
-            {
-                "i": index[raw[:, 0]],
-                "j": index[raw[:, 1]],
-                "distance": raw[:, 2],
-            }
-        )
-        if len(raw)
-        else pd.DataFrame(columns=["i", "j", "distance"], dtype=int)
-    )
-    pairs["exact"] = exact[pairs["i"]] == exact[pairs["j"]] if len(pairs) else []
-    pairs["label_conflict"] = labels[pairs["i"]] != labels[pairs["j"]] if len(pairs) else []
+    i, j = index[raw[:, 0]], index[raw[:, 1]]  # empty arrays when there are no pairs
     groups = records["group_id"].to_numpy()
-    pairs["same_group"] = groups[pairs["i"]] == groups[pairs["j"]] if len(pairs) else []
+    pairs = pd.DataFrame(
+        {
+            "i": i,
+            "j": j,
+            "distance": raw[:, 2],
+            "exact": exact[i] == exact[j],
+            "label_conflict": labels[i] != labels[j],
+            "same_group": groups[i] == groups[j],
+        }
+    )
     result = AuditResult(manifest, records, pairs, max_distance)
     result.summary = _summary(result)
     return result
@@ -166,12 +163,8 @@ def _summary(result: AuditResult) -> dict[str, Any]:
         "exact_duplicate_sets_with_conflicting_labels": int((exact_groups["nunique"] > 1).sum()),
         "near_duplicate_max_distance": result.max_distance,
         "near_duplicate_pairs": len(pairs),
-        "near_duplicate_pairs_across_labels": int(pairs["label_conflict"].sum())
-        if len(pairs)
-        else 0,
-        "near_duplicate_pairs_across_groups": int((~pairs["same_group"]).sum())
-        if len(pairs)
-        else 0,
+        "near_duplicate_pairs_across_labels": int(pairs["label_conflict"].sum()),
+        "near_duplicate_pairs_across_groups": int((~pairs["same_group"]).sum()),
         "groups": int(per_group.size),
         "samples_per_group": {
             "min": int(per_group.min()),

@@ -112,7 +112,7 @@ def read_dicom(path: Path) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_npz(path: str) -> dict[str, np.ndarray]:
+def load_npz(path: str) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise DataError("file not found", p)
@@ -126,7 +126,7 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 def _read_npz_item(ref: str) -> np.ndarray:
     path, _, item = ref.partition(NPZ_SEPARATOR)
     split, _, index = item.partition("/")
-    arrays = _load_npz(path)
+    arrays = load_npz(path)
     key = f"{split}_images"
     if key not in arrays or not index.isdigit() or int(index) >= len(arrays[key]):
         raise DataError(f"no image {item} in the file", path)

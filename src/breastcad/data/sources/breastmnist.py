@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from breastcad.data.imaging import NPZ_SEPARATOR, _load_npz
+from breastcad.data.imaging import NPZ_SEPARATOR, load_npz
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
 
@@ -25,7 +25,7 @@ def scan(root: Path) -> Manifest:
         raise DataError("no breastmnist*.npz file", root)
     rows, problems = [], []
     for npz in files:
-        arrays = _load_npz(str(npz))
+        arrays = load_npz(str(npz))
         for split in ("train", "val", "test"):
             images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
             if images is None:
