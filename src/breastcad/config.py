@@ -41,6 +41,22 @@ class TabularDataConfig(_Strict):
         return self
 
 
+class PreprocessConfig(_Strict):
+    """How images become network input: decoded once into the uint8 cache at `size` x `size`."""
+
+    size: int = Field(224, ge=8, le=4096, description="Square side in pixels.")
+    resize: Literal["pad", "crop", "stretch"] = Field(
+        "pad",
+        description="pad: keep the aspect ratio, pad with black; crop: fill and centre-crop; "
+        "stretch: ignore the aspect ratio.",
+    )
+    channels: Literal["auto", 1, 3] = Field(
+        "auto",
+        description="Channels stored in the cache: 1 (colour averaged) or 3; auto: 3 when the "
+        "data has colour, else 1. Grayscale reaches a 3-channel backbone as a broadcast view.",
+    )
+
+
 class ThresholdConfig(_Strict):
     """How the decision threshold on P(malignant) is chosen, always inside the training data."""
 

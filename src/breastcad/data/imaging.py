@@ -184,3 +184,27 @@ def _pil_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
         for c in channels
     ]
     return out[0] if image.ndim == 2 else np.stack(out, axis=-1)
+
+
+def is_colour(image: np.ndarray) -> bool:
+    """True for a 3-channel image whose channels differ (RGB files of gray pixels are gray)."""
+    if image.ndim != 3:
+        return False
+    return not (
+        np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 0], image[..., 2])
+    )
+
+
+def prepare(image: np.ndarray, size: int, mode: str = "pad", channels: int = 3) -> np.ndarray:
+    """A decoded image as the network sees it before normalisation: uint8 `size` x `size` x
+    `channels` (colour averaged for 1 channel, gray repeated for 3). The one implementation
+    used by the cache, prediction and the service."""
+    if image.ndim == 3 and channels == 1:
+        image = to_gray_float(image)
+    out = to_uint8(resize(image, size, mode))
+    if out.ndim == 2:
+        out = out[..., None]
+    if out.shape[2] != channels:
+        out = np.repeat(out, channels, axis=2)
+    return out

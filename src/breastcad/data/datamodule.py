@@ -1,0 +1,159 @@
+"""From a manifest and a split to batches: the decode cache read by memory map, one read per batch.
+
+A batch is `(pixels, targets)`: pixels uint8 N x H x W x C straight from the cache (the network's
+input adapter converts, normalises and broadcasts gray to 3 channels where a backbone needs it;
+see `breastcad.models.inputs`), targets int64 class indices in `manifest.classes` order. Rows the
+cache could not decode are left out and listed in `problems` with their file names.
+
+Example:
+    >>> dm = ImageDataModule(manifest, split["partition"], PreprocessConfig(size=50), batch_size=35)
+    >>> dm.setup()  # doctest: +SKIP
+    >>> x, y = next(iter(dm.train_dataloader()))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+
+from breastcad.config import PreprocessConfig
+from breastcad.data.cache import ImageCache
+from breastcad.data.manifest import Manifest
+from breastcad.errors import DataError
+
+Sampling = Literal["none", "oversample", "undersample"]
+
+
+class CachedImages(Dataset):
+    """Rows `rows` of a cache with integer `targets`; `__getitems__` reads a batch in one go."""
+
+    def __init__(self, cache: ImageCache, rows: np.ndarray, targets: np.ndarray) -> None:
+        self.cache, self.rows, self.targets = cache, np.asarray(rows), np.asarray(targets)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.sort(np.asarray(indices))  # ascending rows: sequential reads from the map
+        pixels = self.cache.pixels[self.rows[idx]]
+        return torch.from_numpy(pixels), torch.from_numpy(self.targets[idx])
+
+
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch  # `__getitems__` already returns the batch
+
+
+class BalancedSampler(Sampler[int]):
+    """Each epoch, every class drawn to the same count: the largest class's count with
+    replacement ('oversample') or the smallest's without ('undersample'). Seeded per epoch."""
+
+    def __init__(self, targets: np.ndarray, mode: Sampling, seed: int = 0) -> None:
+        self.by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
+        counts = [len(rows) for rows in self.by_class]
+        self.per_class = max(counts) if mode == "oversample" else min(counts)
+        self.mode, self.seed, self.epoch = mode, seed, 0
+
+    def __len__(self) -> int:
+        return self.per_class * len(self.by_class)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        replace = self.mode == "oversample"
+        drawn = [
+            rng.choice(rows, self.per_class, replace=replace and len(rows) < self.per_class)
+            for rows in self.by_class
+        ]
+        yield from rng.permutation(np.concatenate(drawn)).tolist()
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test loaders over the cache of `manifest`, partitioned by `partition`
+    (one of 'train', 'val', 'test' or anything else to leave the row out, per manifest row)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        partition: Sequence[str] | np.ndarray,
+        preprocess: PreprocessConfig,
+        batch_size: int = 32,
+        sampling: Sampling = "none",
+        cache_dir: Path | None = None,
+        jobs: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.manifest, self.preprocess = manifest, preprocess
+        self.partition = np.asarray(partition, dtype=object)
+        if len(self.partition) != len(manifest):
+            raise DataError(f"{len(self.partition)} partitions for {len(manifest)} manifest rows")
+        self.batch_size, self.sampling, self.cache_dir = batch_size, sampling, cache_dir
+        self.jobs, self.num_workers, self.seed, self.progress = jobs, num_workers, seed, progress
+        self.cache: ImageCache | None = None
+        self.datasets: dict[str, CachedImages] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest.classes
+
+    @property
+    def problems(self) -> list[str]:
+        """'path: problem' for every row the cache could not decode (left out of all loaders)."""
+        return [f"{p}: {msg}" for p, msg in (self.cache.problems if self.cache else {}).items()]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        self.cache = ImageCache.build(
+            self.manifest, self.preprocess, self.cache_dir, self.jobs, self.progress
+        )
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        targets = self.manifest.frame["label"].map(lookup).to_numpy(dtype=np.int64)
+        for name in ("train", "val", "test"):
+            rows = np.flatnonzero((self.partition == name) & self.cache.readable)
+            if len(rows):
+                self.datasets[name] = CachedImages(self.cache, rows, targets[rows])
+
+    def _loader(self, name: str, sampler: Sampler[int]) -> DataLoader:
+        batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+        return DataLoader(
+            self.datasets[name],
+            batch_sampler=batches,
+            collate_fn=_as_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.datasets["train"]
+        if self.sampling == "none":
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler: Sampler[int] = torch.utils.data.RandomSampler(data, generator=generator)
+        else:
+            sampler = BalancedSampler(data.targets, self.sampling, self.seed)
+        return self._loader("train", sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", torch.utils.data.SequentialSampler(self.datasets["val"]))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", torch.utils.data.SequentialSampler(self.datasets["test"]))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each loaded partition."""
+        return {
+            name: {c: int((ds.targets == i).sum()) for i, c in enumerate(self.classes)}
+            for name, ds in self.datasets.items()
+        }
