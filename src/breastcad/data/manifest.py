@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REQUIRED = ("path", "label", "group_id", "dataset")
@@ -60,7 +61,11 @@ class Manifest:
     def save(self, path: Path) -> None:
         self.frame.to_csv(path, index=False)
 
-    def subset(self, mask: pd.Series) -> Manifest:
+    def subset(self, mask: pd.Series | np.ndarray) -> Manifest:
         return Manifest(
-            self.frame[mask.to_numpy()], self.root, self.classes, self.problems, self.patient_groups
+            self.frame[np.asarray(mask, dtype=bool)],
+            self.root,
+            self.classes,
+            self.problems,
+            self.patient_groups,
         )

@@ -1,0 +1,86 @@
+"""What every image network in the registry is: an input layer, a body, a head, and a recipe.
+
+`ImageNetwork.forward` takes the cached uint8 batch (N, H, W, C) or a float (N, C, H, W) batch in
+[0, 1] and returns `num_classes` logits. `forward_features` (the last convolutional feature map,
+where Grad-CAM hooks in) and `forward_head` follow timm's convention. `arch` is what a bundle
+stores to rebuild the network (`create_model(**arch)`); `recipe` is the published training
+recipe; `init` says where the weights came from (random, ImageNet file, user file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from breastcad.models.inputs import ImageInput
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Default training settings of a model, as published (overridable per run)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int | None = None
+    size: int = 224
+    resize: str = "pad"
+    weight_decay: float = 0.0
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    """Fine-tuning stages after the first (e.g. unfreeze the backbone at a lower rate)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ImageNetwork(nn.Module):
+    """input -> body (feature maps) -> head (logits)."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        head: nn.Module,
+        *,
+        num_classes: int,
+        in_chans: int,
+        arch: dict[str, Any],
+        recipe: Recipe,
+        mean: tuple[float, ...] = (0.0,),
+        std: tuple[float, ...] = (1.0,),
+        init: str = "random",
+        cam_layer: str = "body",
+    ) -> None:
+        super().__init__()
+        self.input = ImageInput(in_chans, mean, std)
+        self.body, self.head = body, head
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.arch, self.recipe, self.init = arch, recipe, init
+        self.cam_layer = cam_layer
+        """Name of the module whose output Grad-CAM explains (the last convolutional block)."""
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Input settings derived from the model: size, resize, normalisation, channels."""
+        return {
+            "size": self.recipe.size,
+            "resize": self.recipe.resize,
+            "in_chans": self.in_chans,
+            "mean": self.input.mean.flatten().tolist(),
+            "std": (1.0 / self.input.scale.flatten()).tolist(),
+        }
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.input(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def regularization(self) -> torch.Tensor | float:
+        """Extra loss terms (e.g. a published L2 kernel penalty); 0 by default."""
+        return 0.0
