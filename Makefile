@@ -41,6 +41,7 @@ format: $(VENV)/.stamp-dev-$(LOCK_HASH)
 bench: $(VENV)/.stamp-base-$(LOCK_HASH)
 	$(BIN)/python benchmarks/bench_tabular.py
 	$(BIN)/python benchmarks/bench_wdbc_protocol.py
+	$(BIN)/python benchmarks/bench_image_cache.py
 
 ## Re-pin every installed package after changing pyproject.toml.
 lock: $(VENV)/.stamp-dev-$(LOCK_HASH)

@@ -227,7 +227,9 @@ def models_command() -> None:
         typer.echo(f"{name:<10} {spec.modality:<8} {spec.family:<8} {spec.description}")
 
 
-data_app = typer.Typer(help="Image datasets: list sources, audit, split.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Image datasets: list sources, audit, split, cache.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 DatasetArg = Annotated[
@@ -315,33 +317,55 @@ def data_split(
 ) -> None:
     """Stratified split grouped by patient and near-duplicate cluster; no group spans two
     partitions."""
-    from breastcad.data.audit import audit
-    from breastcad.data.splits import check_no_leak, make_split, pairs_to_merge, save_split
+    from breastcad.data.splits import save_split, split_dataset
 
     manifest = _scan(dataset, root, option)
-    pairs = None
-    if duplicates:
-        result = audit(manifest, max_distance=distance, progress=not quiet)
-        pairs = pairs_to_merge(manifest, result.pairs)
-    split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)
-    if duplicates and not result.readable.all():
-        for path, problem in result.records.loc[~result.readable, ["path", "error"]].itertuples(
-            index=False
-        ):
-            typer.echo(f"skipped {path}: {problem}", err=True)
-        split = split[result.readable]
-    check_no_leak(split)
-    settings = {
-        "test_size": test_size,
-        "val_size": val_size,
-        "folds": folds,
-        "seed": seed,
-        "duplicate_distance": distance if duplicates else None,
-        "official": official,
-    }
+    split, skipped, settings = split_dataset(
+        manifest,
+        test_size,
+        val_size,
+        folds,
+        seed,
+        official,
+        distance if duplicates else None,
+        progress=not quiet,
+    )
+    for line in skipped:
+        typer.echo(f"skipped {line}", err=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_split(split, out, manifest, settings)
     counts = split.groupby(["partition", "label"]).size().unstack(fill_value=0)
     typer.echo(counts.to_string())
     typer.echo(f"{split['split_group'].nunique()} groups; no group spans two partitions")
     typer.echo(f"split: {out}")
+
+
+@data_app.command("cache")
+@clear_errors
+def data_cache(
+    dataset: DatasetArg,
+    root: RootArg,
+    size: Annotated[int, typer.Option(help="Square side in pixels.")] = 224,
+    resize: Annotated[str, typer.Option(help="pad, crop or stretch.")] = "pad",
+    channels: Annotated[str, typer.Option(help="auto, 1 or 3.")] = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Default: $BREASTCAD_CACHE or ~/.cache/breastcad.")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    option: OptionOpt = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Decode every image once into the uint8 cache that training and evaluation read (reused
+    while the files and these settings are unchanged)."""
+    from breastcad.config import PreprocessConfig
+    from breastcad.data.cache import ImageCache
+
+    config = PreprocessConfig(
+        size=size, resize=resize, channels=channels if channels == "auto" else int(channels)
+    )
+    manifest = _scan(dataset, root, option)
+    cache = ImageCache.build(manifest, config, cache_dir, jobs, progress=not quiet)
+    for path, problem in cache.problems.items():
+        typer.echo(f"skipped {path}: {problem}", err=True)
+    state = "reused" if cache.reused else "built"
+    typer.echo(f"{state} {cache.path}: {int(cache.readable.sum())} images, {cache.settings}")

@@ -82,7 +82,7 @@ def test_parallel_build_matches_serial_and_ignores_a_crashed_partial(
     config = PreprocessConfig(size=20, channels=1)
     serial = ImageCache.build(manifest, config, tmp_path / "a", jobs=1, progress=False)
     monkeypatch.setattr(cache_module, "CHUNK", 4)  # 8 chunks over 2 processes
-    key = ImageCache.key(manifest, serial.settings)
+    key = ImageCache.key(manifest.fingerprint(), serial.settings)
     partial = tmp_path / "b" / f"{key}.partial"
     partial.mkdir(parents=True)
     (partial / "pixels.u8").write_bytes(b"left by a crash")

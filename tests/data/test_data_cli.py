@@ -72,3 +72,16 @@ def test_data_commands_give_clear_errors(tmp_path):
     assert result.exit_code == 2 and "unknown dataset 'nope'" in result.output
     result = runner.invoke(app, ["data", "split", "busi", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_data_cache_builds_then_reuses_and_names_bad_files(busi_tree, tmp_path):
+    args = ["data", "cache", "busi", str(busi_tree), "--size", "32", "--quiet"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "built" in first.output and "19 images" in first.output
+    assert "benign (9).png" in first.output  # the truncated file, skipped by name
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "reused" in again.output
+    bad = runner.invoke(app, [*args[:-4], "--channels", "2"])
+    assert bad.exit_code == 2 and "channels" in bad.output

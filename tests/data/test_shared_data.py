@@ -61,3 +61,19 @@ def test_idc_and_mias_split_by_patient_and_woman():
         split = make_split(manifest, **kwargs)
         check_no_leak(split)
         assert split.groupby("group_id")["partition"].nunique().max() == 1
+
+
+@pytest.mark.parametrize(
+    ("dataset", "folder", "size", "channels"),
+    # 11 of the 624 BUSI images carry colour pixels (overlays), so 'auto' keeps 3 channels
+    [("idc", "idc", 50, 3), ("busi", "busi", 64, 3), ("dicom", "cbis-ddsm", 128, 1)],
+)
+def test_real_data_caches_with_channels_from_the_data(tmp_path, dataset, folder, size, channels):
+    from breastcad.config import PreprocessConfig
+    from breastcad.data.cache import ImageCache
+
+    m = scan(dataset, SHARED_DATA / folder)
+    cache = ImageCache.build(m, PreprocessConfig(size=size), tmp_path, progress=False)
+    assert cache.pixels.shape == (len(m), size, size, channels)
+    assert cache.readable.all() and not cache.problems
+    assert cache.pixels[len(m) - 1].std() > 0  # real content, not the zero fill

@@ -114,9 +114,9 @@ class ImageCache:
         return int(self.settings["channels"])
 
     @staticmethod
-    def key(manifest: Manifest, settings: dict[str, Any]) -> str:
+    def key(fingerprint: str, settings: dict[str, Any]) -> str:
         text = json.dumps(
-            {"format": CACHE_FORMAT, "manifest": manifest.fingerprint(), **settings}, sort_keys=True
+            {"format": CACHE_FORMAT, "manifest": fingerprint, **settings}, sort_keys=True
         )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -137,7 +137,8 @@ class ImageCache:
             "channels": resolve_channels(paths, config),
         }
         root = Path(cache_dir) if cache_dir else default_cache_dir()
-        final = root / cls.key(manifest, settings)
+        fingerprint = manifest.fingerprint()
+        final = root / cls.key(fingerprint, settings)
         if (final / "index.json").is_file():
             return cls._load(final, paths)
         partial = final.with_name(final.name + ".partial")
@@ -153,7 +154,7 @@ class ImageCache:
         index = {
             "format": CACHE_FORMAT,
             "dataset": manifest.dataset,
-            "manifest_fingerprint": manifest.fingerprint(),
+            "manifest_fingerprint": fingerprint,
             "settings": settings,
             "n": len(paths),
             "paths": paths,

@@ -126,6 +126,45 @@ def pairs_to_merge(manifest: Manifest, pairs: pd.DataFrame) -> np.ndarray:
     return chosen[["i", "j"]].to_numpy(dtype=np.int64)
 
 
+def split_dataset(
+    manifest: Manifest,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    folds: int | None = None,
+    seed: int = 0,
+    official: bool = True,
+    duplicate_distance: int | None = 4,
+    jobs: int = 2,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
+    """The whole recipe: audit for duplicates (unless `duplicate_distance` is None), merge the
+    pairs that must stay together, split, drop unreadable files, check for leaks.
+
+    Returns the split (rows of readable files, aligned with `manifest.frame` by `path`), the
+    'path: problem' lines of skipped files, and the settings to save with it."""
+    from breastcad.data.audit import audit
+
+    pairs, skipped = None, []
+    readable = np.ones(len(manifest), dtype=bool)
+    if duplicate_distance is not None:
+        result = audit(manifest, max_distance=duplicate_distance, jobs=jobs, progress=progress)
+        pairs = pairs_to_merge(manifest, result.pairs)
+        readable = result.readable
+        bad = result.records.loc[~readable, ["path", "error"]]
+        skipped = [f"{path}: {problem}" for path, problem in bad.itertuples(index=False)]
+    split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)[readable]
+    check_no_leak(split)
+    settings = {
+        "test_size": test_size,
+        "val_size": val_size,
+        "folds": folds,
+        "seed": seed,
+        "duplicate_distance": duplicate_distance,
+        "official": official,
+    }
+    return split, skipped, settings
+
+
 def check_no_leak(split: pd.DataFrame) -> None:
     """Raise if any split group appears in two partitions."""
     spread = split.groupby("split_group")["partition"].nunique()
