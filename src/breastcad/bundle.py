@@ -24,13 +24,44 @@ FORMAT = "breastcad-bundle"
 FORMAT_VERSION = 1
 
 
+class ImageModel:
+    """A trained `ImageNetwork` as bundle files: `weights.pt` (a state dict, loaded with
+    `weights_only=True`) rebuilt from the architecture recorded in the manifest."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def save(self, folder: Path) -> list[str]:
+        import torch
+
+        torch.save(self.net.state_dict(), Path(folder) / "weights.pt")
+        return ["weights.pt"]
+
+    @classmethod
+    def load(cls, folder: Path, name: str, arch: dict[str, Any], **_: Any) -> ImageModel:
+        import torch
+
+        from breastcad.models import create_model
+
+        params = {k: v for k, v in arch.items() if k != "name"}
+        if "weights" in params:
+            params["weights"] = "random"  # the bundle's weights replace any initialisation
+        net = create_model(name, **params)
+        net.load_state_dict(torch.load(Path(folder) / "weights.pt", weights_only=True))
+        return cls(net.eval())
+
+
 @dataclass
 class Bundle:
     """A verified bundle: its manifest and the loaded estimator."""
 
     path: Path
     manifest: dict[str, Any]
-    estimator: TabularEstimator
+    estimator: TabularEstimator | ImageModel
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.get("kind", "tabular")
 
     @property
     def feature_names(self) -> list[str]:
@@ -45,7 +76,9 @@ class Bundle:
         return f"{self.manifest['model']['name']}@{self.manifest['files_digest'][:12]}"
 
 
-def save_bundle(folder: Path, estimator: TabularEstimator, manifest: dict[str, Any]) -> Path:
+def save_bundle(
+    folder: Path, estimator: TabularEstimator | ImageModel, manifest: dict[str, Any]
+) -> Path:
     """Write `estimator` and `manifest` (without files/checksums, which are added here)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,6 +128,9 @@ def load_bundle(folder: Path) -> Bundle:
     manifest = read_manifest(folder)
     model = manifest["model"]
     family = get_spec(model["name"]).family
+    if manifest.get("kind") == "image":
+        estimator = ImageModel.load(Path(folder), model["name"], model["arch"])
+        return Bundle(Path(folder), manifest, estimator)
     cls = {"sklearn": SklearnTabular, "torch": TorchTabular}[family]
     estimator = cls.load(Path(folder), name=model["name"], **model.get("params", {}))
     return Bundle(Path(folder), manifest, estimator)

@@ -177,8 +177,31 @@ def evaluate(
     label_column: LabelOpt = None,
     positive_label: PositiveOpt = None,
     id_column: IdOpt = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Image bundles: the dataset layout (see `data sources`).")
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="Image bundles: the dataset folder.")] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="Image bundles: a split file; evaluate one partition.")
+    ] = None,
+    partition: Annotated[str, typer.Option(help="Partition of --split to evaluate.")] = "test",
+    option: OptionOpt = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Evaluate a bundle on labelled data at its stored threshold, with bootstrap intervals."""
+    """Evaluate a bundle on labelled data at its stored threshold (and, for images, its stored
+    temperature), with bootstrap intervals (resampling patients where the data has them)."""
+    if dataset is not None or root is not None:
+        from breastcad.image_experiment import evaluate_image_bundle
+
+        if dataset is None or root is None:
+            raise BreastcadError("image evaluation needs both --dataset and --root")
+        options = _parse_options(option)
+        results = evaluate_image_bundle(
+            model, dataset, root, out, options, split, partition, progress=not quiet
+        )
+        _print_image_summary(results)
+        typer.echo(f"\nreport: {out / 'report.html'}")
+        return
     from breastcad.config import TabularDataConfig
     from breastcad.experiment import evaluate_bundle
 
@@ -188,18 +211,43 @@ def evaluate(
     typer.echo(f"\nreport: {out / 'report.html'}")
 
 
+def _print_image_summary(results: dict[str, Any]) -> None:
+    test = results["test"]
+    typer.echo(
+        f"{test['n']} test images; positive class: {results['data']['positive']}; "
+        f"threshold {results['operating_point']['threshold']}"
+    )
+    for key, entry in test["ci"].items():
+        if key != "n_groups":
+            typer.echo(
+                f"{key:<18} {entry['value']:.3f} ({entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
+            )
+
+
 @app.command()
 @clear_errors
 def predict(
-    inputs: Annotated[Path, typer.Argument(help="CSV with the model's feature columns.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="A CSV (tabular bundles), or images and folders.")
+    ],
     model: Annotated[Path, typer.Option("--model", help="A bundle folder.")],
     out: Annotated[Path | None, typer.Option(help="Write predictions to this CSV.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Per-row P(malignant) and class from a bundle (the bundle's checksums are verified)."""
+    """Probabilities and classes from a bundle (its checksums are verified first). Images:
+    PNG, JPEG, PGM, TIFF, DICOM; unreadable files are listed with their problem."""
     from breastcad.predict import Predictor
 
     predictor = Predictor.from_bundle(model)
-    table = predictor.predict_csv(inputs)
+    if predictor.kind == "image":
+        table = predictor.predict_paths(inputs, batch_size, progress=not quiet)
+        for row in table.loc[table["error"] != ""].itertuples():
+            typer.echo(f"skipped {row.path}: {row.error}", err=True)
+    elif len(inputs) != 1:
+        raise BreastcadError("a tabular bundle predicts one CSV at a time")
+    else:
+        table = predictor.predict_csv(inputs[0])
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
@@ -248,9 +296,13 @@ OptionOpt = Annotated[
 
 
 def _scan(dataset: str, root: Path, options: list[str] | None):
-    import json
-
     from breastcad.data.sources import scan
+
+    return scan(dataset, root, **_parse_options(options))
+
+
+def _parse_options(options: list[str] | None) -> dict[str, Any]:
+    import json
 
     kwargs: dict[str, Any] = {}
     for item in options or []:
@@ -261,7 +313,7 @@ def _scan(dataset: str, root: Path, options: list[str] | None):
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
             kwargs[key] = value
-    return scan(dataset, root, **kwargs)
+    return kwargs
 
 
 @data_app.command("sources")
@@ -369,3 +421,6 @@ def data_cache(
         typer.echo(f"skipped {path}: {problem}", err=True)
     state = "reused" if cache.reused else "built"
     typer.echo(f"{state} {cache.path}: {int(cache.readable.sum())} images, {cache.settings}")
+
+
+from breastcad import cli_image  # noqa: E402, F401  (registers train-image)

@@ -148,3 +148,61 @@ class RunConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: Path) -> RunConfig:
         return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+class ImageDataConfig(_Strict):
+    """Which image dataset, and how it is split (by patient / duplicate cluster, seeded)."""
+
+    dataset: str
+    root: Path
+    options: dict[str, Any] = Field({}, description="Adapter options, e.g. task for mini-MIAS.")
+    split_file: Path | None = Field(None, description="A saved split to reuse (checked).")
+    test_size: float = Field(0.2, gt=0, lt=1)
+    val_size: float = Field(0.1, gt=0, lt=1)
+    duplicate_distance: int | None = Field(
+        4, description="pHash distance for near duplicates kept together; None: no audit."
+    )
+    official: bool = Field(True, description="Use official splits where they exist.")
+
+
+class ImageTrainConfig(_Strict):
+    """Training settings; None means the model's published recipe."""
+
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    patience: int | None = Field(None, ge=1)
+    class_weight: Literal["none", "balanced"] = "balanced"
+    sampling: Literal["none", "oversample", "undersample"] = "none"
+    augment: Literal["auto", "none", "histo", "ultrasound", "mammo"] = "auto"
+    accelerator: str = "cpu"
+    deterministic: bool = False
+    progress: bool = True
+    resume: bool = False
+    jobs: int = Field(2, ge=1, description="Processes decoding images into the cache.")
+    cache_dir: Path | None = None
+
+
+class ImageRunConfig(_Strict):
+    """Everything that determines an image run's results."""
+
+    data: ImageDataConfig
+    model: str = "transfer"
+    model_params: dict[str, Any] = {}
+    preprocess: PreprocessConfig | None = Field(
+        None, description="Default: the model's input size; 1 channel for gray modalities."
+    )
+    train: ImageTrainConfig = ImageTrainConfig()
+    operating_point: ThresholdConfig = Field(
+        ThresholdConfig(policy="min_sensitivity", value=0.95),
+        description="Threshold on P(positive class), chosen on the validation part.",
+    )
+    bootstrap: int = Field(1000, ge=0, description="Group bootstrap resamples for the CIs.")
+    seed: int = 0
+
+    def to_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> ImageRunConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})

@@ -7,14 +7,36 @@ Example:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from breastcad.bundle import Bundle, load_bundle
+from breastcad.data.imaging import IMAGE_SUFFIXES, prepare, read_image
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
-from breastcad.errors import DataError
+from breastcad.errors import BundleError, DataError
+
+_MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images (BUSI masks left out)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name)
+            )
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
 class Predictor:
@@ -28,8 +50,87 @@ class Predictor:
         return cls(load_bundle(Path(path)))
 
     @property
-    def threshold(self) -> float:
-        return self.bundle.threshold
+    def threshold(self) -> float | None:
+        value = self.bundle.manifest["threshold"]["value"]
+        return None if value is None else float(value)
+
+    @property
+    def kind(self) -> str:
+        return self.bundle.kind
+
+    # --- images -------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return list(self.bundle.manifest.get("classes", ["benign", "malignant"]))
+
+    @property
+    def positive(self) -> int:
+        return int(self.bundle.manifest["positive"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.bundle.manifest.get("temperature", 1.0))
+
+    def _image_net(self):
+        if self.kind != "image":
+            raise BundleError(f"{self.bundle.path}: a {self.kind} model cannot classify images")
+        return self.bundle.estimator.net
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """A decoded image as the model's input: uint8 size x size x channels."""
+        pre = self.bundle.manifest["preprocessing"]
+        return prepare(image, pre["size"], pre["resize"], pre["channels"])
+
+    def predict_logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Uncalibrated logits for a prepared uint8 batch (N, H, W, C)."""
+        import torch
+
+        net = self._image_net()
+        with torch.inference_mode():
+            return net(torch.from_numpy(np.ascontiguousarray(pixels))).float().numpy()
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities for a prepared uint8 batch (N, H, W, C)."""
+        from breastcad.evaluation.classification import softmax
+
+        return softmax(self.predict_logits(pixels), self.temperature)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        from breastcad.evaluation.classification import decide
+
+        return decide(probs, self.positive, self.threshold)
+
+    def predict_paths(
+        self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = True
+    ) -> pd.DataFrame:
+        """One row per image: path, P(class) per class, predicted class, threshold, and the
+        problem for files that could not be read (reported, skipped, never a crash)."""
+        files = expand_paths(paths)
+        rows: list[dict] = []
+        batch: list[tuple[Path, np.ndarray]] = []
+
+        def flush() -> None:
+            probs = self.predict_pixels(np.stack([b[1] for b in batch]))
+            for (path, _), p, c in zip(batch, probs, self.decide(probs), strict=True):
+                row = {"path": str(path)} | {
+                    f"p_{k}": float(v) for k, v in zip(self.classes, p, strict=True)
+                }
+                rows.append(row | {"prediction": self.classes[c], "error": ""})
+            batch.clear()
+
+        for path in tqdm(files, desc="predicting", unit="img", disable=not progress):
+            try:
+                batch.append((path, self.prepare(read_image(path))))
+            except DataError as exc:
+                rows.append({"path": str(path), "prediction": "", "error": exc.problem})
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        frame = pd.DataFrame(rows)
+        frame["threshold"] = self.threshold
+        frame["model"] = self.bundle.model_id
+        return frame
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(malignant) for rows already in the bundle's feature order."""

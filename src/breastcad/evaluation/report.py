@@ -233,7 +233,12 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no results.json; is {run_dir} a breastcad run folder?")
     results = json.loads(source.read_text())
-    blocks = build_blocks(results)
+    if results.get("kind") == "image":
+        from breastcad.evaluation.image_report import image_blocks
+
+        blocks = image_blocks(results)
+    else:
+        blocks = build_blocks(results)
     md, page = run_dir / "report.md", run_dir / "report.html"
     md.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks, results.get("title", "breastcad report")))

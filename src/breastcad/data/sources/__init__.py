@@ -25,6 +25,18 @@ SOURCES: dict[str, Callable[..., Manifest]] = {
     "folder": folder.scan,
 }
 
+MODALITY = {
+    "busi": "ultrasound",
+    "breastmnist": "ultrasound",
+    "mini-mias": "mammography",
+    "idc": "histopathology",
+    "breakhis": "histopathology",
+    "dicom": "mammography",
+    "folder": "image",
+}
+"""What each layout holds: decides default augmentation and (gray modalities) 1-channel caches."""
+GRAY_MODALITIES = {"ultrasound", "mammography"}
+
 
 def scan(dataset: str, root: str | Path, **options: Any) -> Manifest:
     """The manifest of `dataset` under `root`; an unknown dataset or empty root is an error."""

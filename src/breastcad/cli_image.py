@@ -1,0 +1,80 @@
+"""`breastcad train-image`: train and evaluate one image model on one dataset layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breastcad.cli import OptionOpt, _parse_options, _print_image_summary, app, clear_errors
+
+
+@app.command("train-image")
+@clear_errors
+def train_image(
+    dataset: Annotated[str, typer.Option(help="Dataset layout (see `breastcad data sources`).")],
+    root: Annotated[Path, typer.Option(help="The dataset folder (or .npz file).")],
+    model: Annotated[str, typer.Option(help="idc_cnn, mammo_cnn, transfer or finetune.")],
+    out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/image"),
+    config: Annotated[
+        Path | None, typer.Option(help="A saved config.yaml; the options below override it.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Model parameter KEY=VALUE, e.g. backbone=resnet50, weights=random."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default: the model's recipe.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the model's recipe.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: the model's recipe.")] = None,
+    size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
+    sampling: Annotated[str | None, typer.Option(help="none, oversample, undersample.")] = None,
+    class_weight: Annotated[str | None, typer.Option(help="balanced (default) or none.")] = None,
+    sensitivity: Annotated[
+        float | None, typer.Option(help="Operating point: sensitivity target (default 0.95).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="cpu (default), gpu or auto.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+    test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
+    val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
+    option: OptionOpt = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Split by patient / duplicate cluster, train with checkpoints, calibrate and pick the
+    operating point on validation, report test metrics with group-bootstrap CIs, save a bundle."""
+    from breastcad.config import ImageRunConfig
+    from breastcad.image_experiment import run_image_experiment
+
+    base = ImageRunConfig.from_yaml(config).model_dump() if config else {"data": {}}
+    base["data"].update(dataset=dataset, root=root)
+    if option:
+        base["data"]["options"] = _parse_options(option)
+    for key, value in {"test_size": test_size, "val_size": val_size}.items():
+        if value is not None:
+            base["data"][key] = value
+    base["model"] = model
+    if param:
+        base["model_params"] = _parse_options(param)
+    if size is not None:
+        base["model_params"] = {**base.get("model_params", {}), "size": size}
+    train = base.setdefault("train", {})
+    for key, value in {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "sampling": sampling,
+        "class_weight": class_weight,
+        "accelerator": accelerator,
+    }.items():
+        if value is not None:
+            train[key] = value
+    train.update(resume=resume, progress=not quiet)
+    if sensitivity is not None:
+        base["operating_point"] = {"policy": "min_sensitivity", "value": sensitivity}
+    if seed is not None:
+        base["seed"] = seed
+    cfg = ImageRunConfig.model_validate(base)
+    results = run_image_experiment(cfg, out)
+    _print_image_summary(results)
+    typer.echo(f"\nreport: {out / 'report.html'}\nbundle: {out / 'bundle'}")

@@ -1,0 +1,166 @@
+"""Report blocks of an image run or an image-bundle evaluation, with a model card; rendered
+by `report.write_report` from results.json."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from breastcad.evaluation.report import NOTICE, Block
+
+ROWS = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("sensitivity", "Sensitivity (positive class)"),
+    ("specificity", "Specificity (positive class)"),
+    ("macro_f1", "Macro F1"),
+    ("auc_positive", "ROC AUC, positive vs rest"),
+    ("macro_auc", "Macro ROC AUC (one-vs-rest)"),
+    ("brier", "Brier score"),
+    ("ece", "ECE (top label)"),
+)
+
+
+def _f(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _ci(entry: dict[str, Any]) -> str:
+    if entry.get("ci_low") is None:
+        return _f(entry["value"])
+    return f"{_f(entry['value'])} ({_f(entry['ci_low'])}-{_f(entry['ci_high'])})"
+
+
+def image_blocks(results: dict[str, Any]) -> list[Block]:
+    run, data, test = results["run"], results["data"], results["test"]
+    model, op = results["model"], results["operating_point"]
+    split = data.get("split", {})
+    blocks = [
+        Block("h1", results["title"]),
+        Block("p", f"**{NOTICE}**"),
+        Block("h2", "How these results were obtained"),
+        Block(
+            "list",
+            [
+                f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, "
+                f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}",
+                f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']}), manifest "
+                f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
+                f"positive class **{data['positive']}**",
+                f"Split: {_split_text(split)}; images per partition and class: {data['counts']}",
+                f"Input: {data['preprocessing']}",
+                f"Model: `{model['name']}` {model['arch']}; initialisation: {model['init']}",
+                f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
+                f"threshold {_f(op['threshold'])}",
+                f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "
+                "the validation part",
+                f"Intervals: 95% percentile bootstrap resampling whole groups "
+                f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
+            ],
+        ),
+    ]
+    if data.get("problems"):
+        blocks.append(
+            Block("p", f"{len(data['problems'])} files skipped: " + "; ".join(data["problems"][:5]))
+        )
+    blocks += [
+        Block("h2", f"Test results ({test['n']} images)"),
+        Block(
+            "table",
+            (
+                ["metric", "at the operating point (95% CI)", "argmax decision"],
+                [
+                    [
+                        label,
+                        _ci(test["ci"][k])
+                        if k in test["ci"]
+                        else _f(test["metrics"]["scalars"][k]),
+                        _f(test["argmax"][k]),
+                    ]
+                    for k, label in ROWS
+                ],
+            ),
+        ),
+        Block("h3", "Per class"),
+        Block(
+            "table",
+            (
+                ["class", "precision", "recall", "F1", "ROC AUC", "support"],
+                [
+                    [
+                        c,
+                        *(_f(v[m]) for m in ("precision", "recall", "f1", "auc")),
+                        str(v["support"]),
+                    ]
+                    for c, v in test["metrics"]["per_class"].items()
+                ],
+            ),
+        ),
+        Block("h3", "Calibration"),
+        Block(
+            "p",
+            "ECE {} -> {}, Brier {} -> {} (before -> after temperature scaling)".format(
+                *(
+                    _f(test["calibration"][k])
+                    for k in ("ece_before", "ece_after", "brier_before", "brier_after")
+                )
+            ),
+        ),
+    ]
+    group = test.get("group_level")
+    if group:
+        blocks.append(Block("h3", f"Patient level ({group['kind']})"))
+        blocks.append(
+            Block(
+                "p",
+                ", ".join(
+                    f"{k} {_f(v)}"
+                    for k, v in group.items()
+                    if k not in ("kind", "per_group_accuracy")
+                ),
+            )
+        )
+    for key, alt in results.get("plots", {}).items():
+        blocks.append(Block("img", (alt, key)))
+    blocks += model_card(results)
+    return blocks
+
+
+def _split_text(split: dict[str, Any]) -> str:
+    if not split:
+        return "all readable images of the dataset (external evaluation)"
+    text = (
+        f"seed {split.get('seed')}, test {split.get('test_size')}, val {split.get('val_size')}, "
+        f"grouped by patient or near-duplicate cluster (pHash distance "
+        f"{split.get('duplicate_distance')}), official splits {split.get('official')}"
+    )
+    return text + (f"; {split['note']}" if split.get("note") else "")
+
+
+def model_card(results: dict[str, Any]) -> list[Block]:
+    data, test = results["data"], results["test"]
+    ci = test["ci"]
+    headline = ", ".join(
+        f"{k} {_ci(ci[k])}"
+        for k in ("accuracy", "macro_auc", "sensitivity", "specificity")
+        if k in ci
+    )
+    return [
+        Block("h2", "Model card"),
+        Block(
+            "list",
+            [
+                "Intended use: research on computer-aided diagnosis of breast cancer. "
+                "**Research use only; not a medical device**; not for diagnosis or treatment.",
+                f"Data: {data['dataset']} ({data['modality']}), classes {data['classes']}.",
+                f"Split: {_split_text(data.get('split', {}))}.",
+                f"Metrics on held-out test data (95% group-bootstrap CI): {headline}.",
+                "Limits: one dataset, one site; small test sets give wide intervals; "
+                "performance on other scanners, populations or magnifications is unknown until "
+                "measured with `breastcad evaluate`; probabilities are calibrated on the "
+                "validation part only.",
+            ],
+        ),
+    ]
