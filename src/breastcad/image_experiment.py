@@ -122,6 +122,15 @@ def evaluate_predictions(
     }
 
 
+def _policy_text(cfg: ImageRunConfig, positive: str) -> str:
+    op = cfg.operating_point
+    if op.policy == "fixed":
+        return f"P({positive}) >= {op.value:g} (fixed)"
+    if op.policy == "youden":
+        return f"P({positive}) threshold maximising Youden's J"
+    return f"highest P({positive}) threshold with sensitivity >= {op.value:g}"
+
+
 def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> ImageFitSettings:
     t, r = cfg.train, net.recipe
     augment = MODALITY_AUGMENT.get(modality, "none") if t.augment == "auto" else t.augment
@@ -225,7 +234,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         },
         "training": {"settings": settings.__dict__, **fit_info, "history": history},
         "operating_point": {
-            "policy": cfg.operating_point.describe(),
+            "policy": _policy_text(cfg, classes[positive]),
             "threshold": threshold,
             "chosen_on": "validation part, after temperature scaling",
             "val_sensitivity": float((val_probs[val_y == positive, positive] >= threshold).mean())

@@ -152,7 +152,7 @@ def group_bootstrap(
         values = values[~np.isnan(values)]
         low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
         out[m] = {"value": point[m], "ci_low": float(low), "ci_high": float(high)}
-    out["n_groups"] = {"value": float(len(uniq)), "ci_low": np.nan, "ci_high": np.nan}
+    out["n_groups"] = {"value": len(uniq), "ci_low": None, "ci_high": None}
     return out
 
 

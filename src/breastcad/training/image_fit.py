@@ -7,6 +7,7 @@ and fine-tuning state included). At the end the best weights are loaded into the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from breastcad.data.datamodule import ImageDataModule
+from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork
 from breastcad.training import fit as _fit  # noqa: F401  (quiet Lightning, NVML probe)
 from breastcad.training.augment import BatchAugment
@@ -136,6 +138,12 @@ def fit_image(
     )
     has_val = "val" in dm.datasets
     ckpt_dir = Path(run_dir) / "checkpoints"
+    if not settings.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise ConfigError(
+            f"{ckpt_dir}: checkpoints of an earlier run; continue it with --resume or write "
+            "to another --out (nothing was overwritten)"
+        )
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     best = ModelCheckpoint(
         ckpt_dir,
         filename="best",

@@ -1,0 +1,136 @@
+"""An image run end to end on a synthetic folder dataset: train-image (with resume), the
+bundle, predict on a folder with a corrupt file, evaluate on data never seen in training."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from breastcad.cli import app
+from breastcad.predict import Predictor
+from tests.data.conftest import blob_image, save
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_class_tree(tmp_path):
+    root = tmp_path / "images"
+    for i in range(36):
+        img = blob_image(i, (40, 44), rgb=True)
+        save(root / "benign" / f"b{i:02d}.png", img // 3)
+        save(root / "malignant" / f"m{i:02d}.png", 255 - img // 3)
+    (root / "benign" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def _train(root, out, epochs, *extra):
+    return runner.invoke(
+        app,
+        [
+            "train-image",
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--model",
+            "idc_cnn",
+            "--size",
+            "24",
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ],
+        env={"BREASTCAD_CACHE": str(out.parent / "cache")},
+    )
+
+
+def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
+    out = tmp_path / "run"
+    first = _train(two_class_tree, out, 1)
+    assert first.exit_code == 0, first.output
+    resumed = _train(two_class_tree, out, 2, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["resumed_from"].endswith("last.ckpt")
+    assert [row["epoch"] for row in results["training"]["history"]] == [1, 2]
+    assert {"val_auc", "train_precision", "val_recall"} <= set(results["training"]["history"][1])
+    assert any("broken.png" in p for p in results["data"]["problems"])
+    test = results["test"]
+    assert test["ci"]["macro_auc"]["value"] > 0.9  # the classes differ in brightness
+    assert test["calibration"]["temperature"] > 0
+    assert results["model"]["init"] == "random"
+    for plot in ("learning_curves", "confusion", "roc", "reliability", "filters", "predictions"):
+        assert (out / results["plots"][plot]).is_file()
+    report = (out / "report.md").read_text()
+    assert "Model card" in report and "Research use only" in report
+
+    # predict: a folder of images plus a corrupt file, through the CLI and the Predictor
+    preds = tmp_path / "preds.csv"
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(two_class_tree / "malignant"),
+            str(two_class_tree / "benign" / "broken.png"),
+            "--model",
+            str(out / "bundle"),
+            "--out",
+            str(preds),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.output
+    table = pd.read_csv(preds)
+    errors = table["error"].fillna("")
+    assert len(table) == 37 and (errors != "").sum() == 1
+    good = table[errors == ""]
+    assert np.allclose(good[["p_benign", "p_malignant"]].sum(axis=1), 1.0)
+    predictor = Predictor.from_bundle(out / "bundle")
+    direct = predictor.predict_paths([two_class_tree / "malignant"], progress=False)
+    assert np.allclose(direct["p_malignant"], good["p_malignant"])
+
+    # evaluate the bundle on new data: the same classes drawn with other seeds
+    new = tmp_path / "new"
+    for i in range(100, 112):
+        img = blob_image(i, (40, 44), rgb=True)
+        save(new / "benign" / f"b{i}.png", img // 3)
+        save(new / "malignant" / f"m{i}.png", 255 - img // 3)
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(out / "bundle"),
+            "--dataset",
+            "folder",
+            "--root",
+            str(new),
+            "--out",
+            str(tmp_path / "eval"),
+            "--quiet",
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    ev = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert ev["test"]["n"] == 24 and (tmp_path / "eval" / "report.html").is_file()
+
+
+def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
+    first = _train(two_class_tree, tmp_path / "r", 1)
+    again = _train(two_class_tree, tmp_path / "r", 1)  # would overwrite the checkpoints
+    assert first.exit_code == 0 and again.exit_code == 2 and "--resume" in again.output
+    bad_model = _train(two_class_tree, tmp_path / "r", 1, "--sampling", "sideways")
+    assert bad_model.exit_code == 2 and "sampling" in bad_model.output
+    no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
+    assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
