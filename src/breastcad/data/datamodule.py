@@ -145,11 +145,17 @@ class ImageDataModule(L.LightningDataModule):
             sampler = BalancedSampler(data.targets, self.sampling, self.seed)
         return self._loader("train", sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", torch.utils.data.SequentialSampler(self.datasets["val"]))
+    def _ordered(self, name: str) -> DataLoader | list:
+        """In manifest order; an empty list (no loop) when the partition is absent."""
+        if name not in self.datasets:
+            return []
+        return self._loader(name, torch.utils.data.SequentialSampler(self.datasets[name]))
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", torch.utils.data.SequentialSampler(self.datasets["test"]))
+    def val_dataloader(self) -> DataLoader | list:
+        return self._ordered("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._ordered("test")
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each loaded partition."""

@@ -144,6 +144,8 @@ def fit_image(
             "to another --out (nothing was overwritten)"
         )
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen body
+    warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
     best = ModelCheckpoint(
         ckpt_dir,
         filename="best",

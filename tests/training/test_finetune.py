@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from breastcad.config import PreprocessConfig
+from breastcad.data.datamodule import ImageDataModule
+from breastcad.data.sources import scan
+from breastcad.models import create_model
+from breastcad.training.image_fit import ImageFitSettings, fit_image
+from tests.data.conftest import blob_image, save
+
+pytestmark = pytest.mark.slow
+
+
+def test_staged_finetuning_unfreezes_the_backbone_after_the_head_stage(tmp_path):
+    root = tmp_path / "data"
+    for i in range(12):
+        save(root / "benign" / f"b{i}.png", blob_image(i, (32, 32), rgb=True) // 2)
+        save(root / "malignant" / f"m{i}.png", 255 - blob_image(i, (32, 32), rgb=True) // 2)
+    manifest = scan("folder", root)
+    partition = np.where(np.arange(len(manifest)) % 4 == 0, "val", "train")
+    dm = ImageDataModule(
+        manifest,
+        partition,
+        PreprocessConfig(size=32),
+        batch_size=8,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    torch.manual_seed(0)
+    net = create_model("finetune", num_classes=2, size=32)
+    conv = net.body.model.conv_stem.weight.detach().clone()
+    bn = net.body.model.bn1.running_mean.clone()
+    stage = {"after_epochs": 1, "head_patience": 10, "epochs": 1, "lr_factor": 0.1}
+    settings = ImageFitSettings(epochs=5, lr=1e-3, progress=False, stages=[stage])
+    history, info = fit_image(net, dm, settings, tmp_path / "run")
+    assert info["stage_switch_epoch"] == 1 and len(history) == 2  # 1 head epoch + 1 fine-tune
+    assert not torch.equal(net.body.model.conv_stem.weight, conv)  # the backbone was trained
+    assert torch.equal(net.body.model.bn1.running_mean, bn)  # its batch norm stayed frozen
