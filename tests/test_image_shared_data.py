@@ -1,0 +1,83 @@
+"""Image runs on the real data in ../shared/data (skipped, with why, when absent)."""
+
+import json
+
+import pytest
+
+from breastcad.config import ImageRunConfig
+from breastcad.image_experiment import evaluate_image_bundle, run_image_experiment
+from breastcad.predict import Predictor
+from tests.conftest import SHARED_DATA
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}"),
+]
+
+
+def test_mammogram_model_trains_on_mini_mias_by_woman_and_reads_a_real_dicom(tmp_path):
+    cfg = ImageRunConfig.model_validate(
+        {
+            "data": {
+                "dataset": "mini-mias",
+                "root": SHARED_DATA / "mini-mias",
+                "test_size": 0.25,
+                "val_size": 0.15,
+                "duplicate_distance": None,
+            },
+            "model": "mammo_cnn",
+            "model_params": {"size": 64},
+            "train": {"epochs": 1, "progress": False, "cache_dir": tmp_path / "cache"},
+            "bootstrap": 100,
+        }
+    )
+    results = run_image_experiment(cfg, tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "splits" / "split.json").read_text())
+    by_woman: dict[str, set] = {}
+    for group, part in zip(split["rows"]["group_id"], split["rows"]["partition"], strict=True):
+        by_woman.setdefault(group, set()).add(part)
+    assert max(len(parts) for parts in by_woman.values()) == 1  # no woman in two partitions
+    assert results["data"]["preprocessing"]["channels"] == 1  # gray modality, 1-channel cache
+    assert results["test"]["n"] > 40 and results["test"]["ci"]["n_groups"]["value"] > 20
+
+    predictor = Predictor.from_bundle(tmp_path / "run" / "bundle")
+    table = predictor.predict_paths([SHARED_DATA / "cbis-ddsm"], progress=False)
+    dicom = table[table["path"].str.endswith(".dcm")]
+    assert len(dicom) == 1 and dicom["error"].iloc[0] == ""
+    assert abs(dicom["p_normal"].iloc[0] + dicom["p_abnormal"].iloc[0] - 1) < 1e-6
+
+
+def test_idc_patch_model_end_to_end_with_patient_level_results(tmp_path):
+    cfg = ImageRunConfig.model_validate(
+        {
+            "data": {
+                "dataset": "idc",
+                "root": SHARED_DATA / "idc",
+                "test_size": 0.3,
+                "val_size": 0.2,
+                "duplicate_distance": None,
+            },
+            "model": "idc_cnn",
+            "train": {"epochs": 1, "progress": False, "cache_dir": tmp_path / "cache"},
+            "bootstrap": 100,
+        }
+    )
+    results = run_image_experiment(cfg, tmp_path / "run")
+    group = results["test"]["group_level"]
+    assert group["n_groups"] >= 2 and len(group["per_group_accuracy"]) == group["n_groups"]
+    again = evaluate_image_bundle(
+        tmp_path / "run" / "bundle",
+        "idc",
+        SHARED_DATA / "idc",
+        tmp_path / "eval",
+        split_file=tmp_path / "run" / "splits" / "split.json",
+        n_boot=50,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    assert again["test"]["n"] == results["test"]["n"]  # the same test patients, same model
+    assert (
+        abs(again["test"]["ci"]["macro_auc"]["value"] - results["test"]["ci"]["macro_auc"]["value"])
+        < 1e-6
+    )
