@@ -124,6 +124,9 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     ev = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert ev["test"]["n"] == 24 and (tmp_path / "eval" / "report.html").is_file()
+    assert all((tmp_path / "eval" / path).is_file() for path in ev["plots"].values())
+    assert {"roc", "confusion", "reliability"} <= set(ev["plots"])
+    assert (out / "history.csv").read_text().startswith("epoch,")
 
 
 def test_image_commands_give_clear_errors(two_class_tree, tmp_path):

@@ -34,7 +34,9 @@ def train_image(
         float | None, typer.Option(help="Operating point: sensitivity target (default 0.95).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
-    accelerator: Annotated[str | None, typer.Option(help="cpu (default), gpu or auto.")] = None,
+    accelerator: Annotated[
+        str | None, typer.Option(help="auto (default: a GPU when present), cpu or gpu.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
     val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,

@@ -175,7 +175,7 @@ class ImageTrainConfig(_Strict):
     class_weight: Literal["none", "balanced"] = "balanced"
     sampling: Literal["none", "oversample", "undersample"] = "none"
     augment: Literal["auto", "none", "histo", "ultrasound", "mammo"] = "auto"
-    accelerator: str = "cpu"
+    accelerator: str = Field("auto", description="auto: a GPU when present, else the CPU.")
     deterministic: bool = False
     progress: bool = True
     resume: bool = False

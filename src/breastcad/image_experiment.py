@@ -183,6 +183,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     )
     settings = _fit_settings(cfg, net, modality)
     history, fit_info = fit_image(net, dm, settings, out)
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
 
     val_logits, val_y = predict_logits(net, dm.val_dataloader())
     test_logits, test_y = predict_logits(net, dm.test_dataloader())
@@ -267,26 +268,35 @@ def _write_predictions(out, manifest, rows, y, probs, pred, classes, threshold) 
 
 def _plots(out, net, dm, history, evaluation, logits, y, probs, pred, classes) -> dict[str, Any]:
     p = out / "plots"
-    positive = positive_index(classes)
     counts = {c: sum(part[c] for part in dm.counts().values()) for c in classes}
-    pos_curve = {classes[positive]: ((y == positive).astype(int), probs[:, positive])}
-    ovr = {c: ((y == k).astype(int), probs[:, k]) for k, c in enumerate(classes)}
-    raw = softmax(logits)[:, positive]
     test_pixels = dm.cache.pixels[dm.datasets["test"].rows]
     return {
         "class_balance": class_balance(counts, p / "class_balance.png"),
         "learning_curves": image_plots.learning_curves(
             history, p / "learning_curves.png", "Learning curves"
         ),
+        **evaluation_plots(out, evaluation, logits, y, probs, pred, classes, test_pixels),
+        "filters": image_plots.first_layer_filters(net, p / "filters.png"),
+    }
+
+
+def evaluation_plots(out, evaluation, logits, y, probs, pred, classes, pixels) -> dict[str, Any]:
+    """ROC, PR, confusion matrix, reliability before/after calibration, prediction grid."""
+    p = out / "plots"
+    positive = positive_index(classes)
+    pos_curve = {classes[positive]: ((y == positive).astype(int), probs[:, positive])}
+    ovr = {c: ((y == k).astype(int), probs[:, k]) for k, c in enumerate(classes)}
+    raw = softmax(logits)[:, positive]
+    return {
         "roc": roc_curves(
-            ovr if len(classes) > 2 else pos_curve, p / "roc.png", "ROC (test, one-vs-rest)"
+            ovr if len(classes) > 2 else pos_curve, p / "roc.png", "ROC (one-vs-rest)"
         ),
-        "pr": pr_curves(pos_curve, p / "pr.png", f"Precision-recall, {classes[positive]} (test)"),
+        "pr": pr_curves(pos_curve, p / "pr.png", f"Precision-recall, {classes[positive]}"),
         "confusion": image_plots.confusion(
             evaluation["metrics"]["confusion"],
             classes,
             p / "confusion.png",
-            "Confusion matrix at the operating point (test)",
+            "Confusion matrix at the operating point",
         ),
         "reliability": reliability_diagram(
             {
@@ -294,11 +304,10 @@ def _plots(out, net, dm, history, evaluation, logits, y, probs, pred, classes) -
                 "after temperature": pos_curve[classes[positive]],
             },
             p / "reliability.png",
-            f"Reliability, P({classes[positive]}) (test)",
+            f"Reliability, P({classes[positive]})",
         ),
-        "filters": image_plots.first_layer_filters(net, p / "filters.png"),
         "predictions": image_plots.prediction_grid(
-            test_pixels, y, pred, probs, classes, p / "predictions.png"
+            pixels, y, pred, probs, classes, p / "predictions.png"
         ),
     }
 
@@ -404,15 +413,10 @@ def evaluate_image_bundle(
         0,
     )
     probs = softmax(logits, predictor.temperature)
-    _write_predictions(
-        out,
-        manifest,
-        rows,
-        y,
-        probs,
-        decide(probs, positive, predictor.threshold),
-        manifest.classes,
-        predictor.threshold,
+    pred = decide(probs, positive, predictor.threshold)
+    _write_predictions(out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold)
+    plots = evaluation_plots(
+        out, evaluation, logits, y, probs, pred, manifest.classes, cache.pixels[rows]
     )
     bm = predictor.bundle.manifest
     results = {
@@ -442,7 +446,7 @@ def evaluate_image_bundle(
             "chosen_on": "the bundle's training run",
         },
         "test": evaluation,
-        "plots": {},
+        "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},
     }
     (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
     from breastcad.evaluation.report import write_report
