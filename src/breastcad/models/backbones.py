@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -114,24 +115,24 @@ class _Features(nn.Module):
 
 
 def _network(
-    head: nn.Module,
-    model: nn.Module,
-    init: str,
-    recipe: Recipe,
-    arch: dict,
+    name: str, head: nn.Module, model: nn.Module, init: str, recipe: Recipe, **arch: Any
 ) -> ImageNetwork:
+    """The frozen-body network of a recipe; `arch` (num_classes, backbone, weights, size) is
+    what a bundle stores to rebuild it. Input is 3-channel: gray arrives as a broadcast."""
     cfg = model.pretrained_cfg
-    return ImageNetwork(
+    net = ImageNetwork(
         _Features(model),
         head,
         num_classes=arch["num_classes"],
         in_chans=3,
-        arch=arch,
+        arch={"name": name, **arch},
         recipe=recipe,
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         init=init,
     )
+    net.freeze_body()
+    return net
 
 
 @register_model(
@@ -146,7 +147,6 @@ def transfer(
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
     size: int = 160,
-    in_chans: int = 3,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)
     head = nn.Sequential(
@@ -155,12 +155,9 @@ def transfer(
         Dropout(0.2),
         nn.Linear(model.num_features, num_classes),
     )
-    arch = {"name": "transfer", "num_classes": num_classes, "backbone": backbone}
-    arch |= {"weights": weights, "size": size}
     recipe = Recipe(epochs=30, batch_size=32, lr=1e-3, patience=5, size=size, resize="pad")
-    net = _network(head, model, init, recipe, arch)
-    net.freeze_body()
-    return net
+    arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
+    return _network("transfer", head, model, init, recipe, **arch)
 
 
 @register_model(
@@ -175,7 +172,6 @@ def finetune(
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
     size: int = 160,
-    in_chans: int = 3,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)
     side = -(-size // 32)
@@ -191,12 +187,9 @@ def finetune(
         Dropout(0.3),
         nn.Linear(128, num_classes),
     )
-    arch = {"name": "finetune", "num_classes": num_classes, "backbone": backbone}
-    arch |= {"weights": weights, "size": size}
     stages = [{"after_epochs": 30, "head_patience": 10, "epochs": 10, "lr_factor": 0.1}]
     recipe = Recipe(
         epochs=40, batch_size=32, lr=1e-3, patience=10, size=size, resize="pad", stages=stages
     )
-    net = _network(head, model, init, recipe, arch)
-    net.freeze_body()
-    return net
+    arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
+    return _network("finetune", head, model, init, recipe, **arch)
