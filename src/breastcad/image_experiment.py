@@ -132,20 +132,28 @@ def _policy_text(cfg: ImageRunConfig, positive: str) -> str:
 
 
 def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> ImageFitSettings:
+    """The recipe, overridden by the run's settings. Class weights apply only without
+    re-sampling (both would correct the imbalance twice). With fewer epochs than the recipe,
+    the head stage of fine-tuning gets what the fine-tuning stage leaves."""
     t, r = cfg.train, net.recipe
     augment = MODALITY_AUGMENT.get(modality, "none") if t.augment == "auto" else t.augment
+    epochs = t.epochs or r.epochs
+    stages = [
+        {**s, "after_epochs": min(s["after_epochs"], max(1, epochs - s["epochs"]))}
+        for s in r.stages
+    ]
     return ImageFitSettings(
-        epochs=t.epochs or r.epochs,
+        epochs=epochs,
         lr=t.lr or r.lr,
         patience=t.patience or r.patience,
         seed=cfg.seed,
-        class_weight=t.class_weight,
+        class_weight=t.class_weight if t.sampling == "none" else "none",
         augment=augment,
         accelerator=t.accelerator,
         deterministic=t.deterministic,
         progress=t.progress,
         resume=t.resume,
-        stages=r.stages or None,
+        stages=stages or None,
     )
 
 
