@@ -1,0 +1,22 @@
+from breastcad.config import ImageRunConfig
+from breastcad.image_experiment import _fit_settings
+from breastcad.models import create_model
+
+
+def _cfg(**train):
+    return ImageRunConfig.model_validate(
+        {"data": {"dataset": "busi", "root": "."}, "model": "finetune", "train": train}
+    )
+
+
+def test_recipe_defaults_and_overrides():
+    net = create_model("finetune", num_classes=3, weights="random", size=32)
+    default = _fit_settings(_cfg(), net, "ultrasound")
+    assert default.epochs == 40 and default.lr == 1e-3 and default.augment == "ultrasound"
+    assert default.stages[0]["after_epochs"] == 30 and default.class_weight == "balanced"
+    short = _fit_settings(_cfg(epochs=5, sampling="oversample", augment="none"), net, "ultrasound")
+    assert short.stages[0]["after_epochs"] == 1  # the head stage yields to fine-tuning
+    assert short.class_weight == "none" and short.augment == "none"
+    idc = create_model("idc_cnn")
+    plain = _fit_settings(_cfg(), idc, "histopathology")
+    assert plain.stages is None and plain.patience == 5 and plain.augment == "histo"
