@@ -42,7 +42,7 @@ bench: $(VENV)/.stamp-base-$(LOCK_HASH)
 	$(BIN)/python benchmarks/bench_tabular.py
 	$(BIN)/python benchmarks/bench_wdbc_protocol.py
 	$(BIN)/python benchmarks/bench_image_cache.py
-	cd benchmarks && ../$(BIN)/python bench_idc_speed.py
+	$(BIN)/python benchmarks/bench_idc_speed.py
 	$(BIN)/python benchmarks/bench_image_models.py
 
 ## Re-pin every installed package after changing pyproject.toml.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +79,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3500, help="generated training patches")
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
-    from bench_image_cache import generate_tree  # same folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_image_cache import generate_tree  # the generated IDC tree of the cache benchmark
 
     work = Path(tempfile.mkdtemp(prefix="bench-idc-"))
     try:
