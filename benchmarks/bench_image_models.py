@@ -28,6 +28,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIGS: dict[str, dict] = {
     "busi-finetune": {"data": {"dataset": "busi", "root": DATA / "busi"}, "model": "finetune"},
     "busi-transfer": {"data": {"dataset": "busi", "root": DATA / "busi"}, "model": "transfer"},
+    # the same model on a random split (each image its own group, no duplicate audit): what
+    # the published BUSI figures measured, near duplicates straddling train and test
+    "busi-transfer-random-split": {
+        "data": {"dataset": "busi", "root": DATA / "busi", "duplicate_distance": None},
+        "model": "transfer",
+    },
     "breastmnist-finetune": {
         "data": {"dataset": "breastmnist", "root": DATA / "breastmnist"},
         "model": "finetune",

@@ -272,7 +272,7 @@ def models_command() -> None:
 
     for name in list_models():
         spec = get_spec(name)
-        typer.echo(f"{name:<10} {spec.modality:<8} {spec.family:<8} {spec.description}")
+        typer.echo(f"{name:<10} {spec.modality:<15} {spec.family:<11} {spec.description}")
 
 
 data_app = typer.Typer(
