@@ -207,6 +207,21 @@ def test_evaluate_bundle_on_external_csv(run_dir, kaggle_csv, tmp_path):
     summary = results["protocols"]["external"]["models"]["logreg"]["summary"]
     assert summary["roc_auc"]["ci_low"] <= summary["roc_auc"]["mean"] <= 1.0
     assert (out / "report.html").is_file() and (out / "plots/external/roc.png").is_file()
+    as_images = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(run_dir / "bundles/logreg"),
+            "--dataset",
+            "folder",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "img"),
+        ],
+    )
+    assert as_images.exit_code == 2 and "tabular bundle" in as_images.output
 
 
 def test_bad_csv_is_one_clear_line(tmp_path):

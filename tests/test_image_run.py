@@ -127,6 +127,8 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert all((tmp_path / "eval" / path).is_file() for path in ev["plots"].values())
     assert {"roc", "confusion", "reliability"} <= set(ev["plots"])
     assert (out / "history.csv").read_text().startswith("epoch,")
+    wrong = runner.invoke(app, ["evaluate", "--model", str(out / "bundle")])  # no image data
+    assert wrong.exit_code == 2 and "--dataset" in wrong.output
 
 
 def test_image_commands_give_clear_errors(two_class_tree, tmp_path):

@@ -202,9 +202,12 @@ def evaluate(
         _print_image_summary(results)
         typer.echo(f"\nreport: {out / 'report.html'}")
         return
+    from breastcad.bundle import read_manifest
     from breastcad.config import TabularDataConfig
     from breastcad.experiment import evaluate_bundle
 
+    if read_manifest(model).get("kind") == "image":
+        raise BreastcadError(f"{model}: an image bundle; give --dataset and --root")
     cfg = TabularDataConfig(**_data_config(data, label_column, positive_label, id_column))
     results = evaluate_bundle(model, cfg, out)
     _print_summary(results)

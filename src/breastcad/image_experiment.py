@@ -386,6 +386,8 @@ def evaluate_image_bundle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.from_bundle(bundle_dir)
+    if predictor.kind != "image":
+        raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
     manifest = scan(dataset, root, **(options or {}))
     if manifest.classes != predictor.classes:
         raise DataError(
