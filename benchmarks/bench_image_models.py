@@ -65,6 +65,34 @@ CONFIGS: dict[str, dict] = {
 }
 
 
+def leaked_test_images(out: Path, max_distance: int = 4) -> tuple[int, int, float, float]:
+    """Test images with a near duplicate (pHash distance <= max_distance) in train or val,
+    and the argmax accuracy on those and on the rest."""
+    import numpy as np
+    import pandas as pd
+
+    from breastcad.data.audit import audit
+    from breastcad.data.sources import scan
+
+    results = json.loads((out / "results.json").read_text())
+    manifest = scan(results["data"]["dataset"], results["data"]["root"])
+    pairs = audit(manifest, max_distance=max_distance, progress=False).pairs
+    split = json.loads((out / "splits" / "split.json").read_text())["rows"]
+    part = dict(zip(split["path"], split["partition"], strict=True))
+    paths = manifest.frame["path"].tolist()
+    leaked = set()
+    for i, j in pairs[["i", "j"]].to_numpy():
+        for a, b in ((paths[i], paths[j]), (paths[j], paths[i])):
+            if part.get(a) == "test" and part.get(b) in ("train", "val"):
+                leaked.add(a)
+    pred = pd.read_csv(out / "predictions.csv")
+    cols = [c for c in pred.columns if c.startswith("p_")]
+    ok = np.array([c[2:] for c in cols])[pred[cols].to_numpy().argmax(1)] == pred["label"]
+    mask = pred["path"].isin(leaked).to_numpy()
+    acc = float(ok[mask].mean()) if mask.any() else float("nan")
+    return int(mask.sum()), len(mask), acc, float(ok[~mask].mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
@@ -123,6 +151,15 @@ def main() -> None:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")
+    busi = [name for name in args.only if name.startswith("busi")]
+    if busi:
+        print(
+            "\n| BUSI run | test images with a near duplicate in train/val | argmax accuracy on "
+            "those | on the rest |\n|---|---|---|---|"
+        )
+        for name in busi:
+            n_leak, n, acc_leak, acc_rest = leaked_test_images(args.out / name)
+            print(f"| {name} | {n_leak} of {n} | {acc_leak:.3f} | {acc_rest:.3f} |")
 
 
 if __name__ == "__main__":
