@@ -28,6 +28,11 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIGS: dict[str, dict] = {
     "busi-finetune": {"data": {"dataset": "busi", "root": DATA / "busi"}, "model": "finetune"},
     "busi-transfer": {"data": {"dataset": "busi", "root": DATA / "busi"}, "model": "transfer"},
+    "busi-transfer-224": {
+        "data": {"dataset": "busi", "root": DATA / "busi"},
+        "model": "transfer",
+        "model_params": {"size": 224},
+    },
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
     "busi-transfer-random-split": {
