@@ -5,7 +5,8 @@ import json
 import pytest
 
 from breastcad.config import ImageRunConfig
-from breastcad.image_experiment import evaluate_image_bundle, run_image_experiment
+from breastcad.evaluation.image_evaluation import evaluate_image_bundle
+from breastcad.image_experiment import run_image_experiment
 from breastcad.predict import Predictor
 from tests.conftest import SHARED_DATA
 

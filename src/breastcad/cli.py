@@ -191,7 +191,7 @@ def evaluate(
     """Evaluate a bundle on labelled data at its stored threshold (and, for images, its stored
     temperature), with bootstrap intervals (resampling patients where the data has them)."""
     if dataset is not None or root is not None:
-        from breastcad.image_experiment import evaluate_image_bundle
+        from breastcad.evaluation.image_evaluation import evaluate_image_bundle
 
         if dataset is None or root is None:
             raise BreastcadError("image evaluation needs both --dataset and --root")

@@ -8,6 +8,9 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 _PACKAGES = ("breastcad", "torch", "lightning", "torchmetrics", "scikit-learn", "numpy", "pandas")
 
@@ -54,3 +57,18 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, paths as text, NaN as null."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
