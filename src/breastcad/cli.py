@@ -304,6 +304,15 @@ def _scan(dataset: str, root: Path, options: list[str] | None):
     return scan(dataset, root, **_parse_options(options))
 
 
+def parse_size(text: str) -> int | list[int]:
+    """'224' -> 224; '2250x1500' -> [2250, 1500] (height x width)."""
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise BreastcadError(f"--size must be N or HEIGHTxWIDTH, got '{text}'")
+    values = [int(p) for p in parts]
+    return values[0] if len(values) == 1 else values
+
+
 def _parse_options(options: list[str] | None) -> dict[str, Any]:
     import json
 
@@ -400,7 +409,7 @@ def data_split(
 def data_cache(
     dataset: DatasetArg,
     root: RootArg,
-    size: Annotated[int, typer.Option(help="Square side in pixels.")] = 224,
+    size: Annotated[str, typer.Option(help="224 or HEIGHTxWIDTH, in pixels.")] = "224",
     resize: Annotated[str, typer.Option(help="pad, crop or stretch.")] = "pad",
     channels: Annotated[str, typer.Option(help="auto, 1 or 3.")] = "auto",
     cache_dir: Annotated[
@@ -416,7 +425,9 @@ def data_cache(
     from breastcad.data.cache import ImageCache
 
     config = PreprocessConfig(
-        size=size, resize=resize, channels=channels if channels == "auto" else int(channels)
+        size=parse_size(size),
+        resize=resize,
+        channels=channels if channels == "auto" else int(channels),
     )
     manifest = _scan(dataset, root, option)
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress=not quiet)

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from breastcad.cli import OptionOpt, _parse_options, _print_image_summary, app, clear_errors
+from breastcad.cli import (
+    OptionOpt,
+    _parse_options,
+    _print_image_summary,
+    app,
+    clear_errors,
+    parse_size,
+)
 
 
 @app.command("train-image")
@@ -27,7 +34,9 @@ def train_image(
     epochs: Annotated[int | None, typer.Option(help="Default: the model's recipe.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the model's recipe.")] = None,
     lr: Annotated[float | None, typer.Option(help="Default: the model's recipe.")] = None,
-    size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Input size: 224 or HEIGHTxWIDTH (default: the model's).")
+    ] = None,
     sampling: Annotated[str | None, typer.Option(help="none, oversample, undersample.")] = None,
     class_weight: Annotated[str | None, typer.Option(help="balanced (default) or none.")] = None,
     sensitivity: Annotated[
@@ -59,7 +68,7 @@ def train_image(
     if param:
         base["model_params"] = _parse_options(param)
     if size is not None:
-        base["model_params"] = {**base.get("model_params", {}), "size": size}
+        base["model_params"] = {**base.get("model_params", {}), "size": parse_size(size)}
     train = base.setdefault("train", {})
     for key, value in {
         "epochs": epochs,

@@ -44,7 +44,9 @@ class TabularDataConfig(_Strict):
 class PreprocessConfig(_Strict):
     """How images become network input: decoded once into the uint8 cache at `size` x `size`."""
 
-    size: int = Field(224, ge=8, le=4096, description="Square side in pixels.")
+    size: int | tuple[int, int] = Field(
+        224, description="Square side, or (height, width), in pixels; 8 to 4096 each."
+    )
     resize: Literal["pad", "crop", "stretch"] = Field(
         "pad",
         description="pad: keep the aspect ratio, pad with black; crop: fill and centre-crop; "
@@ -55,6 +57,13 @@ class PreprocessConfig(_Strict):
         description="Channels stored in the cache: 1 (colour averaged) or 3; auto: 3 when the "
         "data has colour, else 1. Grayscale reaches a 3-channel backbone as a broadcast view.",
     )
+
+    @model_validator(mode="after")
+    def _size_in_range(self) -> PreprocessConfig:
+        sides = (self.size,) if isinstance(self.size, int) else self.size
+        if not all(8 <= s <= 4096 for s in sides):
+            raise ValueError(f"image size {self.size} is outside 8 to 4096 pixels")
+        return self
 
 
 class ThresholdConfig(_Strict):

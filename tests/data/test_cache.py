@@ -167,3 +167,19 @@ def test_image_input_normalises_and_broadcasts_gray():
     colour = torch.zeros((1, 4, 4, 3), dtype=torch.uint8)
     colour[..., 0] = 255
     assert torch.allclose(ImageInput(1)(colour), torch.full((1, 1, 4, 4), 1 / 3))
+
+
+def test_rectangular_sizes_reach_the_cache_and_the_published_mammogram_cnn(colour_tree, tmp_path):
+    from breastcad.models import create_model
+
+    wide = blob_image(3, (30, 90))
+    for mode in ("pad", "crop", "stretch"):
+        assert prepare(wide, (24, 16), mode, 1).shape == (24, 16, 1)
+    cache = ImageCache.build(
+        scan("folder", colour_tree), PreprocessConfig(size=(24, 16), channels=1), tmp_path
+    )
+    assert cache.pixels.shape == (31, 24, 16, 1)
+    net = create_model("mammo_cnn", size=(48, 32))  # the published 2250 x 1500 shape, scaled
+    assert net(torch.zeros(2, 48, 32, 1, dtype=torch.uint8)).shape == (2, 2)
+    with pytest.raises(ValueError, match="outside"):
+        PreprocessConfig(size=(4, 5000))

@@ -85,3 +85,12 @@ def test_data_cache_builds_then_reuses_and_names_bad_files(busi_tree, tmp_path):
     assert again.exit_code == 0 and "reused" in again.output
     bad = runner.invoke(app, [*args[:-4], "--channels", "2"])
     assert bad.exit_code == 2 and "channels" in bad.output
+
+
+def test_data_cache_takes_height_x_width(busi_tree, tmp_path):
+    args = ["data", "cache", "busi", str(busi_tree), "--quiet", "--jobs", "1"]
+    args += ["--cache-dir", str(tmp_path), "--size", "24x16"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "[24, 16]" in result.output
+    bad = runner.invoke(app, [*args[:-1], "24x16x3"])
+    assert bad.exit_code == 2 and "HEIGHTxWIDTH" in bad.output

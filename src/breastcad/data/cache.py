@@ -2,7 +2,7 @@
 prepared (`imaging.prepare`: resize, uint8, channels) and stored in one raw uint8 array on disk,
 read back by memory map in every epoch and every later run.
 
-Layout: `<cache_dir>/<key>/pixels.u8` (N x size x size x channels, C order) and `index.json`
+Layout: `<cache_dir>/<key>/pixels.u8` (N x height x width x channels, C order) and `index.json`
 (settings, manifest fingerprint, shape, which rows decoded, the problem of each that did not).
 The key is a sha256 of the manifest fingerprint, the preprocessing settings and the cache format,
 so a changed file, label, size or resize mode gives a new cache. A build writes into
@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from breastcad.config import PreprocessConfig
-from breastcad.data.imaging import is_colour, prepare, read_image
+from breastcad.data.imaging import as_hw, is_colour, prepare, read_image
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
 
@@ -100,9 +100,9 @@ class ImageCache:
 
     @cached_property
     def pixels(self) -> np.ndarray:
-        """All rows, N x size x size x channels uint8, memory-mapped read-only."""
-        size, channels = self.settings["size"], self.settings["channels"]
-        shape = (len(self.paths), size, size, channels)
+        """All rows, N x height x width x channels uint8, memory-mapped read-only."""
+        height, width = as_hw(self.settings["size"])
+        shape = (len(self.paths), height, width, self.settings["channels"])
         return np.memmap(self.path / "pixels.u8", np.uint8, "r", shape=shape)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class ImageCache:
         """The cache of `manifest` under `config`, reused when it exists, else built."""
         paths = [str(p) for p in manifest.frame["path"]]
         settings = {
-            "size": config.size,
+            "size": list(config.size) if isinstance(config.size, tuple) else config.size,
             "resize": config.resize,
             "channels": resolve_channels(paths, config),
         }
@@ -144,7 +144,7 @@ class ImageCache:
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        shape = (len(paths), settings["size"], settings["size"], settings["channels"])
+        shape = (len(paths), *as_hw(settings["size"]), settings["channels"])
         raw = partial / "pixels.u8"
         with open(raw, "wb") as f:
             f.truncate(int(np.prod(shape)))
@@ -170,7 +170,8 @@ class ImageCache:
         index = json.loads((path / "index.json").read_text())
         if index["paths"] != paths:
             raise DataError("cache index does not match the manifest; delete the folder", path)
-        expected = index["n"] * index["settings"]["size"] ** 2 * index["settings"]["channels"]
+        height, width = as_hw(index["settings"]["size"])
+        expected = index["n"] * height * width * index["settings"]["channels"]
         if (path / "pixels.u8").stat().st_size != expected:
             raise DataError("cache file has the wrong size; delete the folder", path)
         readable = np.array([p not in index["problems"] for p in paths], dtype=bool)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -148,25 +149,32 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
-def resize(image: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
-    """Square `size` x `size`: 'pad' keeps the aspect ratio and pads with black, 'crop' fills and
-    centre-crops, 'stretch' ignores the aspect ratio. Float images are resized as float."""
+def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from a square side or a (height, width) pair."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def resize(image: np.ndarray, size: int | Sequence[int], mode: str = "pad") -> np.ndarray:
+    """To `size` (a square side, or height and width): 'pad' keeps the aspect ratio and pads
+    with black, 'crop' fills and centre-crops, 'stretch' ignores the aspect ratio. Float images
+    are resized as float."""
     h, w = image.shape[:2]
+    th, tw = as_hw(size)
     if mode == "stretch":
-        new_h = new_w = size
-    else:
-        scale = (min if mode == "pad" else max)(size / h, size / w)
-        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        return _pil_resize(image, tw, th)
+    scale = (min if mode == "pad" else max)(th / h, tw / w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
     resized = _pil_resize(image, new_w, new_h)
-    if mode == "stretch":
-        return resized
-    out = np.zeros((size, size, *image.shape[2:]), dtype=resized.dtype)
-    if mode == "pad":
-        top, left = (size - new_h) // 2, (size - new_w) // 2
-        out[top : top + new_h, left : left + new_w] = resized
-        return out
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[top : top + size, left : left + size]
+    if mode == "crop":
+        top, left = (new_h - th) // 2, (new_w - tw) // 2
+        return resized[top : top + th, left : left + tw]
+    out = np.zeros((th, tw, *image.shape[2:]), dtype=resized.dtype)
+    top, left = (th - new_h) // 2, (tw - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
 
 
 def _pil_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -196,8 +204,10 @@ def is_colour(image: np.ndarray) -> bool:
     )
 
 
-def prepare(image: np.ndarray, size: int, mode: str = "pad", channels: int = 3) -> np.ndarray:
-    """A decoded image as the network sees it before normalisation: uint8 `size` x `size` x
+def prepare(
+    image: np.ndarray, size: int | Sequence[int], mode: str = "pad", channels: int = 3
+) -> np.ndarray:
+    """A decoded image as the network sees it before normalisation: uint8 height x width x
     `channels` (colour averaged for 1 channel, gray repeated for 3). The one implementation
     used by the cache, prediction and the service."""
     if image.ndim == 3 and channels == 1:

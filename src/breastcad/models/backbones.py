@@ -20,12 +20,14 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from breastcad.data.imaging import as_hw
 from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
@@ -146,7 +148,7 @@ def transfer(
     num_classes: int = 2,
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
-    size: int = 160,
+    size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)
     head = nn.Sequential(
@@ -171,11 +173,11 @@ def finetune(
     num_classes: int = 3,
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
-    size: int = 160,
+    size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)
-    side = -(-size // 32)
-    flat = model.num_features * side * side
+    height, width = as_hw(size)
+    flat = model.num_features * -(-height // 32) * -(-width // 32)
     head = nn.Sequential(
         nn.Flatten(),
         nn.BatchNorm1d(flat),

@@ -6,9 +6,12 @@ grayscale input. Both return `num_classes` logits (the published softmax/sigmoid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from breastcad.data.imaging import as_hw
 from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
 from breastcad.models.registry import register_model
@@ -43,7 +46,9 @@ def dense(n_in: int, n_out: int, *extra: nn.Module) -> list[nn.Module]:
     description="Published IDC patch CNN: Conv 32,32 / 64,64 / 128 with BN and dropout 0.3, "
     "Dense 128-64-64-24 (Adam 1e-4, batch 35, early stopping 5)",
 )
-def idc_cnn(num_classes: int = 2, in_chans: int = 3, size: int = 50) -> ImageNetwork:
+def idc_cnn(
+    num_classes: int = 2, in_chans: int = 3, size: int | Sequence[int] = 50
+) -> ImageNetwork:
     body = nn.Sequential(
         *conv_relu_bn(in_chans, 32),
         *conv_relu_bn(32, 32),
@@ -57,10 +62,10 @@ def idc_cnn(num_classes: int = 2, in_chans: int = 3, size: int = 50) -> ImageNet
         nn.Conv2d(64, 128, 3, padding=1),
         nn.ReLU(inplace=True),
     )
-    side = size // 4
+    height, width = as_hw(size)
     head = nn.Sequential(
         nn.Flatten(),
-        *dense(128 * side * side, 128, nn.BatchNorm1d(128)),
+        *dense(128 * (height // 4) * (width // 4), 128, nn.BatchNorm1d(128)),
         *dense(128, 64, nn.BatchNorm1d(64)),
         *dense(64, 64, Dropout(0.3)),
         *dense(64, 24),
@@ -95,16 +100,19 @@ class MammoNetwork(ImageNetwork):
     description="Published mammogram CNN: grayscale, Conv 32/64/256/512 with BN and max-pool, "
     "Dense 128 (L2 0.1), dropout 0.3, Dense 64 (batch 32)",
 )
-def mammo_cnn(num_classes: int = 2, in_chans: int = 1, size: int = 256) -> MammoNetwork:
+def mammo_cnn(
+    num_classes: int = 2, in_chans: int = 1, size: int | Sequence[int] = 256
+) -> MammoNetwork:
+    """`size` up to the published 2250 x 1500 (height, width); the default trains on a CPU."""
     layers: list[nn.Module] = []
     width = in_chans
     for c in (32, 64, 256, 512):
         layers += [*conv_relu_bn(width, c), nn.MaxPool2d(2)]
         width = c
-    side = size // 16
+    height, width = as_hw(size)
     head = nn.Sequential(
         nn.Flatten(),
-        *dense(512 * side * side, 128, Dropout(0.3)),
+        *dense(512 * (height // 16) * (width // 16), 128, Dropout(0.3)),
         *dense(128, 64),
         nn.Linear(64, num_classes),
     )

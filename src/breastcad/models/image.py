@@ -26,7 +26,7 @@ class Recipe:
     batch_size: int
     lr: float
     patience: int | None = None
-    size: int = 224
+    size: int | tuple[int, int] = 224
     resize: str = "pad"
     weight_decay: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)
