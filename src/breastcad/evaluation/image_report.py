@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from breastcad.evaluation.report import NOTICE, Block
+from breastcad.evaluation.report import Block, report_head, run_line
 
 ROWS = (
     ("accuracy", "Accuracy"),
@@ -38,14 +38,11 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
     model, op = results["model"], results["operating_point"]
     split = data.get("split", {})
     blocks = [
-        Block("h1", results["title"]),
-        Block("p", f"**{NOTICE}**"),
-        Block("h2", "How these results were obtained"),
+        *report_head(results),
         Block(
             "list",
             [
-                f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, "
-                f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}",
+                run_line(run),
                 f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']}), manifest "
                 f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
                 f"positive class **{data['positive']}**",

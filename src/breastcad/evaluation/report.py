@@ -46,18 +46,30 @@ def _cell(s: dict[str, float]) -> str:
     return f"{_fmt(s['mean'])} ({_fmt(s['ci_low'])}-{_fmt(s['ci_high'])})"
 
 
-def build_blocks(results: dict[str, Any]) -> list[Block]:
-    run, data = results["run"], results["data"]
-    title = results.get("title", "breastcad run report")
-    blocks = [
-        Block("h1", title),
+def report_head(results: dict[str, Any]) -> list[Block]:
+    """Title, the research-use notice and the provenance heading every report starts with."""
+    return [
+        Block("h1", results.get("title", "breastcad run report")),
         Block("p", f"**{NOTICE}**"),
         Block("h2", "How these results were obtained"),
+    ]
+
+
+def run_line(run: dict[str, Any]) -> str:
+    return (
+        f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, "
+        f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}"
+    )
+
+
+def build_blocks(results: dict[str, Any]) -> list[Block]:
+    run, data = results["run"], results["data"]
+    blocks = [
+        *report_head(results),
         Block(
             "list",
             [
-                f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, "
-                f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}",
+                run_line(run),
                 f"Data: {data['source']}: {data['n_samples']} samples, {data['n_features']} "
                 f"features, sha256 {data['fingerprint'][:16]}...",
                 f"Positive class: {data['positive_class']} "

@@ -9,6 +9,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -96,6 +97,25 @@ class RestoreBestWeights(Callback):
             pl_module.load_state_dict(self.state)
 
 
+def make_trainer(
+    epochs: int, settings: Any, callbacks: list[Callback], checkpointing: bool
+) -> L.Trainer:
+    """The one Trainer configuration: no logger or model summary, no sanity validation, one
+    device; `settings` gives accelerator, deterministic and progress."""
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator=settings.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=checkpointing,
+        enable_model_summary=False,
+        enable_progress_bar=settings.progress,
+        num_sanity_val_steps=0,
+        deterministic=settings.deterministic,
+        callbacks=callbacks,
+    )
+
+
 def fit_binary(
     net: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -117,18 +137,7 @@ def fit_binary(
             EarlyStopping("val_loss", patience=settings.patience, mode="min"),
             RestoreBestWeights(),
         ]
-    trainer = L.Trainer(
-        max_epochs=settings.epochs,
-        accelerator=settings.accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=settings.progress,
-        num_sanity_val_steps=0,
-        deterministic=settings.deterministic,
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(settings.epochs, settings, callbacks, checkpointing=False)
     trainer.fit(
         module,
         train_dataloaders=TensorBatches(*train, settings.batch_size, True, settings.seed),

@@ -26,8 +26,8 @@ from lightning.pytorch.callbacks import (
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork
-from breastcad.training import fit as _fit  # noqa: F401  (quiet Lightning, NVML probe)
 from breastcad.training.augment import BatchAugment
+from breastcad.training.fit import make_trainer  # also quiets Lightning, skips the NVML probe
 from breastcad.training.image_module import ImageClassifier
 
 
@@ -162,17 +162,7 @@ def fit_image(
         callbacks.append(StagedFinetuning(**stage))
     if has_val and settings.patience and not settings.stages:
         callbacks.append(EarlyStopping("val_loss", patience=settings.patience, mode="min"))
-    trainer = L.Trainer(
-        max_epochs=settings.epochs,
-        accelerator=settings.accelerator,
-        devices=1,
-        logger=False,
-        enable_model_summary=False,
-        enable_progress_bar=settings.progress,
-        num_sanity_val_steps=0,
-        deterministic=settings.deterministic,
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(settings.epochs, settings, callbacks, checkpointing=True)
     last = ckpt_dir / "last.ckpt"
     resume_from = str(last) if settings.resume and last.is_file() else None
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
