@@ -9,6 +9,7 @@ against corruption and accidental edits; they are not a signature.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,13 +115,25 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{manifest_path}: not a breastcad bundle of format {FORMAT_VERSION}")
-    for name, digest in manifest["files"].items():
+    exports = {name: e["sha256"] for name, e in manifest.get("exports", {}).items()}
+    for name, digest in {**manifest["files"], **exports}.items():
         path = folder / name
         if not path.is_file():
             raise BundleError(f"{path}: missing from the bundle")
         if sha256_file(path) != digest:
             raise BundleError(f"{path}: checksum mismatch; the bundle was modified")
     return manifest
+
+
+def add_export(folder: Path, name: str, source: Path, record: dict[str, Any]) -> None:
+    """Add an exported form of the model (e.g. `model.onnx`) to a verified bundle, with its
+    checksum under `exports`; the model files, their digest and the model id stay as they are."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    shutil.copyfile(source, folder / name)
+    manifest.setdefault("exports", {})[name] = {**record, "sha256": sha256_file(folder / name)}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+    (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
 
 
 def load_bundle(folder: Path) -> Bundle:

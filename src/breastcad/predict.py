@@ -1,4 +1,4 @@
-"""The one Predictor: CLI, Python API and (later) the web service all predict through it.
+"""The one Predictor: CLI, Python API, export and the web service all predict through it.
 
 Example:
     >>> predictor = Predictor.from_bundle("runs/demo/bundles/logreg")  # doctest: +SKIP
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from breastcad.bundle import Bundle, load_bundle
 from breastcad.data.imaging import IMAGE_SUFFIXES, prepare, read_image
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
-from breastcad.errors import BundleError, DataError
+from breastcad.errors import BundleError, ConfigError, DataError
 
 _MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
 
@@ -39,15 +40,53 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-class Predictor:
-    """Calibrated-as-trained probabilities and classes from a verified bundle."""
+@dataclass
+class ImagePrediction:
+    """One image's answer: what the model saw, calibrated probabilities, the decision."""
 
-    def __init__(self, bundle: Bundle) -> None:
-        self.bundle = bundle
+    pixels: np.ndarray
+    """The prepared input (uint8 H x W x C), as the model saw it."""
+    probabilities: dict[str, float]
+    prediction: str
+    cam: np.ndarray | None = None
+    """Grad-CAM of the predicted class (H x W in [0, 1], NaN when degenerate) when asked for."""
+
+
+RUNTIMES = ("torch", "onnx")
+
+
+class Predictor:
+    """Calibrated-as-trained probabilities and classes from a verified bundle.
+
+    `runtime="onnx"` runs an image bundle's exported `model.onnx` on ONNX Runtime (see
+    `breastcad export`); Grad-CAM always uses the PyTorch network (it needs gradients)."""
+
+    def __init__(self, bundle: Bundle, runtime: str = "torch") -> None:
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
+        self.bundle, self.runtime = bundle, runtime
+        self._session = None
+        if runtime == "onnx":
+            self._session = self._onnx_session()
 
     @classmethod
-    def from_bundle(cls, path: str | Path) -> Predictor:
-        return cls(load_bundle(Path(path)))
+    def from_bundle(cls, path: str | Path, runtime: str = "torch") -> Predictor:
+        return cls(load_bundle(Path(path)), runtime)
+
+    def _onnx_session(self):
+        from breastcad.export import ONNX_FILE
+
+        if self.kind != "image":
+            raise ConfigError(f"{self.bundle.path}: the ONNX runtime is for image bundles")
+        if ONNX_FILE not in self.bundle.manifest.get("exports", {}):
+            raise BundleError(
+                f"{self.bundle.path}: no {ONNX_FILE} in the bundle; run "
+                f"`breastcad export --model {self.bundle.path} --format onnx` first"
+            )
+        import onnxruntime as ort
+
+        path = str(self.bundle.path / ONNX_FILE)
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
     @property
     def threshold(self) -> float | None:
@@ -71,7 +110,9 @@ class Predictor:
     def temperature(self) -> float:
         return float(self.bundle.manifest.get("temperature", 1.0))
 
-    def _image_net(self):
+    @property
+    def network(self):
+        """The PyTorch image network (`BundleError` for a tabular bundle)."""
         if self.kind != "image":
             raise BundleError(f"{self.bundle.path}: a {self.kind} model cannot classify images")
         return self.bundle.estimator.net
@@ -85,9 +126,11 @@ class Predictor:
         """Uncalibrated logits for a prepared uint8 batch (N, H, W, C)."""
         import torch
 
-        net = self._image_net()
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        if self._session is not None:
+            return self._session.run(None, {"pixels": pixels})[0].astype(np.float32)
         with torch.inference_mode():
-            return net(torch.from_numpy(np.ascontiguousarray(pixels))).float().numpy()
+            return self.network(torch.from_numpy(pixels)).float().numpy()
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities for a prepared uint8 batch (N, H, W, C)."""
@@ -99,6 +142,28 @@ class Predictor:
         from breastcad.evaluation.classification import decide
 
         return decide(probs, self.positive, self.threshold)
+
+    def predict_image(self, image: np.ndarray, explain: bool = False) -> ImagePrediction:
+        """One decoded image (as `read_image`/`decode_image` give it): calibrated
+        probabilities, the decision at the operating point and, if asked, Grad-CAM."""
+        pixels = self.prepare(image)
+        probs = self.predict_pixels(pixels[None])
+        index = int(self.decide(probs)[0])
+        cam = None
+        if explain:
+            import warnings
+
+            from breastcad.explain.gradcam import grad_cam
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a NaN map says it already
+                cam = grad_cam(self.network, pixels[None], target=index)[0]
+        return ImagePrediction(
+            pixels=pixels,
+            probabilities={k: float(v) for k, v in zip(self.classes, probs[0], strict=True)},
+            prediction=self.classes[index],
+            cam=cam,
+        )
 
     def predict_paths(
         self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = True

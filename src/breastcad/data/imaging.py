@@ -14,9 +14,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,7 +31,7 @@ MAX_PIXELS = 200_000_000
 """Larger images are refused as possible decompression bombs (a 4432x2864 mammogram is 12.7M)."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode one image (see module docstring); `DataError` names the file and the problem."""
     text = str(path)
     if NPZ_SEPARATOR in text:
@@ -39,34 +41,47 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError("file not found", p)
     if p.stat().st_size == 0:
         raise DataError("empty file", p)
-    if p.suffix.lower() == ".dcm" or _has_dicom_preamble(p):
-        return read_dicom(p)
-    return _read_pil(p)
+    with open(p, "rb") as f:
+        return _decode(f, p, p.suffix.lower() == ".dcm", max_pixels)
 
 
-def _has_dicom_preamble(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(132)
-    return len(head) == 132 and head[128:] == b"DICM"
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image held in memory (an upload): never written to disk. `name` is only used
+    in error messages and to recognise `.dcm` files without a preamble."""
+    if not data:
+        raise DataError("empty file", name)
+    return _decode(io.BytesIO(data), name, name.lower().endswith(".dcm"), max_pixels)
 
 
-def _read_pil(path: Path) -> np.ndarray:
+def _decode(f: BinaryIO, name: object, dicom_suffix: bool, max_pixels: int) -> np.ndarray:
+    head = f.read(132)
+    f.seek(0)
+    if dicom_suffix or (len(head) == 132 and head[128:] == b"DICM"):
+        return read_dicom(f, name, max_pixels)
+    return _read_pil(f, name, max_pixels)
+
+
+def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise DataError(f"{im.width}x{im.height} pixels is too large", path)
+            with Image.open(f) as im:
+                if im.width * im.height > max_pixels:
+                    raise DataError(
+                        f"{im.width}x{im.height} pixels is more than the limit of {max_pixels:,} "
+                        "(a possible decompression bomb)",
+                        name,
+                    )
                 im.load()
                 return _pil_to_array(im)
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise DataError(f"not a readable image ({exc.__class__.__name__})", path) from exc
+    except UnidentifiedImageError as exc:
+        raise DataError(
+            "not an image this tool reads (PNG, JPEG, TIFF, PGM, BMP, DICOM)", name
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"refused as a possible decompression bomb ({exc})", name) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise DataError(f"corrupt or truncated image ({exc})", path) from exc
+        raise DataError(f"corrupt or truncated image ({exc})", name) from exc
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -83,24 +98,44 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def read_dicom(path: Path) -> np.ndarray:
-    """Pixels of a DICOM file: modality LUT, then VOI LUT or window, MONOCHROME1 inverted,
-    scaled to float32 [0, 1]. Headers are not returned (see `deid` for those)."""
+def read_dicom(
+    source: str | Path | BinaryIO, name: object | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Pixels of a DICOM file (a path or an open binary file): modality LUT, then VOI LUT or
+    window, MONOCHROME1 inverted, scaled to float32 [0, 1]. Headers are not returned (see
+    `breastcad.data.deid` for those)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    name = source if name is None else name
+    ds = None
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(source)
+        if "PixelData" not in ds:
+            raise DataError("a DICOM file without pixel data (not an image)", name)
+        size = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
+        if size * int(ds.get("NumberOfFrames", 1) or 1) > max_pixels:
+            raise DataError(
+                f"{ds.Rows}x{ds.Columns} pixels is more than the limit of {max_pixels:,}", name
+            )
         pixels = ds.pixel_array
     except InvalidDicomError as exc:
-        raise DataError(f"not a DICOM file ({exc})", path) from exc
+        raise DataError(f"not a DICOM file ({exc})", name) from exc
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DataError(f"unsupported DICOM pixel data ({syntax}): {exc}", path) from exc
-    except (AttributeError, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt DICOM file ({exc})", path) from exc
-    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
+        raise DataError(f"unsupported DICOM pixel data ({syntax}): {exc}", name) from exc
+    except (AttributeError, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"corrupt DICOM file ({exc})", name) from exc
+    if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour (e.g. ultrasound): RGB as decoded
+        pixels = pixels[0] if pixels.ndim == 4 else pixels
+        if pixels.dtype == np.uint8:
+            return pixels
+        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        return np.clip(pixels / top, 0, 1).astype(np.float32)
+    if pixels.ndim == 3:
         pixels = pixels[0]  # first frame of a multi-frame image
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:

@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM for every image network, the IDC slide heatmap."""

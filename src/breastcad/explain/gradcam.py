@@ -1,0 +1,96 @@
+"""Grad-CAM (Selvaraju et al. 2017) for every image network in the registry.
+
+The class score's gradient with respect to the feature map of the network's `cam_layer` (the
+last convolutional block), averaged over space, weights that feature map; the ReLU of the sum is
+upsampled to the input size. A forward hook, attached by layer name and removed afterwards,
+makes the layer's output a leaf that records its gradient, so frozen backbones work too; the
+network's train/eval mode is restored afterwards.
+
+Example:
+    >>> cam = grad_cam(net, pixels)  # pixels: uint8 (N, H, W, C)  # doctest: +SKIP
+    >>> Image.fromarray(overlay(pixels[0], cam[0])).save("cam.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def grad_cam(
+    net: nn.Module, pixels: np.ndarray | torch.Tensor, target: int | Sequence[int] | None = None
+) -> np.ndarray:
+    """Grad-CAM maps (N, H, W) in [0, 1] at the input's size, for class `target` (one per
+    image, or the predicted class when None). An image whose map is zero everywhere (no
+    positive evidence) warns and gets NaN, as MONAI does, rather than a misleading picture."""
+    x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
+    height, width = (x.shape[1], x.shape[2]) if x.dtype == torch.uint8 else x.shape[2:]
+    layer = net.get_submodule(getattr(net, "cam_layer", "body"))
+    captured: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf
+
+    was_training = net.training
+    handle = layer.register_forward_hook(hook)
+    try:
+        net.eval()
+        with torch.inference_mode(False), torch.enable_grad():
+            logits = net(x.clone())
+            if target is None:
+                index = logits.argmax(dim=1)
+            else:
+                index = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(len(x))
+            logits.gather(1, index[:, None]).sum().backward()
+            features = captured[-1]
+            weights = features.grad.mean(dim=(2, 3), keepdim=True)
+            cam = F.relu((weights * features).sum(dim=1, keepdim=True)).detach()
+    finally:
+        handle.remove()
+        net.train(was_training)
+    cam = F.interpolate(cam, size=(int(height), int(width)), mode="bilinear", align_corners=False)
+    cam = cam[:, 0].numpy().astype(np.float32)
+    top = cam.reshape(len(cam), -1).max(axis=1)
+    if np.any(top <= 0):
+        warnings.warn(
+            f"Grad-CAM is zero everywhere for {int(np.sum(top <= 0))} image(s): no positive "
+            "evidence for the class at the explained layer; returning NaN for those",
+            stacklevel=2,
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cam = np.where(top[:, None, None] > 0, cam / top[:, None, None], np.nan)
+    return cam.astype(np.float32)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An RGB uint8 picture: `image` (uint8, H x W [x C]) under the map in a heat colour map.
+    A NaN map (see `grad_cam`) leaves the image as it is."""
+    from matplotlib import colormaps
+
+    base = image if image.ndim == 3 else image[..., None]
+    base = np.repeat(base, 3, axis=2) if base.shape[2] == 1 else base[..., :3]
+    base = base.astype(np.float32)
+    if np.all(np.isnan(cam)):
+        return base.astype(np.uint8)
+    heat = colormaps["jet"](np.nan_to_num(cam, nan=0.0))[..., :3] * 255.0
+    weight = alpha * np.clip(np.nan_to_num(cam, nan=0.0), 0.15, 1.0)[..., None]
+    return np.clip(base * (1 - weight) + heat * weight, 0, 255).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image as PNG bytes (for the API and the page)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image if image.ndim == 3 and image.shape[2] == 3 else image.squeeze()).save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
