@@ -437,4 +437,4 @@ def data_cache(
     typer.echo(f"{state} {cache.path}: {int(cache.readable.sum())} images, {cache.settings}")
 
 
-from breastcad import cli_image  # noqa: E402, F401  (registers train-image)
+from breastcad import cli_image, cli_service  # noqa: E402, F401  (register their commands)

@@ -215,3 +215,31 @@ class ImageRunConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: Path) -> ImageRunConfig:
         return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+class ServiceSettings(_Strict):
+    """Settings of `breastcad serve` (`create_app(settings)`); safe defaults: loopback only,
+    no key, no CORS, uploads kept in memory and never stored."""
+
+    models: list[Path] = Field(min_length=1, description="Bundle folders to serve.")
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch", description="onnx: run image bundles' exported model.onnx (`breastcad export`)."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_upload_mb: float = Field(20.0, gt=0, description="Larger uploads get 413.")
+    max_pixels: int = Field(
+        50_000_000, gt=0, description="Larger images (decompression bombs) get 413."
+    )
+    api_key: str | None = Field(
+        None, description="When set, /api/* needs the header X-API-Key with this value."
+    )
+    cors_origins: list[str] = Field([], description="Origins allowed by CORS; none by default.")
+    store_uploads: Path | None = Field(
+        None, description="Folder to keep uploads in (random names); None: never stored."
+    )
+    explain: bool = Field(True, description="Allow Grad-CAM explanations (explain=true).")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

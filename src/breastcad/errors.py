@@ -10,9 +10,12 @@ class BreastcadError(Exception):
 class DataError(BreastcadError, ValueError):
     """Input data that cannot be used: names the file (when there is one) and the problem."""
 
-    def __init__(self, problem: str, path: object | None = None) -> None:
+    def __init__(self, problem: str, path: object | None = None, kind: str = "invalid") -> None:
         self.path = path
         self.problem = problem
+        self.kind = kind
+        """invalid, unsupported (not a format this tool reads) or too_large (the service
+        answers 400, 415 and 413)."""
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 

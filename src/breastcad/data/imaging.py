@@ -71,15 +71,20 @@ def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:
                         f"{im.width}x{im.height} pixels is more than the limit of {max_pixels:,} "
                         "(a possible decompression bomb)",
                         name,
+                        kind="too_large",
                     )
                 im.load()
                 return _pil_to_array(im)
+    except DataError:
+        raise
     except UnidentifiedImageError as exc:
         raise DataError(
-            "not an image this tool reads (PNG, JPEG, TIFF, PGM, BMP, DICOM)", name
+            "not an image this tool reads (PNG, JPEG, TIFF, PGM, BMP, DICOM)", name, "unsupported"
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"refused as a possible decompression bomb ({exc})", name) from exc
+        raise DataError(
+            f"refused as a possible decompression bomb ({exc})", name, "too_large"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise DataError(f"corrupt or truncated image ({exc})", name) from exc
 
@@ -113,18 +118,22 @@ def read_dicom(
     try:
         ds = pydicom.dcmread(source)
         if "PixelData" not in ds:
-            raise DataError("a DICOM file without pixel data (not an image)", name)
+            raise DataError("a DICOM file without pixel data (not an image)", name, "unsupported")
         size = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
         if size * int(ds.get("NumberOfFrames", 1) or 1) > max_pixels:
             raise DataError(
-                f"{ds.Rows}x{ds.Columns} pixels is more than the limit of {max_pixels:,}", name
+                f"{ds.Rows}x{ds.Columns} pixels is more than the limit of {max_pixels:,}",
+                name,
+                "too_large",
             )
         pixels = ds.pixel_array
     except InvalidDicomError as exc:
-        raise DataError(f"not a DICOM file ({exc})", name) from exc
+        raise DataError(f"not a DICOM file ({exc})", name, "unsupported") from exc
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DataError(f"unsupported DICOM pixel data ({syntax}): {exc}", name) from exc
+        raise DataError(
+            f"unsupported DICOM pixel data ({syntax}): {exc}", name, "unsupported"
+        ) from exc
     except (AttributeError, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
         if isinstance(exc, DataError):
             raise

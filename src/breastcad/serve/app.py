@@ -1,0 +1,338 @@
+"""The FastAPI app: the upload page, the REST API and the health check, all predicting through
+the one `Predictor`. Built by `create_app(settings)`, never at import time.
+
+Example:
+    >>> app = create_app(ServiceSettings(models=["runs/idc/bundle"]))  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from breastcad import __version__
+from breastcad.config import ServiceSettings
+from breastcad.errors import DataError
+from breastcad.predict import Predictor
+from breastcad.serve.errors import ApiError, install_error_handlers
+from breastcad.serve.schemas import (
+    NOTICE,
+    ErrorOut,
+    Explanation,
+    Health,
+    ImagePredictionOut,
+    ModelInfo,
+    ModelRef,
+    TabularPredictionOut,
+    TabularRequest,
+)
+from breastcad.serve.uploads import read_upload
+
+STATIC = Path(__file__).parent / "static"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 415, 422)
+}
+
+
+class ServedModels:
+    """The predictors a server holds, by model id; each runs one request at a time (a lock),
+    so concurrent requests queue instead of oversubscribing the CPU's cores."""
+
+    def __init__(self, predictors: list[Predictor]) -> None:
+        self.predictors = {p.bundle.model_id: p for p in predictors}
+        self.locks = {key: threading.Lock() for key in self.predictors}
+
+    def get(self, ref: str | None, kind: str) -> tuple[str, Predictor]:
+        """A model by id or name; with no `ref`, the only model of this kind."""
+        candidates = {k: p for k, p in self.predictors.items() if p.kind == kind}
+        if ref is None:
+            if len(candidates) == 1:
+                return next(iter(candidates.items()))
+            if not candidates:
+                raise ApiError(422, "no_model", f"no {kind} model is served here")
+            raise ApiError(
+                422,
+                "choose_model",
+                f"several {kind} models are served; choose one with model=: "
+                + ", ".join(candidates),
+            )
+        for key, predictor in self.predictors.items():
+            if ref in (key, predictor.bundle.manifest["model"]["name"]):
+                if predictor.kind != kind:
+                    raise ApiError(
+                        422, "wrong_kind", f"model {key} is a {predictor.kind} model, not {kind}"
+                    )
+                return key, predictor
+        raise ApiError(
+            404, "unknown_model", f"no model '{ref}'; served: {', '.join(self.predictors)}"
+        )
+
+
+def get_models(request: Request) -> ServedModels:
+    """The served models (a dependency: tests replace it with `app.dependency_overrides`)."""
+    return request.app.state.models
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+ModelsDep = Annotated[ServedModels, Depends(get_models)]
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="When configured.")
+
+
+def require_key(settings: SettingsDep, key: Annotated[str | None, Depends(_key_header)]) -> None:
+    """Off unless `api_key` is set; then every /api route needs the header X-API-Key."""
+    if settings.api_key is None:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
+
+
+def _ref(key: str, predictor: Predictor) -> ModelRef:
+    manifest = predictor.bundle.manifest
+    return ModelRef(
+        id=key,
+        name=manifest["model"]["name"],
+        version=manifest["files_digest"][:12],
+        runtime=predictor.runtime,
+    )
+
+
+def _policy(predictor: Predictor) -> str | None:
+    return predictor.bundle.manifest.get("threshold", {}).get("policy")
+
+
+def _info(key: str, predictor: Predictor) -> ModelInfo:
+    m = predictor.bundle.manifest
+    image = predictor.kind == "image"
+    metrics = {
+        k: v
+        for k, v in m.get("metrics", {}).items()
+        if isinstance(v, dict) and v.get("value") is not None
+    }
+    return ModelInfo(
+        id=key,
+        name=m["model"]["name"],
+        kind=predictor.kind,
+        modality=m.get("modality", None if image else "tabular"),
+        classes=predictor.classes,
+        positive_class=predictor.classes[predictor.positive] if image else "malignant",
+        threshold=predictor.threshold,
+        operating_point=_policy(predictor),
+        input=m["preprocessing"] if image else {"features": predictor.bundle.feature_names},
+        init=m["model"].get("init"),
+        trained_on=m.get("trained_on") or m.get("data"),
+        metrics=metrics,
+        runtime=predictor.runtime,
+        intended_use=m.get("intended_use", NOTICE),
+    )
+
+
+def _b64png(image: np.ndarray) -> str:
+    from breastcad.explain.gradcam import png_bytes
+
+    return base64.b64encode(png_bytes(image)).decode()
+
+
+def _dicom_header(data: bytes) -> dict[str, Any] | None:
+    import io
+
+    import pydicom
+
+    from breastcad.data.deid import safe_header
+
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    try:
+        return safe_header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+    except Exception:  # the pixels were readable; a header we cannot summarise is left out
+        return None
+
+
+def _predict_image(
+    predictor: Predictor, lock: threading.Lock, data: bytes, name: str, explain: bool, limit: int
+) -> dict[str, Any]:
+    from breastcad.data.imaging import decode_image
+
+    image = decode_image(data, name, limit)
+    with lock:
+        result = predictor.predict_image(image, explain=explain)
+    out: dict[str, Any] = {
+        "probabilities": result.probabilities,
+        "prediction": result.prediction,
+        "image": {
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "model_input": list(result.pixels.shape),
+        },
+        "dicom": _dicom_header(data),
+        "explanation": None,
+    }
+    if result.cam is not None:
+        from breastcad.explain.gradcam import overlay
+
+        degenerate = bool(np.all(np.isnan(result.cam)))
+        out["explanation"] = Explanation(
+            target=result.prediction,
+            input_png=_b64png(result.pixels),
+            overlay_png=_b64png(overlay(result.pixels, result.cam)),
+            degenerate=degenerate,
+        )
+    return out
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_key)], responses=ERRORS)
+
+    @router.get("/models", response_model=list[ModelInfo])
+    def list_models(models: ModelsDep) -> list[ModelInfo]:
+        """Every served model with its classes, operating point, metrics and model card."""
+        return [_info(k, p) for k, p in models.predictors.items()]
+
+    @router.post(
+        "/predict",
+        response_model=ImagePredictionOut,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "model": {"type": "string"},
+                            },
+                        }
+                    },
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def predict_image(
+        request: Request,
+        models: ModelsDep,
+        settings: SettingsDep,
+        model: Annotated[str | None, Query(description="Model id or name.")] = None,
+        explain: Annotated[bool, Query(description="Add a Grad-CAM overlay.")] = False,
+    ) -> ImagePredictionOut:
+        """Classify one image (PNG, JPEG, PGM, TIFF, BMP or DICOM): multipart field `file`, or
+        the raw body. Held in memory only; stored only when the server is configured to."""
+        upload = await read_upload(request, settings.max_upload_bytes)
+        key, predictor = models.get(model or upload.fields.get("model") or None, "image")
+        explain = explain or upload.fields.get("explain", "").lower() in ("1", "true", "on")
+        if explain and not settings.explain:
+            raise ApiError(422, "explain_off", "explanations are turned off on this server")
+        if settings.store_uploads is not None:
+            _store(settings.store_uploads, upload.data, upload.filename)
+        result = await run_in_threadpool(
+            _predict_image,
+            predictor,
+            models.locks[key],
+            upload.data,
+            upload.filename,
+            explain,
+            settings.max_pixels,
+        )
+        return ImagePredictionOut(
+            model=_ref(key, predictor),
+            classes=predictor.classes,
+            positive_class=predictor.classes[predictor.positive],
+            threshold=predictor.threshold,
+            operating_point=_policy(predictor),
+            **result,
+        )
+
+    @router.post("/predict/tabular", response_model=TabularPredictionOut)
+    def predict_tabular(body: TabularRequest, models: ModelsDep) -> TabularPredictionOut:
+        """Classify one WDBC sample from its 30 named features (JSON)."""
+        key, predictor = models.get(body.model, "tabular")
+        frame = pd.DataFrame([body.features])
+        names = set(predictor.bundle.feature_names)
+        unknown = sorted(c for c in frame.columns if _canonical(c) not in names)
+        if unknown:
+            raise ApiError(422, "unknown_features", "unknown features: " + ", ".join(unknown[:8]))
+        try:
+            X = predictor.features_from_frame(frame, "request")
+        except DataError as exc:
+            raise ApiError(422, "wrong_features", exc.problem) from exc
+        with models.locks[key]:
+            p = float(predictor.predict_proba(X)[0])
+        threshold = predictor.threshold
+        return TabularPredictionOut(
+            model=_ref(key, predictor),
+            p_malignant=p,
+            prediction="malignant" if p >= threshold else "benign",
+            threshold=threshold,
+            operating_point=_policy(predictor),
+        )
+
+    return router
+
+
+def _canonical(name: str) -> str:
+    from breastcad.data.tabular import canonical_feature_name
+
+    return canonical_feature_name(str(name))
+
+
+def _store(folder: Path, data: bytes, filename: str) -> None:
+    """Keep an upload under a random name (the client's file name can identify a patient)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = Path(filename).suffix.lower()
+    suffix = suffix if suffix in {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm"} else ""
+    (folder / f"{secrets.token_hex(16)}{suffix}").write_bytes(data)
+
+
+def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = None) -> FastAPI:
+    """The app for `settings`; `predictors` replaces loading `settings.models` (tests)."""
+    if predictors is None:
+        predictors = [Predictor.from_bundle(p, settings.runtime) for p in settings.models]
+    app = FastAPI(
+        title="breastcad",
+        version=__version__,
+        description="Computer-aided diagnosis of breast cancer. " + NOTICE,
+    )
+    app.state.settings = settings
+    app.state.models = ServedModels(predictors)
+    install_error_handlers(app)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
+    app.include_router(api_router())
+
+    @app.get("/healthz", response_model=Health)
+    def healthz(models: ModelsDep) -> Health:
+        """Liveness: the server is up and holds its verified models."""
+        return Health(status="ok", models=len(models.predictors))
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,91 @@
+"""Request and response schemas of the REST API (they are its OpenAPI documentation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NOTICE = "Research use only; not a medical device. Not for diagnosis or treatment decisions."
+
+
+class ModelRef(BaseModel):
+    id: str = Field(description="name@digest: the bundle's model files, as verified on load.")
+    name: str
+    version: str = Field(description="First 12 hex digits of the bundle's files digest.")
+    runtime: str = Field(description="torch or onnx.")
+
+
+class Explanation(BaseModel):
+    method: str = "grad-cam"
+    target: str = Field(description="The class explained (the predicted one).")
+    input_png: str = Field(description="Base64 PNG of the model's input (resized, padded).")
+    overlay_png: str = Field(description="Base64 PNG: Grad-CAM over the model's input.")
+    degenerate: bool = Field(
+        description="True when the map is zero everywhere (no positive evidence): not shown."
+    )
+
+
+class ImagePredictionOut(BaseModel):
+    model: ModelRef
+    classes: list[str]
+    probabilities: dict[str, float] = Field(
+        description="Calibrated (temperature scaling fitted on validation) class probabilities."
+    )
+    prediction: str = Field(description="The class decided at the model's operating point.")
+    positive_class: str
+    threshold: float | None = Field(
+        description="P(positive) at or above which the positive class is decided."
+    )
+    operating_point: str | None = Field(description="How the threshold was chosen.")
+    image: dict[str, Any] = Field(description="Decoded size, and the size the model saw.")
+    dicom: dict[str, Any] | None = Field(
+        description="Acquisition facts from a de-identified copy of the DICOM header."
+    )
+    explanation: Explanation | None = None
+    notice: str = NOTICE
+
+
+class TabularRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model id or name (optional with one model).")
+    features: dict[str, float] = Field(
+        description="The 30 WDBC features by name (UCI/Kaggle or scikit-learn names)."
+    )
+
+
+class TabularPredictionOut(BaseModel):
+    model: ModelRef
+    p_malignant: float
+    prediction: str
+    threshold: float | None
+    operating_point: str | None
+    notice: str = NOTICE
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    kind: str = Field(description="image or tabular.")
+    modality: str | None
+    classes: list[str]
+    positive_class: str
+    threshold: float | None
+    operating_point: str | None
+    input: dict[str, Any] = Field(description="Preprocessing (image) or feature names (tabular).")
+    init: str | None = Field(description="Where the weights started from (e.g. ImageNet).")
+    trained_on: dict[str, Any] | None
+    metrics: dict[str, Any] = Field(description="Test metrics with 95% CIs, from the bundle.")
+    runtime: str
+    intended_use: str
+
+
+class Health(BaseModel):
+    status: str
+    models: int
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    code: str

@@ -1,0 +1,121 @@
+// breastcad upload page: everything goes through the REST API (/api/v1); nothing is stored.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let models = [];
+
+function headers() {
+  const key = $("apikey").value;
+  return key ? { "X-API-Key": key } : {};
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  const body = await response.json().catch(() => ({ detail: response.statusText }));
+  if (!response.ok) throw new Error(`${response.status}: ${body.detail || response.statusText}`);
+  return body;
+}
+
+function current() { return models.find((m) => m.id === $("model").value); }
+
+function fmt(x) { return x === null || x === undefined ? "n/a" : Number(x).toFixed(3); }
+
+function describe(m) {
+  const parts = [`${m.kind} model <b>${m.name}</b> (${m.modality || ""}), classes: ${m.classes.join(", ")}`];
+  const auc = m.metrics.macro_auc || m.metrics.auc_positive || m.metrics.auc || m.metrics.roc_auc;
+  if (auc) parts.push(`test AUC ${fmt(auc.value)} (95% CI ${fmt(auc.ci_low)}-${fmt(auc.ci_high)})`);
+  if (m.threshold !== null) parts.push(`operating point: P(${m.positive_class}) &ge; ${fmt(m.threshold)} (${m.operating_point || ""})`);
+  if (m.init) parts.push(`initialisation: ${m.init}`);
+  parts.push(m.intended_use);
+  $("card").innerHTML = parts.join("<br>");
+}
+
+function select() {
+  const m = current();
+  if (!m) return;
+  describe(m);
+  $("image-form").hidden = m.kind !== "image";
+  $("tabular-form").hidden = m.kind !== "tabular";
+  if (m.kind === "tabular") {
+    $("feature-inputs").innerHTML = m.input.features
+      .map((f) => `<label>${f}<input name="${f}" type="number" step="any" required></label>`).join("");
+  }
+  $("result").hidden = true;
+}
+
+function showResult(r) {
+  $("prediction").textContent = r.prediction;
+  const positive = r.positive_class || "malignant";
+  $("decision").textContent = r.threshold === null ? "" :
+    `Decided at the model's operating point: ${positive} when P(${positive}) ≥ ${fmt(r.threshold)}. ${r.notice}`;
+  const probs = r.probabilities || { benign: 1 - r.p_malignant, malignant: r.p_malignant };
+  $("probabilities").querySelector("tbody").innerHTML = Object.entries(probs).map(([c, p]) => {
+    const mark = c === positive && r.threshold !== null ? `<i style="left:${100 * r.threshold}%"></i>` : "";
+    return `<tr><td>${c}</td><td>${fmt(p)}</td><td><div class="bar"><span style="width:${100 * p}%"></span>${mark}</div></td></tr>`;
+  }).join("");
+  const ex = r.explanation;
+  $("input-figure").hidden = !ex;
+  $("cam-figure").hidden = !ex;
+  if (ex) {
+    $("input-image").src = "data:image/png;base64," + ex.input_png;
+    $("cam-image").src = "data:image/png;base64," + ex.overlay_png;
+    $("cam-caption").textContent = ex.degenerate ? "Grad-CAM: no positive evidence at the explained layer" :
+      `Grad-CAM: regions that raised "${ex.target}"`;
+  }
+  $("dicom").textContent = r.dicom ? "DICOM (de-identified header): " +
+    Object.entries(r.dicom).map(([k, v]) => `${k} ${v}`).join(", ") : "";
+  $("result").hidden = false;
+}
+
+async function classifyImage(event) {
+  event.preventDefault();
+  showError("");
+  const file = $("file").files[0];
+  if (!file) { showError("Choose an image first."); return; }
+  const form = new FormData();
+  form.append("file", file);
+  $("submit").disabled = true;
+  try {
+    const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
+    showResult(await api(`/api/v1/predict?${query}`, { method: "POST", body: form }));
+  } catch (e) { showError(e.message); $("result").hidden = true; }
+  finally { $("submit").disabled = false; }
+}
+
+async function classifyTabular(event) {
+  event.preventDefault();
+  showError("");
+  const features = {};
+  for (const input of $("feature-inputs").querySelectorAll("input")) features[input.name] = Number(input.value);
+  try {
+    showResult(await api("/api/v1/predict/tabular", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: current().id, features }),
+    }));
+  } catch (e) { showError(e.message); $("result").hidden = true; }
+}
+
+async function load() {
+  try {
+    models = await api("/api/v1/models");
+    $("model").innerHTML = models.map((m) => `<option value="${m.id}">${m.id}</option>`).join("");
+    select();
+  } catch (e) { showError(`Could not list the models (${e.message}). Enter the API key if the server needs one.`); }
+}
+
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault(); drop.classList.remove("over");
+  if (e.dataTransfer.files.length) { $("file").files = e.dataTransfer.files; }
+});
+$("model").addEventListener("change", select);
+$("upload").addEventListener("submit", classifyImage);
+$("features").addEventListener("submit", classifyTabular);
+$("apikey").addEventListener("change", load);
+load();

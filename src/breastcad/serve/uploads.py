@@ -1,0 +1,92 @@
+"""Uploads read into memory with a size limit: never spooled to disk (Starlette's own form
+parser writes files over 1 MB to a temporary file), refused with 413 as soon as the limit is
+passed, whether or not the client sent a Content-Length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from python_multipart.multipart import create_form_parser
+
+from breastcad.serve.errors import ApiError
+
+
+@dataclass
+class Upload:
+    """One uploaded file and the form fields sent with it."""
+
+    data: bytes
+    filename: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+RAW_TYPES = ("image/", "application/dicom", "application/octet-stream")
+
+
+async def read_upload(request: Request, limit: int) -> Upload:
+    """The `file` part of a multipart form, or a raw image body (Content-Type image/* or
+    application/dicom), with at most `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise _too_large(limit)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return await _multipart(request, content_type, limit)
+    if content_type.startswith(RAW_TYPES):
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+        name = request.query_params.get("filename", "upload")
+        return Upload(bytes(body), name)
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send the image as multipart/form-data (field 'file') or as the raw body with "
+        f"Content-Type image/* or application/dicom, not '{content_type or 'none'}'",
+    )
+
+
+async def _multipart(request: Request, content_type: str, limit: int) -> Upload:
+    files: list[tuple[str, str, bytes]] = []
+    fields: dict[str, str] = {}
+
+    def on_field(f) -> None:
+        name = (f.field_name or b"").decode(errors="replace")
+        fields[name] = (f.value or b"").decode(errors="replace")
+
+    def on_file(f) -> None:
+        f.file_object.seek(0)
+        name = (f.field_name or b"").decode(errors="replace")
+        filename = (f.file_name or b"upload").decode(errors="replace")
+        files.append((name, filename, f.file_object.read()))
+
+    config = {"MAX_MEMORY_FILE_SIZE": limit + 1, "MAX_BODY_SIZE": limit + 64 * 1024}
+    try:
+        parser = create_form_parser(
+            {"Content-Type": content_type.encode()}, on_field, on_file, config
+        )
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit + 64 * 1024:
+                raise _too_large(limit)
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as exc:  # the parser's own errors: a malformed form is the client's
+        raise ApiError(400, "bad_form", f"malformed multipart form ({exc})") from exc
+    uploads = [f for f in files if f[0] == "file"]
+    if not uploads:
+        raise ApiError(422, "missing_file", "the form has no file field named 'file'")
+    _, filename, data = uploads[0]
+    if len(data) > limit:
+        raise _too_large(limit)
+    return Upload(data, filename, fields)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"upload larger than the limit of {limit / 2**20:g} MB")
