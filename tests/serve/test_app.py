@@ -1,0 +1,218 @@
+"""The service through FastAPI's TestClient: real bundles, real decoding, every error path."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from breastcad.config import ServiceSettings
+from breastcad.data.imaging import decode_image
+from breastcad.predict import ImagePrediction, Predictor
+from breastcad.serve import create_app
+from breastcad.serve.app import ServedModels, get_models
+from tests.serve.conftest import dicom_bytes, png
+
+
+def client(bundles, **settings) -> TestClient:
+    models = settings.pop("models", [bundles["image"], bundles["tabular"]])
+    return TestClient(create_app(ServiceSettings(models=models, **settings)))
+
+
+@pytest.fixture(scope="module")
+def api(bundles) -> TestClient:
+    return client(bundles)
+
+
+def upload(api: TestClient, data: bytes, name: str = "x.png", query: str = "", **kw):
+    return api.post(f"/api/v1/predict{query}", files={"file": (name, data, "image/png")}, **kw)
+
+
+def test_health_models_page_and_docs(api, bundles):
+    assert api.get("/healthz").json() == {"status": "ok", "models": 2}
+    models = {m["kind"]: m for m in api.get("/api/v1/models").json()}
+    image = models["image"]
+    assert image["classes"] == ["benign", "idc"] and image["positive_class"] == "idc"
+    assert image["threshold"] == pytest.approx(0.3)
+    assert image["metrics"]["macro_auc"]["ci_low"] == pytest.approx(0.4)
+    assert image["input"]["size"] == 50 and image["runtime"] == "torch"
+    assert len(models["tabular"]["input"]["features"]) == 30
+    page = api.get("/")
+    assert page.status_code == 200 and "not a medical device" in page.text.lower()
+    assert api.get("/static/app.js").status_code == 200
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/api/v1/predict", "/api/v1/predict/tabular", "/api/v1/models", "/healthz"} <= set(
+        paths
+    )
+
+
+def test_image_prediction_matches_the_predictor(api, bundles):
+    data = png(1)
+    answer = upload(api, data).json()
+    expected = Predictor.from_bundle(bundles["image"]).predict_image(decode_image(data))
+    assert answer["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    assert answer["prediction"] == expected.prediction
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
+    assert answer["model"]["id"].startswith("idc_cnn@") and answer["threshold"] == 0.3
+    assert answer["image"] == {"height": 50, "width": 50, "model_input": [50, 50, 3]}
+    assert answer["explanation"] is None and answer["dicom"] is None
+    assert "not a medical device" in answer["notice"]
+    # the raw body (curl --data-binary) gives the same answer
+    raw = api.post("/api/v1/predict", content=data, headers={"content-type": "image/png"})
+    assert raw.json()["probabilities"] == answer["probabilities"]
+
+
+def test_explanation_is_two_pngs_of_the_model_input(api):
+    answer = upload(api, png(2, (80, 60)), query="?explain=true").json()
+    ex = answer["explanation"]
+    assert ex["method"] == "grad-cam" and ex["target"] == answer["prediction"]
+    for key in ("input_png", "overlay_png"):
+        image = Image.open(io.BytesIO(base64.b64decode(ex[key])))
+        assert image.size == (50, 50) and image.mode == "RGB"
+    assert ex["input_png"] != ex["overlay_png"] or ex["degenerate"]
+
+
+def test_dicom_upload_never_returns_identifiers(api):
+    data = dicom_bytes(PatientName="Roe^Richard", PatientID="ID-98765")
+    response = upload(api, data, "scan.dcm")
+    assert response.status_code == 200
+    assert response.json()["dicom"]["PatientIdentityRemoved"] == "YES"
+    assert response.json()["dicom"]["Modality"] == "MG"
+    for secret in ("Roe", "ID-98765", "ACC-777", "St Example", "19700101", "Smith"):
+        assert secret not in response.text
+
+
+def truncated_png() -> bytes:
+    return png(3)[:200]
+
+
+def bomb_png(side: int = 60_000) -> bytes:
+    """A tiny file declaring side x side pixels (3.6 gigapixels)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (side + 1) * 4)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "status", "words"),
+    [
+        (b"just some text, not an image", "notes.png", 415, "not an image"),
+        (truncated_png(), "cut.png", 400, "truncated"),
+        (b"", "empty.png", 400, "empty"),
+        (bomb_png(), "bomb.png", 413, "decompression bomb"),
+        (dicom_bytes(with_pixels=False), "nopixels.dcm", 415, "without pixel data"),
+    ],
+)
+def test_bad_images_get_a_4xx_naming_the_problem(api, data, name, status, words):
+    response = upload(api, data, name)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"] and name in response.json()["detail"]
+
+
+def test_upload_limits_with_and_without_content_length(bundles):
+    api = client(bundles, max_upload_mb=0.01)  # 10 KiB
+    big = png(4, (200, 200))
+    assert len(big) > 20_000
+    assert upload(api, big).status_code == 413
+    chunks = (big[i : i + 4096] for i in range(0, len(big), 4096))  # chunked: no length
+    streamed = api.post("/api/v1/predict", content=chunks, headers={"content-type": "image/png"})
+    assert streamed.status_code == 413 and "limit" in streamed.json()["detail"]
+    small_limit = client(bundles, max_pixels=1000)
+    assert upload(small_limit, png(5, (50, 50))).status_code == 413
+
+
+def test_request_shape_errors(api):
+    assert api.post("/api/v1/predict", json={"x": 1}).status_code == 415
+    no_file = api.post("/api/v1/predict", files={"other": ("a.png", png(), "image/png")})
+    assert no_file.status_code == 422 and "'file'" in no_file.json()["detail"]
+    unknown = upload(api, png(), query="?model=nope")
+    assert unknown.status_code == 404 and "idc_cnn@" in unknown.json()["detail"]
+    wrong_kind = upload(api, png(), query="?model=logreg")
+    assert wrong_kind.status_code == 422 and wrong_kind.json()["code"] == "wrong_kind"
+
+
+def test_tabular_prediction_and_field_errors(api, bundles, wdbc):
+    row = dict(zip(wdbc.feature_names, map(float, wdbc.X[0]), strict=True))
+    answer = api.post("/api/v1/predict/tabular", json={"features": row}).json()
+    predictor = Predictor.from_bundle(bundles["tabular"])
+    assert answer["p_malignant"] == pytest.approx(float(predictor.predict_proba(wdbc.X[:1])[0]))
+    assert answer["prediction"] == ("malignant" if answer["p_malignant"] >= 0.5 else "benign")
+    partial = dict(list(row.items())[:10])
+    missing = api.post("/api/v1/predict/tabular", json={"features": partial})
+    assert missing.status_code == 422 and "missing" in missing.json()["detail"]
+    unknown = api.post("/api/v1/predict/tabular", json={"features": {**row, "shoe size": 9}})
+    assert unknown.status_code == 422 and "shoe size" in unknown.json()["detail"]
+    text = api.post("/api/v1/predict/tabular", json={"features": {**row, "mean radius": "big"}})
+    assert text.status_code == 422 and "mean radius" in text.json()["detail"]
+
+
+def test_api_key_when_configured(bundles):
+    api = client(bundles, api_key="s3cret")
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/api/v1/models").status_code == 401
+    assert api.get("/api/v1/models", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert upload(api, png()).status_code == 401
+    assert api.get("/api/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_cors_off_by_default_and_on_when_configured(api, bundles):
+    origin = {"Origin": "https://elsewhere.example"}
+    assert "access-control-allow-origin" not in api.get("/api/v1/models", headers=origin).headers
+    allowed = client(bundles, cors_origins=["https://elsewhere.example"])
+    headers = allowed.get("/api/v1/models", headers=origin).headers
+    assert headers["access-control-allow-origin"] == "https://elsewhere.example"
+
+
+def test_uploads_never_touch_disk_unless_configured(bundles, tmp_path, monkeypatch):
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    big = png(6, (700, 700))  # > 1 MB: Starlette's own form parser would spool it to disk
+    assert len(big) > 1_100_000
+    assert upload(client(bundles), big).status_code == 200
+    assert list(spool.iterdir()) == []
+    kept = tmp_path / "kept"
+    assert upload(client(bundles, store_uploads=kept), big, "Doe_Jane_MRN42.png").status_code == 200
+    (stored,) = kept.iterdir()
+    assert stored.read_bytes() == big and "Doe" not in stored.name and stored.suffix == ".png"
+
+
+class FixedPredictor(Predictor):
+    """A replaceable Predictor: the real bundle, fixed answers."""
+
+    def predict_image(self, image: np.ndarray, explain: bool = False) -> ImagePrediction:
+        return ImagePrediction(self.prepare(image), {"benign": 0.25, "idc": 0.75}, "idc")
+
+
+def test_predictor_is_replaceable_and_failures_are_500_without_details(bundles):
+    app = create_app(ServiceSettings(models=[bundles["image"]]))
+    from breastcad.bundle import load_bundle
+
+    fixed = FixedPredictor(load_bundle(bundles["image"]))
+    app.dependency_overrides[get_models] = lambda: ServedModels([fixed])
+    answer = upload(TestClient(app), png()).json()
+    assert answer["probabilities"] == {"benign": 0.25, "idc": 0.75}
+
+    class Broken(Predictor):
+        def predict_image(self, image, explain=False):
+            raise RuntimeError("secret internals /home/patient-names")
+
+    app.dependency_overrides[get_models] = lambda: ServedModels([Broken(fixed.bundle)])
+    response = upload(TestClient(app, raise_server_exceptions=False), png())
+    assert response.status_code == 500 and response.json()["code"] == "internal_error"
+    assert "secret" not in response.text
