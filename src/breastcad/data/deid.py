@@ -27,7 +27,6 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from tqdm.auto import tqdm
 
 from breastcad.errors import DataError
@@ -145,7 +144,9 @@ class Deidentifier:
         return "patient-" + digest[:12]
 
     def new_uid(self, uid: str) -> str:
-        return generate_uid(prefix=None, entropy_srcs=[self.key.hex(), str(uid)])
+        """A 2.25 UID (a 128-bit number, as UUID-derived UIDs are) keyed on the old one."""
+        digest = hmac.new(self.key, b"uid:" + str(uid).encode(), hashlib.sha256).digest()
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
     def apply(self, ds: Dataset) -> Changes:
         """De-identify `ds` in place (file meta included) and say what changed."""

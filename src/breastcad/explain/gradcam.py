@@ -49,9 +49,11 @@ def grad_cam(
                 index = logits.argmax(dim=1)
             else:
                 index = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(len(x))
-            logits.gather(1, index[:, None]).sum().backward()
             features = captured[-1]
-            weights = features.grad.mean(dim=(2, 3), keepdim=True)
+            score = logits.gather(1, index[:, None]).sum()
+            # autograd.grad, not backward(): no .grad is left on the network's weights
+            (grad,) = torch.autograd.grad(score, features)
+            weights = grad.mean(dim=(2, 3), keepdim=True)
             cam = F.relu((weights * features).sum(dim=1, keepdim=True)).detach()
     finally:
         handle.remove()

@@ -1,0 +1,99 @@
+"""Grad-CAM for every image network in the registry, checked against the closed form."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from typer.testing import CliRunner
+
+from breastcad.cli import app
+from breastcad.explain.gradcam import grad_cam, overlay
+from breastcad.models import create_model, get_spec, list_models
+from tests.conftest import make_image_bundle
+
+IMAGE_MODELS = [n for n in list_models() if get_spec(n).family in ("cnn", "pretrained")]
+
+
+def build(name: str):
+    params = {"size": 64}
+    if get_spec(name).family == "pretrained":
+        params["weights"] = "random"
+    return create_model(name, **params)
+
+
+def test_every_image_network_is_covered():
+    assert {"idc_cnn", "mammo_cnn", "transfer", "finetune"} <= set(IMAGE_MODELS)
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_maps_for_every_network(name):
+    torch.manual_seed(0)
+    net = build(name).train()
+    channels = net.in_chans if name != "transfer" else 1  # gray broadcast to 3 channels too
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64, channels), dtype=np.uint8)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a random net may give a NaN map
+        cam = grad_cam(net, pixels)
+    assert cam.shape == (3, 64, 64) and cam.dtype == np.float32
+    finite = cam[np.isfinite(cam)]
+    assert finite.size and finite.min() >= 0 and finite.max() == pytest.approx(1.0)
+    assert net.training  # mode restored
+    assert not any(p.grad is not None for p in net.parameters())  # weights untouched
+
+
+def test_gradcam_equals_cam_for_pooling_plus_linear_heads():
+    """With global average pooling and a linear layer (the `transfer` head), Grad-CAM's
+    weights are the class's linear weights / (H*W): the map is Zhou et al.'s CAM."""
+    torch.manual_seed(1)
+    net = build("transfer").eval()
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    target = 1
+    cam = grad_cam(net, pixels, target=target)
+    with torch.no_grad():
+        features = net.forward_features(torch.from_numpy(pixels))
+        weights = net.head[-1].weight[target]
+        expected = F.relu(torch.einsum("c,nchw->nhw", weights, features))[:, None]
+        expected = F.interpolate(expected, size=(64, 64), mode="bilinear", align_corners=False)
+    expected = expected[:, 0].numpy()
+    expected /= expected.reshape(2, -1).max(axis=1)[:, None, None]
+    np.testing.assert_allclose(cam, expected, atol=1e-5)
+
+
+def test_degenerate_map_warns_and_is_nan_and_overlay_leaves_the_image():
+    net = build("idc_cnn").eval()
+    for p in net.head[-1].parameters():
+        torch.nn.init.zeros_(p)  # every class score is constant: no evidence anywhere
+    pixels = np.full((1, 64, 64, 3), 120, dtype=np.uint8)
+    with pytest.warns(UserWarning, match="zero everywhere"):
+        cam = grad_cam(net, pixels, target=0)
+    assert np.isnan(cam).all()
+    np.testing.assert_array_equal(overlay(pixels[0], cam[0]), pixels[0])
+    hot = overlay(pixels[0], np.ones((64, 64), dtype=np.float32))
+    assert hot.shape == (64, 64, 3) and not np.array_equal(hot, pixels[0])
+
+
+def test_explain_cli_writes_overlays_and_reports_bad_files(tmp_path):
+    bundle = make_image_bundle(tmp_path / "bundle")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(
+            images / f"p{i}.png"
+        )
+    (images / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["explain", "--model", str(bundle), "--out", str(out), "--quiet", str(images)]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["p0_gradcam.png", "p1_gradcam.png"]
+    assert Image.open(out / "p0_gradcam.png").size == (50, 50)
+    assert "skipped" in result.output and "broken.png" in result.output
+    slide = CliRunner().invoke(app, ["explain", "--model", str(bundle), "slide"])
+    assert slide.exit_code == 2 and "--root" in slide.output
