@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,24 +146,36 @@ class Predictor:
     def predict_image(self, image: np.ndarray, explain: bool = False) -> ImagePrediction:
         """One decoded image (as `read_image`/`decode_image` give it): calibrated
         probabilities, the decision at the operating point and, if asked, Grad-CAM."""
-        pixels = self.prepare(image)
-        probs = self.predict_pixels(pixels[None])
-        index = int(self.decide(probs)[0])
-        cam = None
-        if explain:
+        return self.predict_batch(self.prepare(image)[None], [explain])[0]
+
+    def predict_batch(
+        self, pixels: np.ndarray, explain: Sequence[bool] | None = None
+    ) -> list[ImagePrediction]:
+        """Prepared images (N, H, W, C) in one forward pass; Grad-CAM of the decided class
+        for those whose `explain` flag is set (the service batches concurrent requests here)."""
+        probs = self.predict_pixels(pixels)
+        decided = self.decide(probs)
+        flags = np.zeros(len(pixels), bool) if explain is None else np.asarray(explain, bool)
+        cams: dict[int, np.ndarray] = {}
+        if flags.any():
             import warnings
 
             from breastcad.explain.gradcam import grad_cam
 
+            index = np.flatnonzero(flags)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a NaN map says it already
-                cam = grad_cam(self.network, pixels[None], target=index)[0]
-        return ImagePrediction(
-            pixels=pixels,
-            probabilities={k: float(v) for k, v in zip(self.classes, probs[0], strict=True)},
-            prediction=self.classes[index],
-            cam=cam,
-        )
+                maps = grad_cam(self.network, pixels[index], target=decided[index])
+            cams = dict(zip(index.tolist(), maps, strict=True))
+        return [
+            ImagePrediction(
+                pixels=pixels[i],
+                probabilities={k: float(v) for k, v in zip(self.classes, probs[i], strict=True)},
+                prediction=self.classes[int(decided[i])],
+                cam=cams.get(i),
+            )
+            for i in range(len(pixels))
+        ]
 
     def predict_paths(
         self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = True

@@ -195,8 +195,8 @@ def test_uploads_never_touch_disk_unless_configured(bundles, tmp_path, monkeypat
 class FixedPredictor(Predictor):
     """A replaceable Predictor: the real bundle, fixed answers."""
 
-    def predict_image(self, image: np.ndarray, explain: bool = False) -> ImagePrediction:
-        return ImagePrediction(self.prepare(image), {"benign": 0.25, "idc": 0.75}, "idc")
+    def predict_batch(self, pixels: np.ndarray, explain=None) -> list[ImagePrediction]:
+        return [ImagePrediction(p, {"benign": 0.25, "idc": 0.75}, "idc") for p in pixels]
 
 
 def test_predictor_is_replaceable_and_failures_are_500_without_details(bundles):
@@ -204,15 +204,17 @@ def test_predictor_is_replaceable_and_failures_are_500_without_details(bundles):
     from breastcad.bundle import load_bundle
 
     fixed = FixedPredictor(load_bundle(bundles["image"]))
-    app.dependency_overrides[get_models] = lambda: ServedModels([fixed])
+    served = ServedModels([fixed])
+    app.dependency_overrides[get_models] = lambda: served
     answer = upload(TestClient(app), png()).json()
     assert answer["probabilities"] == {"benign": 0.25, "idc": 0.75}
 
     class Broken(Predictor):
-        def predict_image(self, image, explain=False):
+        def predict_batch(self, pixels, explain=None):
             raise RuntimeError("secret internals /home/patient-names")
 
-    app.dependency_overrides[get_models] = lambda: ServedModels([Broken(fixed.bundle)])
+    broken = ServedModels([Broken(fixed.bundle)])
+    app.dependency_overrides[get_models] = lambda: broken
     response = upload(TestClient(app, raise_server_exceptions=False), png())
     assert response.status_code == 500 and response.json()["code"] == "internal_error"
     assert "secret" not in response.text

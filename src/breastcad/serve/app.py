@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
-import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from breastcad import __version__
 from breastcad.config import ServiceSettings
 from breastcad.errors import DataError
-from breastcad.predict import Predictor
+from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve.errors import ApiError, install_error_handlers
 from breastcad.serve.schemas import (
     NOTICE,
@@ -40,6 +40,7 @@ from breastcad.serve.schemas import (
     TabularRequest,
 )
 from breastcad.serve.uploads import read_upload
+from breastcad.serve.worker import InferenceWorker
 
 STATIC = Path(__file__).parent / "static"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -48,12 +49,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class ServedModels:
-    """The predictors a server holds, by model id; each runs one request at a time (a lock),
-    so concurrent requests queue instead of oversubscribing the CPU's cores."""
+    """The predictors a server holds, by model id, each with its inference thread
+    (`InferenceWorker`: one thread per model, concurrent requests batched)."""
 
-    def __init__(self, predictors: list[Predictor]) -> None:
+    def __init__(self, predictors: list[Predictor], max_batch: int = 32) -> None:
         self.predictors = {p.bundle.model_id: p for p in predictors}
-        self.locks = {key: threading.Lock() for key in self.predictors}
+        self.workers = {k: InferenceWorker(p, max_batch) for k, p in self.predictors.items()}
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
 
     def get(self, ref: str | None, kind: str) -> tuple[str, Predictor]:
         """A model by id or name; with no `ref`, the only model of this kind."""
@@ -164,14 +169,14 @@ def _dicom_header(data: bytes) -> dict[str, Any] | None:
         return None
 
 
-def _predict_image(
-    predictor: Predictor, lock: threading.Lock, data: bytes, name: str, explain: bool, limit: int
-) -> dict[str, Any]:
+def _prepare(predictor: Predictor, data: bytes, name: str, limit: int) -> tuple[Any, Any]:
     from breastcad.data.imaging import decode_image
 
     image = decode_image(data, name, limit)
-    with lock:
-        result = predictor.predict_image(image, explain=explain)
+    return image, predictor.prepare(image)
+
+
+def _image_answer(image: np.ndarray, data: bytes, result: ImagePrediction) -> dict[str, Any]:
     out: dict[str, Any] = {
         "probabilities": result.probabilities,
         "prediction": result.prediction,
@@ -186,12 +191,11 @@ def _predict_image(
     if result.cam is not None:
         from breastcad.explain.gradcam import overlay
 
-        degenerate = bool(np.all(np.isnan(result.cam)))
         out["explanation"] = Explanation(
             target=result.prediction,
             input_png=_b64png(result.pixels),
             overlay_png=_b64png(overlay(result.pixels, result.cam)),
-            degenerate=degenerate,
+            degenerate=bool(np.all(np.isnan(result.cam))),
         )
     return out
 
@@ -243,15 +247,11 @@ def api_router() -> APIRouter:
             raise ApiError(422, "explain_off", "explanations are turned off on this server")
         if settings.store_uploads is not None:
             _store(settings.store_uploads, upload.data, upload.filename)
-        result = await run_in_threadpool(
-            _predict_image,
-            predictor,
-            models.locks[key],
-            upload.data,
-            upload.filename,
-            explain,
-            settings.max_pixels,
+        image, pixels = await run_in_threadpool(
+            _prepare, predictor, upload.data, upload.filename, settings.max_pixels
         )
+        prediction = await models.workers[key].predict(pixels, explain)
+        result = await run_in_threadpool(_image_answer, image, upload.data, prediction)
         return ImagePredictionOut(
             model=_ref(key, predictor),
             classes=predictor.classes,
@@ -262,7 +262,7 @@ def api_router() -> APIRouter:
         )
 
     @router.post("/predict/tabular", response_model=TabularPredictionOut)
-    def predict_tabular(body: TabularRequest, models: ModelsDep) -> TabularPredictionOut:
+    async def predict_tabular(body: TabularRequest, models: ModelsDep) -> TabularPredictionOut:
         """Classify one WDBC sample from its 30 named features (JSON)."""
         key, predictor = models.get(body.model, "tabular")
         frame = pd.DataFrame([body.features])
@@ -274,8 +274,7 @@ def api_router() -> APIRouter:
             X = predictor.features_from_frame(frame, "request")
         except DataError as exc:
             raise ApiError(422, "wrong_features", exc.problem) from exc
-        with models.locks[key]:
-            p = float(predictor.predict_proba(X)[0])
+        p = float((await models.workers[key].call(lambda: predictor.predict_proba(X)))[0])
         threshold = predictor.threshold
         return TabularPredictionOut(
             model=_ref(key, predictor),
@@ -306,13 +305,21 @@ def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = N
     """The app for `settings`; `predictors` replaces loading `settings.models` (tests)."""
     if predictors is None:
         predictors = [Predictor.from_bundle(p, settings.runtime) for p in settings.models]
+    models = ServedModels(predictors)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        models.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="breastcad",
         version=__version__,
         description="Computer-aided diagnosis of breast cancer. " + NOTICE,
     )
     app.state.settings = settings
-    app.state.models = ServedModels(predictors)
+    app.state.models = models
     install_error_handlers(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

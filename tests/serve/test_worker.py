@@ -1,0 +1,75 @@
+"""The inference thread: concurrent requests are batched and each gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from breastcad.bundle import load_bundle
+from breastcad.predict import Predictor
+from breastcad.serve.worker import InferenceWorker
+
+
+class Recording(Predictor):
+    """The real predictor, recording batch sizes and the thread it runs on; the first call
+    waits until released, so the others pile up behind it."""
+
+    def __init__(self, bundle) -> None:
+        super().__init__(bundle)
+        self.sizes: list[int] = []
+        self.threads: set[int] = set()
+        self.release = threading.Event()
+
+    def predict_batch(self, pixels, explain=None):
+        self.release.wait(timeout=10)
+        self.sizes.append(len(pixels))
+        self.threads.add(threading.get_ident())
+        return super().predict_batch(pixels, explain)
+
+
+def test_concurrent_requests_are_batched_on_one_thread(bundles):
+    predictor = Recording(load_bundle(bundles["image"]))
+    worker = InferenceWorker(predictor, max_batch=16)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (9, 50, 50, 3), dtype=np.uint8)
+
+    async def main():
+        first = asyncio.ensure_future(worker.predict(images[0]))
+        await asyncio.sleep(0.2)  # the worker now holds image 0
+        rest = [
+            asyncio.ensure_future(worker.predict(im, explain=i == 3))
+            for i, im in enumerate(images[1:], 1)
+        ]
+        await asyncio.sleep(0.2)
+        predictor.release.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(main())
+    worker.close()
+    assert predictor.sizes == [1, 8] and len(predictor.threads) == 1
+    expected = Predictor(predictor.bundle).predict_batch(images)
+    for got, want in zip(results, expected, strict=True):
+        assert got.probabilities == pytest.approx(want.probabilities, abs=1e-6)
+        np.testing.assert_array_equal(got.pixels, want.pixels)
+    assert [r.cam is not None for r in results] == [i == 3 for i in range(9)]
+
+
+def test_a_failure_reaches_every_waiting_request(bundles):
+    class Failing(Predictor):
+        def predict_batch(self, pixels, explain=None):
+            raise RuntimeError("boom")
+
+    worker = InferenceWorker(Failing(load_bundle(bundles["image"])))
+    pixels = np.zeros((50, 50, 3), np.uint8)
+
+    async def main():
+        return await asyncio.gather(
+            worker.predict(pixels), worker.predict(pixels), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    worker.close()
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
