@@ -35,6 +35,7 @@ def test_export_records_parity_and_keeps_the_model_id(exported):
 def test_onnx_runtime_matches_torch_for_any_batch_size(exported):
     folder, _, _ = exported
     torch_p, onnx_p = Predictor.from_bundle(folder), Predictor.from_bundle(folder, "onnx")
+    assert Predictor.from_bundle(folder, "auto").runtime == "onnx"
     for n in (1, 7):
         pixels = np.random.default_rng(n).integers(0, 256, (n, 50, 50, 3), dtype=np.uint8)
         np.testing.assert_allclose(
@@ -57,6 +58,7 @@ def test_clear_errors_without_export_and_for_tabular(tmp_path):
     image = make_image_bundle(tmp_path / "img")
     with pytest.raises(BundleError, match="breastcad export"):
         Predictor.from_bundle(image, "onnx")
+    assert Predictor.from_bundle(image, "auto").runtime == "torch"
     tabular = make_wdbc_bundle(tmp_path / "tab")
     result = CliRunner().invoke(app, ["export", "--model", str(tabular)])
     assert result.exit_code == 2 and "image bundles" in result.output

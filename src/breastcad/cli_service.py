@@ -22,7 +22,9 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    runtime: Annotated[str, typer.Option(help="torch, or onnx (after `export`).")] = "torch",
+    runtime: Annotated[
+        str, typer.Option(help="auto (ONNX Runtime when exported, else torch), torch or onnx.")
+    ] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Larger uploads get 413.")] = 20.0,
     api_key_env: Annotated[
         str | None,
@@ -57,8 +59,8 @@ def serve(
         store_uploads=store_uploads,
     )
     server = create_app(settings)
-    ids = ", ".join(server.state.models.predictors)
-    typer.echo(f"serving {ids} ({runtime}) on http://{host}:{port}  (research use only)")
+    ids = ", ".join(f"{k} ({p.runtime})" for k, p in server.state.models.predictors.items())
+    typer.echo(f"serving {ids} on http://{host}:{port}  (research use only)")
     uvicorn.run(server, host=host, port=port, log_level="info")
 
 

@@ -222,8 +222,10 @@ class ServiceSettings(_Strict):
     no key, no CORS, uploads kept in memory and never stored."""
 
     models: list[Path] = Field(min_length=1, description="Bundle folders to serve.")
-    runtime: Literal["torch", "onnx"] = Field(
-        "torch", description="onnx: run image bundles' exported model.onnx (`breastcad export`)."
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="auto: ONNX Runtime for bundles with an exported model.onnx (`breastcad "
+        "export`), PyTorch otherwise; torch or onnx to insist.",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

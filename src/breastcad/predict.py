@@ -52,18 +52,21 @@ class ImagePrediction:
     """Grad-CAM of the predicted class (H x W in [0, 1], NaN when degenerate) when asked for."""
 
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "auto")
 
 
 class Predictor:
     """Calibrated-as-trained probabilities and classes from a verified bundle.
 
+    `runtime="auto"` picks ONNX Runtime when the bundle has an export, else PyTorch.
     `runtime="onnx"` runs an image bundle's exported `model.onnx` on ONNX Runtime (see
     `breastcad export`); Grad-CAM always uses the PyTorch network (it needs gradients)."""
 
     def __init__(self, bundle: Bundle, runtime: str = "torch") -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
+        if runtime == "auto":
+            runtime = "onnx" if "model.onnx" in bundle.manifest.get("exports", {}) else "torch"
         self.bundle, self.runtime = bundle, runtime
         self._session = None
         if runtime == "onnx":
