@@ -218,3 +218,14 @@ def test_predictor_is_replaceable_and_failures_are_500_without_details(bundles):
     response = upload(TestClient(app, raise_server_exceptions=False), png())
     assert response.status_code == 500 and response.json()["code"] == "internal_error"
     assert "secret" not in response.text
+
+
+def test_serve_command_refuses_an_empty_key_variable(bundles, monkeypatch):
+    from typer.testing import CliRunner
+
+    from breastcad.cli import app
+
+    monkeypatch.delenv("BREASTCAD_TEST_KEY", raising=False)
+    args = ["serve", "--model", str(bundles["image"]), "--api-key-env", "BREASTCAD_TEST_KEY"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "BREASTCAD_TEST_KEY" in result.output
