@@ -29,39 +29,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from breastcad.bundle import ImageModel, save_bundle
+from breastcad.bundle import untrained_image_bundle
 from breastcad.data.imaging import decode_image
 from breastcad.export import export_onnx
-from breastcad.models import create_model
 from breastcad.predict import Predictor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def make_bundle(folder: Path, model: str, size: int, classes: list[str], channels: int) -> Path:
-    """A bundle of the real architecture (ImageNet weights for the backbone, seeded head):
-    latency does not depend on what the head learned."""
-    import torch
-
-    torch.manual_seed(0)
-    net = create_model(model, num_classes=len(classes), size=size).eval()
-    manifest = {
-        "kind": "image",
-        "model": {"name": model, "arch": net.arch, "init": net.init},
-        "classes": classes,
-        "positive": len(classes) - 1,
-        "preprocessing": {
-            "size": size,
-            "resize": "pad",
-            "channels": channels,
-            "normalisation": net.preprocessing,
-        },
-        "temperature": 1.0,
-        "threshold": {"value": 0.5, "policy": "benchmark"},
-        "metrics": {},
-        "intended_use": "Benchmark only.",
-    }
-    return save_bundle(folder, ImageModel(net), manifest)
 
 
 def sample_png(pattern: str, fallback: tuple[int, ...]) -> bytes:
@@ -168,7 +141,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, size, classes, channels, pattern, fallback, goal in cases:
-            bundle = make_bundle(Path(tmp) / model, model, size, classes, channels)
+            # latency does not depend on what a head learned: an untrained bundle will do
+            bundle = untrained_image_bundle(Path(tmp) / model, model, classes, size, channels)
             export_onnx(bundle)
             data = sample_png(pattern, fallback)
             n = args.requests if size <= 64 else max(50, args.requests // 2)

@@ -68,37 +68,24 @@ def make_image_bundle(
     classes: tuple[str, ...] = ("benign", "idc"),
     size: int = 50,
     channels: int = 3,
-    seed: int = 0,
-    **params,
 ) -> Path:
-    """A real image bundle (seeded random weights, as `train-image` writes it) for tests that
-    need a model but not a trained one: service, export, explanations."""
-    import torch
+    """A real image bundle (seeded random weights) for tests that need a model but not a
+    trained one: service, export, explanations."""
+    from breastcad.bundle import untrained_image_bundle
 
-    from breastcad.bundle import ImageModel, save_bundle
-    from breastcad.models import create_model
-
-    torch.manual_seed(seed)
-    net = create_model(model, num_classes=len(classes), size=size, **params).eval()
-    manifest = {
-        "kind": "image",
-        "model": {"name": model, "arch": net.arch, "init": net.init},
-        "classes": list(classes),
-        "positive": len(classes) - 1,
-        "preprocessing": {
-            "size": size,
-            "resize": "pad",
-            "channels": channels,
-            "normalisation": net.preprocessing,
-        },
-        "temperature": 1.5,
-        "threshold": {"value": 0.3, "policy": "fixed at 0.3 (test bundle)"},
-        "metrics": {"macro_auc": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}},
-        "trained_on": {"dataset": "synthetic"},
-        "modality": "histopathology",
-        "intended_use": "Research use only; not a medical device.",
-    }
-    return save_bundle(folder, ImageModel(net), manifest)
+    return untrained_image_bundle(
+        folder,
+        model,
+        list(classes),
+        size,
+        channels,
+        modality="histopathology",
+        temperature=1.5,
+        threshold={"value": 0.3, "policy": "fixed at 0.3 (test bundle)"},
+        metrics={"macro_auc": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}},
+        trained_on={"dataset": "synthetic"},
+        intended_use="Research use only; not a medical device.",
+    )
 
 
 def make_wdbc_bundle(folder: Path) -> Path:

@@ -97,6 +97,46 @@ def save_bundle(
     return folder
 
 
+def untrained_image_bundle(
+    folder: Path,
+    model: str,
+    classes: list[str],
+    size: int,
+    channels: int,
+    seed: int = 0,
+    modality: str = "image",
+    **overrides: Any,
+) -> Path:
+    """A bundle of a freshly built network (backbone weights as its `init` says, seeded head),
+    for latency benchmarks, export checks and tests; never for predictions. Its manifest says
+    so; `overrides` replace manifest entries (e.g. a threshold to test against)."""
+    import torch
+
+    from breastcad.models import create_model
+
+    torch.manual_seed(seed)
+    net = create_model(model, num_classes=len(classes), size=size).eval()
+    manifest = {
+        "kind": "image",
+        "model": {"name": model, "arch": net.arch, "init": net.init},
+        "classes": list(classes),
+        "positive": len(classes) - 1,
+        "preprocessing": {
+            "size": size,
+            "resize": "pad",
+            "channels": channels,
+            "normalisation": net.preprocessing,
+        },
+        "temperature": 1.0,
+        "threshold": {"value": 0.5, "policy": "untrained: fixed at 0.5"},
+        "metrics": {},
+        "modality": modality,
+        "intended_use": "Untrained network: for benchmarks and tests only.",
+        **overrides,
+    }
+    return save_bundle(folder, ImageModel(net), manifest)
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The verified manifest of a bundle: every checksum must match, else `BundleError`."""
     folder = Path(folder)
