@@ -132,6 +132,15 @@ def test_upload_limits_with_and_without_content_length(bundles):
     chunks = (big[i : i + 4096] for i in range(0, len(big), 4096))  # chunked: no length
     streamed = api.post("/api/v1/predict", content=chunks, headers={"content-type": "image/png"})
     assert streamed.status_code == 413 and "limit" in streamed.json()["detail"]
+    huge_json = (b'{"features": {"a": 1.0, "b": "' + b"x" * 200_000 + b'"}}',)
+    tabular = api.post(
+        "/api/v1/predict/tabular",
+        content=iter(huge_json),
+        headers={"content-type": "application/json"},
+    )
+    assert tabular.status_code == 413 and tabular.json()["code"] == "too_large"
+    declared = api.post("/api/v1/predict/tabular", content=huge_json[0])
+    assert declared.status_code == 413
     small_limit = client(bundles, max_pixels=1000)
     assert upload(small_limit, png(5, (50, 50))).status_code == 413
 

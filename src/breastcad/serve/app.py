@@ -27,7 +27,7 @@ from breastcad import __version__
 from breastcad.config import ServiceSettings
 from breastcad.errors import DataError
 from breastcad.predict import ImagePrediction, Predictor
-from breastcad.serve.errors import ApiError, install_error_handlers
+from breastcad.serve.errors import ApiError, BodyLimit, install_error_handlers
 from breastcad.serve.schemas import (
     NOTICE,
     ErrorOut,
@@ -321,6 +321,7 @@ def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = N
     app.state.settings = settings
     app.state.models = models
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)  # + form overhead
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

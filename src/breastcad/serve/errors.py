@@ -29,6 +29,38 @@ def _json(status: int, code: str, detail: str, headers: dict | None = None) -> J
     return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
+class BodyLimit:
+    """ASGI middleware: no request body (JSON included) larger than `limit` bytes is read into
+    memory; a declared length over it is answered 413 at once, a chunked body when it passes."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _json(413, "too_large", self.message)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, self.message)
+            return message
+
+        await self.app(scope, limited, send)
+
+    @property
+    def message(self) -> str:
+        return f"request body larger than the limit of {self.limit / 2**20:g} MB"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -54,7 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return _json(
             exc.status_code,
             code.get(exc.status_code, "http_error"),
