@@ -44,6 +44,11 @@ CONFIGS: dict[str, dict] = {
         "model": "finetune",
         "model_params": {"size": 96},
     },
+    "breastmnist-transfer-128": {
+        "data": {"dataset": "breastmnist", "root": DATA / "breastmnist"},
+        "model": "transfer",
+        "model_params": {"size": 128},
+    },
     "mias-mammo_cnn": {
         "data": {
             "dataset": "mini-mias",

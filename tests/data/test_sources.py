@@ -141,3 +141,14 @@ def test_unknown_dataset_and_empty_layout(tmp_path):
         scan("busi", tmp_path)
     with pytest.raises(DataError, match="not found"):
         scan("busi", tmp_path / "missing")
+
+
+def test_dicom_pseudonyms_are_stable_and_keyed_by_the_environment(monkeypatch):
+    from breastcad.data.sources.dicom import pseudonym
+
+    monkeypatch.delenv("BREASTCAD_PSEUDONYM_KEY", raising=False)
+    default = pseudonym("P_00173")
+    assert default == pseudonym("P_00173") and default != pseudonym("P_00174")
+    assert "00173" not in default and default.startswith("patient-")
+    monkeypatch.setenv("BREASTCAD_PSEUDONYM_KEY", "site secret")
+    assert pseudonym("P_00173") != default

@@ -2,12 +2,17 @@
 (`file` relative to the root, and a label column such as `pathology`) or from class folders.
 
 The group is the patient: the CSV's `patient_id` or the DICOM PatientID. Identifiers are never
-written as they are: `group_id` is a pseudonym (`patient-` + 12 hex digits of a sha256).
+written as they are: `group_id` is a pseudonym (`patient-` + 12 hex digits of an HMAC-SHA256).
+Its key is `$BREASTCAD_PSEUDONYM_KEY` when set; without it a fixed project key keeps splits the
+same on every machine, but then anyone with the id list can recompute the pseudonyms (a small id
+space such as CBIS-DDSM's `P_00001`... is easy to enumerate): set the variable for real patients.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +24,8 @@ _PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALL
 
 
 def pseudonym(patient_id: str) -> str:
-    return "patient-" + hashlib.sha256(f"breastcad:{patient_id}".encode()).hexdigest()[:12]
+    key = os.environ.get("BREASTCAD_PSEUDONYM_KEY", "breastcad").encode()
+    return "patient-" + hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 def _patient_from_header(path: Path) -> str:
