@@ -35,7 +35,7 @@ class ImageInput(nn.Module):
             x = x.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
         if x.shape[1] != self.in_chans:
             x = x.mean(dim=1, keepdim=True) if self.in_chans == 1 else x.expand(-1, 3, -1, -1)
-        return (x - self.mean) * self.scale
+        return ((x - self.mean) * self.scale).contiguous(memory_format=torch.channels_last)
 
     def extra_repr(self) -> str:
         return f"in_chans={self.in_chans}"
