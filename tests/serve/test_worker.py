@@ -32,15 +32,15 @@ class Recording(Predictor):
 
 def test_concurrent_requests_are_batched_on_one_thread(bundles):
     predictor = Recording(load_bundle(bundles["image"]))
-    worker = InferenceWorker(predictor, max_batch=16)
+    worker = InferenceWorker(max_batch=16)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (9, 50, 50, 3), dtype=np.uint8)
 
     async def main():
-        first = asyncio.ensure_future(worker.predict(images[0]))
+        first = asyncio.ensure_future(worker.predict(predictor, images[0]))
         await asyncio.sleep(0.2)  # the worker now holds image 0
         rest = [
-            asyncio.ensure_future(worker.predict(im, explain=i == 3))
+            asyncio.ensure_future(worker.predict(predictor, im, explain=i == 3))
             for i, im in enumerate(images[1:], 1)
         ]
         await asyncio.sleep(0.2)
@@ -62,14 +62,28 @@ def test_a_failure_reaches_every_waiting_request(bundles):
         def predict_batch(self, pixels, explain=None):
             raise RuntimeError("boom")
 
-    worker = InferenceWorker(Failing(load_bundle(bundles["image"])))
+    worker, failing = InferenceWorker(), Failing(load_bundle(bundles["image"]))
     pixels = np.zeros((50, 50, 3), np.uint8)
 
     async def main():
         return await asyncio.gather(
-            worker.predict(pixels), worker.predict(pixels), return_exceptions=True
+            worker.predict(failing, pixels), worker.predict(failing, pixels), return_exceptions=True
         )
 
     outcomes = asyncio.run(main())
     worker.close()
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+def test_models_load_on_the_inference_thread_and_errors_reach_the_caller(bundles, tmp_path):
+    from breastcad.config import ServiceSettings
+    from breastcad.errors import BundleError
+    from breastcad.serve import create_app
+    from breastcad.serve.app import ServedModels
+
+    models = ServedModels.load([bundles["image"], bundles["tabular"]], "auto")
+    loader = models.worker.run(threading.get_ident)
+    assert loader != threading.get_ident() and len(models.predictors) == 2
+    models.close()
+    with pytest.raises(BundleError, match="not a bundle folder"):
+        create_app(ServiceSettings(models=[tmp_path / "missing"]))

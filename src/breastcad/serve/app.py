@@ -49,16 +49,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class ServedModels:
-    """The predictors a server holds, by model id, each with its inference thread
-    (`InferenceWorker`: one thread per model, concurrent requests batched)."""
+    """The predictors a server holds, by model id, and the one inference thread that loads
+    and runs them all (`InferenceWorker`; concurrent requests are batched per model)."""
 
-    def __init__(self, predictors: list[Predictor], max_batch: int = 32) -> None:
+    def __init__(self, predictors: list[Predictor], worker: InferenceWorker | None = None) -> None:
         self.predictors = {p.bundle.model_id: p for p in predictors}
-        self.workers = {k: InferenceWorker(p, max_batch) for k, p in self.predictors.items()}
+        self.worker = worker or InferenceWorker()
+
+    @classmethod
+    def load(cls, paths: list[Path], runtime: str) -> ServedModels:
+        """Load bundles on the inference thread (see `serve.worker` for why)."""
+        worker = InferenceWorker()
+        predictors = [worker.run(lambda p=p: Predictor.from_bundle(p, runtime)) for p in paths]
+        return cls(predictors, worker)
 
     def close(self) -> None:
-        for worker in self.workers.values():
-            worker.close()
+        self.worker.close()
 
     def get(self, ref: str | None, kind: str) -> tuple[str, Predictor]:
         """A model by id or name; with no `ref`, the only model of this kind."""
@@ -250,7 +256,7 @@ def api_router() -> APIRouter:
         image, pixels = await run_in_threadpool(
             _prepare, predictor, upload.data, upload.filename, settings.max_pixels
         )
-        prediction = await models.workers[key].predict(pixels, explain)
+        prediction = await models.worker.predict(predictor, pixels, explain)
         result = await run_in_threadpool(_image_answer, image, upload.data, prediction)
         return ImagePredictionOut(
             model=_ref(key, predictor),
@@ -274,7 +280,7 @@ def api_router() -> APIRouter:
             X = predictor.features_from_frame(frame, "request")
         except DataError as exc:
             raise ApiError(422, "wrong_features", exc.problem) from exc
-        p = float((await models.workers[key].call(lambda: predictor.predict_proba(X)))[0])
+        p = float((await models.worker.call(lambda: predictor.predict_proba(X)))[0])
         threshold = predictor.threshold
         return TabularPredictionOut(
             model=_ref(key, predictor),
@@ -304,8 +310,9 @@ def _store(folder: Path, data: bytes, filename: str) -> None:
 def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = None) -> FastAPI:
     """The app for `settings`; `predictors` replaces loading `settings.models` (tests)."""
     if predictors is None:
-        predictors = [Predictor.from_bundle(p, settings.runtime) for p in settings.models]
-    models = ServedModels(predictors)
+        models = ServedModels.load(settings.models, settings.runtime)
+    else:
+        models = ServedModels(predictors)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

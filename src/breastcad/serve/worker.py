@@ -1,11 +1,13 @@
-"""One inference thread per served model, batching the requests that arrive together.
+"""One inference thread for the whole server, batching the requests that arrive together.
 
-Why a thread of its own: PyTorch's CPU kernels run on an OpenMP team that belongs to the
-calling thread. Called from a web server's pool of threads, every pool thread grows its own team
-and the idle teams spin, so a model ran 4x slower per image in the server than in-process
-(measured with benchmarks/bench_service.py before this change). Here every forward pass runs on
-the same thread; requests waiting while it works are stacked into one batch (up to
-`max_batch`), which is what makes concurrent clients cheaper than one after another.
+Why one thread, which also loads the models: PyTorch's CPU kernels run on an OpenMP team that
+belongs to the calling thread. Called from a web server's pool of threads, every pool thread
+grows a team; once there are more OpenMP threads than cores, GNU OpenMP throttles its spinning
+and every small kernel pays for a sleep and a wake-up. Measured with EfficientNet-Lite0 at 224 px
+on 2 cores: 33 ms per image on the thread that loaded the model, 61 ms on any other thread, and
+4x slower from the server's thread pool (benchmarks/bench_service.py). So the models are built,
+run and explained on this one thread; requests waiting while it works are stacked into one batch
+per model (up to `max_batch`), which makes concurrent clients cheaper than one after another.
 """
 
 from __future__ import annotations
@@ -23,19 +25,20 @@ from breastcad.predict import ImagePrediction, Predictor
 
 
 class InferenceWorker:
-    """Runs `predictor` on one daemon thread; `predict` and `call` are awaitable."""
+    """A daemon thread running every model call: `run` (blocking, e.g. loading a bundle),
+    and the awaitable `predict` and `call`."""
 
-    def __init__(self, predictor: Predictor, max_batch: int = 32) -> None:
-        self.predictor, self.max_batch = predictor, max_batch
+    def __init__(self, max_batch: int = 32) -> None:
+        self.max_batch = max_batch
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="breastcad-inference", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="breastcad-inference", daemon=True)
         self._thread.start()
 
-    async def predict(self, pixels: np.ndarray, explain: bool = False) -> ImagePrediction:
-        """One prepared image (H, W, C) -> its prediction, batched with concurrent ones."""
+    def run(self, func: Callable[[], Any]) -> Any:
+        """Run `func` on the inference thread and wait for its result (or its exception)."""
         future: Future = Future()
-        self._queue.put(("image", pixels, explain, future))
-        return await asyncio.wrap_future(future)
+        self._queue.put(("call", func, None, future))
+        return future.result()
 
     async def call(self, func: Callable[[], Any]) -> Any:
         """Run `func` on the inference thread (e.g. a tabular prediction)."""
@@ -43,10 +46,18 @@ class InferenceWorker:
         self._queue.put(("call", func, None, future))
         return await asyncio.wrap_future(future)
 
+    async def predict(
+        self, predictor: Predictor, pixels: np.ndarray, explain: bool = False
+    ) -> ImagePrediction:
+        """One prepared image (H, W, C) -> its prediction, batched with concurrent ones."""
+        future: Future = Future()
+        self._queue.put(("image", predictor, (pixels, explain), future))
+        return await asyncio.wrap_future(future)
+
     def close(self) -> None:
         self._queue.put(("stop", None, None, None))
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         while True:
             items = [self._queue.get()]
             while len(items) < self.max_batch:
@@ -54,25 +65,30 @@ class InferenceWorker:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            images = [item for item in items if item[0] == "image"]
-            if images:
-                self._predict(images)
+            groups: dict[int, list[tuple[Any, ...]]] = {}
+            for item in items:
+                if item[0] == "image":
+                    groups.setdefault(id(item[1]), []).append(item)
+            for group in groups.values():
+                _predict(group)
             for kind, func, _, future in items:
                 if kind == "call":
                     _settle(future, func)
                 elif kind == "stop":
                     return
 
-    def _predict(self, items: list[tuple[Any, ...]]) -> None:
-        try:
-            pixels = np.stack([item[1] for item in items])
-            results = self.predictor.predict_batch(pixels, [item[2] for item in items])
-        except BaseException as exc:  # every waiting request hears of the failure
-            for item in items:
-                item[3].set_exception(exc)
-            return
-        for item, result in zip(items, results, strict=True):
-            item[3].set_result(result)
+
+def _predict(items: list[tuple[Any, ...]]) -> None:
+    predictor = items[0][1]
+    try:
+        pixels = np.stack([item[2][0] for item in items])
+        results = predictor.predict_batch(pixels, [item[2][1] for item in items])
+    except BaseException as exc:  # every waiting request hears of the failure
+        for item in items:
+            item[3].set_exception(exc)
+        return
+    for item, result in zip(items, results, strict=True):
+        item[3].set_result(result)
 
 
 def _settle(future: Future, func: Callable[[], Any]) -> None:
