@@ -33,6 +33,17 @@ CONFIGS: dict[str, dict] = {
         "model": "transfer",
         "model_params": {"size": 224},
     },
+    "busi-transfer-224-60ep": {
+        "data": {"dataset": "busi", "root": DATA / "busi"},
+        "model": "transfer",
+        "model_params": {"size": 224},
+        "train": {"epochs": 60},
+    },
+    "busi-finetune-224": {
+        "data": {"dataset": "busi", "root": DATA / "busi"},
+        "model": "finetune",
+        "model_params": {"size": 224},
+    },
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
     "busi-transfer-random-split": {
