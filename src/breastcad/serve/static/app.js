@@ -53,6 +53,7 @@ function showResult(r) {
   $("decision").textContent = r.threshold === null ? "" :
     `Decided at the model's operating point: ${positive} when P(${positive}) ≥ ${fmt(r.threshold)}. ${r.notice}`;
   const probs = r.probabilities || { benign: 1 - r.p_malignant, malignant: r.p_malignant };
+  $("prob-heading").textContent = r.probabilities ? "calibrated probability" : "probability";
   $("probabilities").querySelector("tbody").innerHTML = Object.entries(probs).map(([c, p]) => {
     const mark = c === positive && r.threshold !== null ? `<i style="left:${100 * r.threshold}%"></i>` : "";
     return `<tr><td>${c}</td><td>${fmt(p)}</td><td><div class="bar"><span style="width:${100 * p}%"></span>${mark}</div></td></tr>`;
