@@ -33,12 +33,6 @@ CONFIGS: dict[str, dict] = {
         "model": "transfer",
         "model_params": {"size": 224},
     },
-    "busi-transfer-224-60ep": {
-        "data": {"dataset": "busi", "root": DATA / "busi"},
-        "model": "transfer",
-        "model_params": {"size": 224},
-        "train": {"epochs": 60},
-    },
     "busi-finetune-224": {
         "data": {"dataset": "busi", "root": DATA / "busi"},
         "model": "finetune",
