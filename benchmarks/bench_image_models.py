@@ -73,6 +73,16 @@ CONFIGS: dict[str, dict] = {
         "model": "finetune",
         "model_params": {"size": 224},
     },
+    "mias-transfer-512": {
+        "data": {
+            "dataset": "mini-mias",
+            "root": DATA / "mini-mias",
+            "test_size": 0.25,
+            "val_size": 0.15,
+        },
+        "model": "transfer",
+        "model_params": {"size": 512},
+    },
     "idc-idc_cnn": {
         "data": {"dataset": "idc", "root": DATA / "idc", "test_size": 0.3, "val_size": 0.2},
         "model": "idc_cnn",
