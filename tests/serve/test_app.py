@@ -168,6 +168,12 @@ def test_tabular_prediction_and_field_errors(api, bundles, wdbc):
     assert unknown.status_code == 422 and "shoe size" in unknown.json()["detail"]
     text = api.post("/api/v1/predict/tabular", json={"features": {**row, "mean radius": "big"}})
     assert text.status_code == 422 and "mean radius" in text.json()["detail"]
+    for value in ("NaN", "Infinity", "1e400"):  # JSON extensions Python's parser accepts
+        body = '{"features": {"mean radius": ' + value + "}}"
+        answer = api.post(
+            "/api/v1/predict/tabular", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 422 and "finite" in answer.json()["detail"], value
 
 
 def test_api_key_when_configured(bundles):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 NOTICE = "Research use only; not a medical device. Not for diagnosis or treatment decisions."
 
@@ -50,8 +50,9 @@ class TabularRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="Model id or name (optional with one model).")
-    features: dict[str, float] = Field(
-        description="The 30 WDBC features by name (UCI/Kaggle or scikit-learn names)."
+    features: dict[str, FiniteFloat] = Field(
+        description="The 30 WDBC features by name (UCI/Kaggle or scikit-learn names); finite "
+        "numbers (a missing value is refused, not imputed)."
     )
 
 
