@@ -71,7 +71,7 @@ def export(
     format: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",
     check: Annotated[
         list[Path] | None,
-        typer.Option(help="Real images or folders to check parity on (repeatable)."),
+        typer.Option(help="Real images or folders to check parity on (repeatable; the first 256)."),
     ] = None,
 ) -> None:
     """Add model.onnx to the bundle after checking it against PyTorch (max |diff| <= 1e-4)."""

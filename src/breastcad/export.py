@@ -31,17 +31,19 @@ from breastcad.errors import BundleError, ConfigError
 ONNX_FILE = "model.onnx"
 OPSET = 18
 TOLERANCE = 1e-4
+MAX_CHECK = 256
+"""Parity is checked on at most this many of the given images (the first readable ones)."""
 
 
 def export_onnx(
     bundle_dir: str | Path,
     check: Sequence[str | Path] = (),
     tolerance: float = TOLERANCE,
-    progress: bool = False,
 ) -> dict[str, Any]:
     """Write `model.onnx` into the bundle and return what was recorded: opset, the largest
     absolute logit difference from PyTorch, and on which images it was measured (`check`:
-    images or folders; without them, 16 seeded random images, and the record says so).
+    images or folders, the first 256 readable ones; without them, 16 seeded random images,
+    and the record says so).
     A difference above `tolerance` is refused (`BundleError`) and nothing is added."""
     import onnxruntime as ort
     import torch
@@ -58,7 +60,7 @@ def export_onnx(
     pre = predictor.bundle.manifest["preprocessing"]
     height, width = as_hw(pre["size"])
     example = torch.zeros((2, height, width, int(pre["channels"])), dtype=torch.uint8)
-    pixels, source = _parity_pixels(predictor, check, example.shape[1:], progress)
+    pixels, source = _parity_pixels(predictor, check, example.shape[1:])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ONNX_FILE
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
@@ -99,14 +101,17 @@ def export_onnx(
 
 
 def _parity_pixels(
-    predictor: Any, check: Sequence[str | Path], shape: Sequence[int], progress: bool
+    predictor: Any, check: Sequence[str | Path], shape: Sequence[int]
 ) -> tuple[np.ndarray, str]:
+    """Up to `MAX_CHECK` readable images from `check`, else seeded random pixels."""
     from breastcad.data.imaging import read_image
     from breastcad.errors import DataError
     from breastcad.predict import expand_paths
 
     images, files = [], expand_paths(check)
     for path in files:
+        if len(images) == MAX_CHECK:
+            break
         try:
             images.append(predictor.prepare(read_image(path)))
         except DataError:
