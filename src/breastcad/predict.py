@@ -20,6 +20,7 @@ from breastcad.bundle import Bundle, load_bundle
 from breastcad.data.imaging import IMAGE_SUFFIXES, prepare, read_image
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
 from breastcad.errors import BundleError, ConfigError, DataError
+from breastcad.models import get_spec
 
 _MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
 
@@ -67,6 +68,8 @@ class Predictor:
             raise ConfigError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
         if runtime == "auto":
             runtime = "onnx" if "model.onnx" in bundle.manifest.get("exports", {}) else "torch"
+        if bundle.kind != "image" and runtime != "onnx":  # a tabular model runs as it was fitted
+            runtime = get_spec(bundle.manifest["model"]["name"]).family  # sklearn or torch
         self.bundle, self.runtime = bundle, runtime
         self._session = None
         if runtime == "onnx":

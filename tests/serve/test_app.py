@@ -44,6 +44,7 @@ def test_health_models_page_and_docs(api, bundles):
     assert image["metrics"]["macro_auc"]["ci_low"] == pytest.approx(0.4)
     assert image["input"]["size"] == 50 and image["runtime"] == "torch"
     assert len(models["tabular"]["input"]["features"]) == 30
+    assert models["tabular"]["runtime"] == "sklearn" and "test set" in image["evaluation"]
     page = api.get("/")
     assert page.status_code == 200 and "not a medical device" in page.text.lower()
     assert api.get("/static/app.js").status_code == 200
@@ -275,3 +276,22 @@ def test_mutated_files_never_get_a_500(api):
             assert status < 500, (suffix, i)
             statuses.add(status)
     assert 200 in statuses and 400 in statuses
+
+
+def test_model_card_metrics_from_image_and_tabular_bundles():
+    from breastcad.serve.app import _metrics
+
+    tabular = {
+        "protocol": "10 x repeated stratified 10-fold cross-validation",
+        "note": "estimated for the same procedure",
+        "summary": {"roc_auc": {"mean": 0.99, "sd": 0.01, "ci_low": 0.98, "ci_high": 1.0}},
+    }
+    table, how = _metrics(tabular)
+    assert table == {"roc_auc": {"value": 0.99, "ci_low": 0.98, "ci_high": 1.0}}
+    assert how.startswith("10 x repeated")
+    image = {
+        "macro_auc": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95},
+        "n_groups": {"value": None},
+    }
+    table, how = _metrics(image)
+    assert list(table) == ["macro_auc"] and "test set" in how

@@ -131,11 +131,7 @@ def _policy(predictor: Predictor) -> str | None:
 def _info(key: str, predictor: Predictor) -> ModelInfo:
     m = predictor.bundle.manifest
     image = predictor.kind == "image"
-    metrics = {
-        k: v
-        for k, v in m.get("metrics", {}).items()
-        if isinstance(v, dict) and v.get("value") is not None
-    }
+    metrics, evaluation = _metrics(m.get("metrics", {}))
     return ModelInfo(
         id=key,
         name=m["model"]["name"],
@@ -147,11 +143,26 @@ def _info(key: str, predictor: Predictor) -> ModelInfo:
         operating_point=_policy(predictor),
         input=m["preprocessing"] if image else {"features": predictor.bundle.feature_names},
         init=m["model"].get("init"),
-        trained_on=m.get("trained_on") or m.get("data"),
+        trained_on=m.get("trained_on") or m.get("training_data"),
         metrics=metrics,
+        evaluation=evaluation,
         runtime=predictor.runtime,
         intended_use=m.get("intended_use", NOTICE),
     )
+
+
+def _metrics(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Metric -> {value, ci_low, ci_high} from an image bundle (test set, group bootstrap) or a
+    tabular one (mean over the CV folds, corrected interval), and how they were obtained."""
+    if "summary" in raw:  # tabular: the cross-validation estimate of the training procedure
+        table = {
+            k: {"value": v["mean"], "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")}
+            for k, v in raw["summary"].items()
+            if isinstance(v, dict) and v.get("mean") is not None
+        }
+        return table, f"{raw.get('protocol', 'cross-validation')}: {raw.get('note', '')}".strip()
+    table = {k: v for k, v in raw.items() if isinstance(v, dict) and v.get("value") is not None}
+    return table, "held-out test set; 95% bootstrap intervals resampling groups"
 
 
 def _b64png(image: np.ndarray) -> str:

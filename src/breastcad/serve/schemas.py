@@ -77,7 +77,10 @@ class ModelInfo(BaseModel):
     input: dict[str, Any] = Field(description="Preprocessing (image) or feature names (tabular).")
     init: str | None = Field(description="Where the weights started from (e.g. ImageNet).")
     trained_on: dict[str, Any] | None
-    metrics: dict[str, Any] = Field(description="Test metrics with 95% CIs, from the bundle.")
+    metrics: dict[str, Any] = Field(
+        description="Metric -> value, ci_low, ci_high (95%), as recorded in the bundle."
+    )
+    evaluation: str = Field(description="How the metrics were obtained.")
     runtime: str
     intended_use: str
 

@@ -27,7 +27,7 @@ function fmt(x) { return x === null || x === undefined ? "n/a" : Number(x).toFix
 function describe(m) {
   const parts = [`${m.kind} model <b>${m.name}</b> (${m.modality || ""}), classes: ${m.classes.join(", ")}`];
   const auc = m.metrics.macro_auc || m.metrics.auc_positive || m.metrics.auc || m.metrics.roc_auc;
-  if (auc) parts.push(`test AUC ${fmt(auc.value)} (95% CI ${fmt(auc.ci_low)}-${fmt(auc.ci_high)})`);
+  if (auc) parts.push(`AUC ${fmt(auc.value)} (95% CI ${fmt(auc.ci_low)}-${fmt(auc.ci_high)}; ${m.evaluation})`);
   if (m.threshold !== null) parts.push(`operating point: P(${m.positive_class}) &ge; ${fmt(m.threshold)} (${m.operating_point || ""})`);
   if (m.init) parts.push(`initialisation: ${m.init}`);
   parts.push(m.intended_use);
