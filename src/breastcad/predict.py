@@ -193,12 +193,11 @@ class Predictor:
         batch: list[tuple[Path, np.ndarray]] = []
 
         def flush() -> None:
-            probs = self.predict_pixels(np.stack([b[1] for b in batch]))
-            for (path, _), p, c in zip(batch, probs, self.decide(probs), strict=True):
-                row = {"path": str(path)} | {
-                    f"p_{k}": float(v) for k, v in zip(self.classes, p, strict=True)
-                }
-                rows.append(row | {"prediction": self.classes[c], "error": ""})
+            results = self.predict_batch(np.stack([b[1] for b in batch]))
+            for (path, _), result in zip(batch, results, strict=True):
+                probs = {f"p_{k}": v for k, v in result.probabilities.items()}
+                decision = {"prediction": result.prediction, "error": ""}
+                rows.append({"path": str(path)} | probs | decision)
             batch.clear()
 
         for path in tqdm(files, desc="predicting", unit="img", disable=not progress):
