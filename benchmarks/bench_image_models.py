@@ -25,68 +25,31 @@ from breastcad.image_experiment import run_image_experiment
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+
+def run(dataset: str, model: str, size: int | None = None, **data) -> dict:
+    """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size."""
+    cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
+    if size is not None:
+        cfg["model_params"] = {"size": size}
+    return cfg
+
+
+MIAS_SPLIT = {"test_size": 0.25, "val_size": 0.15}
+
 CONFIGS: dict[str, dict] = {
-    "busi-finetune": {"data": {"dataset": "busi", "root": DATA / "busi"}, "model": "finetune"},
-    "busi-transfer": {"data": {"dataset": "busi", "root": DATA / "busi"}, "model": "transfer"},
-    "busi-transfer-224": {
-        "data": {"dataset": "busi", "root": DATA / "busi"},
-        "model": "transfer",
-        "model_params": {"size": 224},
-    },
-    "busi-finetune-224": {
-        "data": {"dataset": "busi", "root": DATA / "busi"},
-        "model": "finetune",
-        "model_params": {"size": 224},
-    },
+    "busi-finetune": run("busi", "finetune"),
+    "busi-transfer": run("busi", "transfer"),
+    "busi-transfer-224": run("busi", "transfer", 224),
+    "busi-finetune-224": run("busi", "finetune", 224),
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
-    "busi-transfer-random-split": {
-        "data": {"dataset": "busi", "root": DATA / "busi", "duplicate_distance": None},
-        "model": "transfer",
-    },
-    "breastmnist-finetune": {
-        "data": {"dataset": "breastmnist", "root": DATA / "breastmnist"},
-        "model": "finetune",
-        "model_params": {"size": 96},
-    },
-    "breastmnist-transfer-128": {
-        "data": {"dataset": "breastmnist", "root": DATA / "breastmnist"},
-        "model": "transfer",
-        "model_params": {"size": 128},
-    },
-    "mias-mammo_cnn": {
-        "data": {
-            "dataset": "mini-mias",
-            "root": DATA / "mini-mias",
-            "test_size": 0.25,
-            "val_size": 0.15,
-        },
-        "model": "mammo_cnn",
-    },
-    "mias-finetune": {
-        "data": {
-            "dataset": "mini-mias",
-            "root": DATA / "mini-mias",
-            "test_size": 0.25,
-            "val_size": 0.15,
-        },
-        "model": "finetune",
-        "model_params": {"size": 224},
-    },
-    "mias-transfer-512": {
-        "data": {
-            "dataset": "mini-mias",
-            "root": DATA / "mini-mias",
-            "test_size": 0.25,
-            "val_size": 0.15,
-        },
-        "model": "transfer",
-        "model_params": {"size": 512},
-    },
-    "idc-idc_cnn": {
-        "data": {"dataset": "idc", "root": DATA / "idc", "test_size": 0.3, "val_size": 0.2},
-        "model": "idc_cnn",
-    },
+    "busi-transfer-random-split": run("busi", "transfer", duplicate_distance=None),
+    "breastmnist-finetune": run("breastmnist", "finetune", 96),
+    "breastmnist-transfer-128": run("breastmnist", "transfer", 128),
+    "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
+    "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),
+    "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
+    "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 
 
