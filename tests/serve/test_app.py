@@ -133,6 +133,16 @@ def test_upload_limits_with_and_without_content_length(bundles):
     chunks = (big[i : i + 4096] for i in range(0, len(big), 4096))  # chunked: no length
     streamed = api.post("/api/v1/predict", content=chunks, headers={"content-type": "image/png"})
     assert streamed.status_code == 413 and "limit" in streamed.json()["detail"]
+    form = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + big * 4 + b"\r\n--XyZ--\r\n"
+    )
+    chunked_form = api.post(
+        "/api/v1/predict",
+        content=(form[i : i + 4096] for i in range(0, len(form), 4096)),
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+    )
+    assert chunked_form.status_code == 413
     huge_json = (b'{"features": {"a": 1.0, "b": "' + b"x" * 200_000 + b'"}}',)
     tabular = api.post(
         "/api/v1/predict/tabular",

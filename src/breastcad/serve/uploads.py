@@ -1,6 +1,7 @@
-"""Uploads read into memory with a size limit: never spooled to disk (Starlette's own form
-parser writes files over 1 MB to a temporary file), refused with 413 as soon as the limit is
-passed, whether or not the client sent a Content-Length."""
+"""Uploads read into memory: never spooled to disk (Starlette's own form parser writes files
+over 1 MB to a temporary file). How much is read at all is bounded by the app's `BodyLimit`
+middleware (413 as soon as the limit is passed, with or without a Content-Length); here the
+file itself is held to the limit."""
 
 from __future__ import annotations
 
@@ -27,20 +28,15 @@ RAW_TYPES = ("image/", "application/dicom", "application/octet-stream")
 async def read_upload(request: Request, limit: int) -> Upload:
     """The `file` part of a multipart form, or a raw image body (Content-Type image/* or
     application/dicom), with at most `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise _too_large(limit)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         return await _multipart(request, content_type, limit)
     if content_type.startswith(RAW_TYPES):
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _too_large(limit)
+        body = await request.body()  # bounded by the app's BodyLimit middleware
+        if len(body) > limit:
+            raise _too_large(limit)
         name = request.query_params.get("filename", "upload")
-        return Upload(bytes(body), name)
+        return Upload(body, name)
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -63,22 +59,11 @@ async def _multipart(request: Request, content_type: str, limit: int) -> Upload:
         filename = (f.file_name or b"upload").decode(errors="replace")
         files.append((name, filename, f.file_object.read()))
 
-    config = {"MAX_MEMORY_FILE_SIZE": limit + 1, "MAX_BODY_SIZE": limit + 64 * 1024}
-    try:
-        parser = create_form_parser(
-            {"Content-Type": content_type.encode()}, on_field, on_file, config
-        )
-        total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit + 64 * 1024:
-                raise _too_large(limit)
-            parser.write(chunk)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as exc:  # the parser's own errors: a malformed form is the client's
-        raise ApiError(400, "bad_form", f"malformed multipart form ({exc})") from exc
+    config = {"MAX_MEMORY_FILE_SIZE": limit + 1}  # never spooled to disk
+    parser = create_form_parser({"Content-Type": content_type.encode()}, on_field, on_file, config)
+    async for chunk in request.stream():  # bounded by the app's BodyLimit middleware
+        _parse(parser.write, chunk)
+    _parse(parser.finalize)
     uploads = [f for f in files if f[0] == "file"]
     if not uploads:
         raise ApiError(422, "missing_file", "the form has no file field named 'file'")
@@ -86,6 +71,13 @@ async def _multipart(request: Request, content_type: str, limit: int) -> Upload:
     if len(data) > limit:
         raise _too_large(limit)
     return Upload(data, filename, fields)
+
+
+def _parse(step, *args) -> None:
+    try:
+        step(*args)
+    except Exception as exc:  # the parser's own errors: a malformed form is the client's
+        raise ApiError(400, "bad_form", f"malformed multipart form ({exc})") from exc
 
 
 def _too_large(limit: int) -> ApiError:
