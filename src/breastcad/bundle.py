@@ -97,6 +97,23 @@ def save_bundle(
     return folder
 
 
+def image_manifest(
+    net: Any, classes: list[str], positive: int, input: dict[str, Any], **entries: Any
+) -> dict[str, Any]:
+    """What an image bundle's manifest says about its network: architecture (to rebuild it),
+    initialisation, classes, the positive class, and preprocessing (`input`: size, resize,
+    channels of the decoded image, plus the network's own normalisation); `entries` add the
+    rest (temperature, threshold, metrics, data, ...)."""
+    return {
+        "kind": "image",
+        "model": {"name": net.arch["name"], "arch": net.arch, "init": net.init},
+        "classes": list(classes),
+        "positive": positive,
+        "preprocessing": {**input, "normalisation": net.preprocessing},
+        **entries,
+    }
+
+
 def untrained_image_bundle(
     folder: Path,
     model: str,
@@ -116,24 +133,20 @@ def untrained_image_bundle(
 
     torch.manual_seed(seed)
     net = create_model(model, num_classes=len(classes), size=size).eval()
-    manifest = {
-        "kind": "image",
-        "model": {"name": model, "arch": net.arch, "init": net.init},
-        "classes": list(classes),
-        "positive": len(classes) - 1,
-        "preprocessing": {
-            "size": size,
-            "resize": "pad",
-            "channels": channels,
-            "normalisation": net.preprocessing,
+    manifest = image_manifest(
+        net,
+        classes,
+        len(classes) - 1,
+        {"size": size, "resize": "pad", "channels": channels},
+        **{
+            "temperature": 1.0,
+            "threshold": {"value": 0.5, "policy": "untrained: fixed at 0.5"},
+            "metrics": {},
+            "modality": modality,
+            "intended_use": "Untrained network: for benchmarks and tests only.",
+            **overrides,
         },
-        "temperature": 1.0,
-        "threshold": {"value": 0.5, "policy": "untrained: fixed at 0.5"},
-        "metrics": {},
-        "modality": modality,
-        "intended_use": "Untrained network: for benchmarks and tests only.",
-        **overrides,
-    }
+    )
     return save_bundle(folder, ImageModel(net), manifest)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from breastcad.bundle import ImageModel, save_bundle
+from breastcad.bundle import ImageModel, image_manifest, save_bundle
 from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.manifest import Manifest
@@ -240,26 +240,20 @@ def _write_image_bundle(
     folder: Path, net: ImageNetwork, results: dict, dm: ImageDataModule
 ) -> None:
     data = results["data"]
-    manifest = {
-        "kind": "image",
-        "model": {"name": results["model"]["name"], "arch": net.arch, "init": net.init},
-        "classes": data["classes"],
-        "positive": data["classes"].index(data["positive"]),
-        "preprocessing": {
-            "size": dm.cache.settings["size"],
-            "resize": dm.cache.settings["resize"],
-            "channels": dm.cache.settings["channels"],
-            "normalisation": net.preprocessing,
-        },
-        "temperature": results["test"]["calibration"]["temperature"],
-        "threshold": {
+    manifest = image_manifest(
+        net,
+        data["classes"],
+        data["classes"].index(data["positive"]),
+        {k: dm.cache.settings[k] for k in ("size", "resize", "channels")},
+        temperature=results["test"]["calibration"]["temperature"],
+        threshold={
             "value": results["operating_point"]["threshold"],
             "policy": results["operating_point"]["policy"],
         },
-        "metrics": results["test"]["ci"],
-        "trained_on": {k: data[k] for k in ("dataset", "manifest_fingerprint", "counts", "split")},
-        "modality": data["modality"],
-        "run": results["run"],
-        "intended_use": "Research use only; not a medical device.",
-    }
+        metrics=results["test"]["ci"],
+        trained_on={k: data[k] for k in ("dataset", "manifest_fingerprint", "counts", "split")},
+        modality=data["modality"],
+        run=results["run"],
+        intended_use="Research use only; not a medical device.",
+    )
     save_bundle(folder, ImageModel(net), to_jsonable(manifest))

@@ -29,6 +29,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
+from breastcad.data.imaging import has_dicom_preamble
 from breastcad.errors import DataError
 
 _X = """AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
@@ -227,8 +228,7 @@ def is_dicom(path: Path) -> bool:
     if path.suffix.lower() == ".dcm":
         return True
     with open(path, "rb") as f:
-        head = f.read(132)
-    return len(head) == 132 and head[128:] == b"DICM"
+        return has_dicom_preamble(f.read(132))
 
 
 def deidentify_folder(

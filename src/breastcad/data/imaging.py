@@ -53,10 +53,15 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS
     return _decode(io.BytesIO(data), name, name.lower().endswith(".dcm"), max_pixels)
 
 
+def has_dicom_preamble(head: bytes) -> bool:
+    """True when the first 132 bytes are a DICOM file's preamble and `DICM` magic."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
 def _decode(f: BinaryIO, name: object, dicom_suffix: bool, max_pixels: int) -> np.ndarray:
     head = f.read(132)
     f.seek(0)
-    if dicom_suffix or (len(head) == 132 and head[128:] == b"DICM"):
+    if dicom_suffix or has_dicom_preamble(head):
         return read_dicom(f, name, max_pixels)
     return _read_pil(f, name, max_pixels)
 

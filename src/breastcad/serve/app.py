@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from breastcad import __version__
 from breastcad.config import ServiceSettings
+from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
 from breastcad.errors import DataError
 from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve.errors import ApiError, BodyLimit, install_error_handlers
@@ -178,7 +179,7 @@ def _dicom_header(data: bytes) -> dict[str, Any] | None:
 
     from breastcad.data.deid import safe_header
 
-    if len(data) < 132 or data[128:132] != b"DICM":
+    if not has_dicom_preamble(data[:132]):
         return None
     try:
         return safe_header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
@@ -314,7 +315,7 @@ def _store(folder: Path, data: bytes, filename: str) -> None:
     """Keep an upload under a random name (the client's file name can identify a patient)."""
     folder.mkdir(parents=True, exist_ok=True)
     suffix = Path(filename).suffix.lower()
-    suffix = suffix if suffix in {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm"} else ""
+    suffix = suffix if suffix in IMAGE_SUFFIXES else ""
     (folder / f"{secrets.token_hex(16)}{suffix}").write_bytes(data)
 
 
