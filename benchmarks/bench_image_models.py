@@ -41,14 +41,18 @@ CONFIGS: dict[str, dict] = {
     "busi-transfer": run("busi", "transfer"),
     "busi-transfer-224": run("busi", "transfer", 224),
     "busi-finetune-224": run("busi", "finetune", 224),
+    "busi-full_finetune": run("busi", "full_finetune"),
+    "busi-full_finetune-224": run("busi", "full_finetune", 224),
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
     "busi-transfer-random-split": run("busi", "transfer", duplicate_distance=None),
     "breastmnist-finetune": run("breastmnist", "finetune", 96),
     "breastmnist-transfer-128": run("breastmnist", "transfer", 128),
+    "breastmnist-full_finetune-128": run("breastmnist", "full_finetune", 128),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),
     "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
+    "mias-full_finetune-320": run("mini-mias", "full_finetune", 320, **MIAS_SPLIT),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 

@@ -12,14 +12,14 @@ from tests.data.conftest import blob_image, save
 pytestmark = pytest.mark.slow
 
 
-def test_staged_finetuning_unfreezes_the_backbone_after_the_head_stage(tmp_path):
+def _tiny_busi_like(tmp_path):
     root = tmp_path / "data"
     for i in range(12):
         save(root / "benign" / f"b{i}.png", blob_image(i, (32, 32), rgb=True) // 2)
         save(root / "malignant" / f"m{i}.png", 255 - blob_image(i, (32, 32), rgb=True) // 2)
     manifest = scan("folder", root)
     partition = np.where(np.arange(len(manifest)) % 4 == 0, "val", "train")
-    dm = ImageDataModule(
+    return ImageDataModule(
         manifest,
         partition,
         PreprocessConfig(size=32),
@@ -27,6 +27,10 @@ def test_staged_finetuning_unfreezes_the_backbone_after_the_head_stage(tmp_path)
         cache_dir=tmp_path / "cache",
         progress=False,
     )
+
+
+def test_staged_finetuning_unfreezes_the_backbone_after_the_head_stage(tmp_path):
+    dm = _tiny_busi_like(tmp_path)
     torch.manual_seed(0)
     net = create_model("finetune", num_classes=2, size=32)
     conv = net.body.model.conv_stem.weight.detach().clone()
@@ -37,3 +41,37 @@ def test_staged_finetuning_unfreezes_the_backbone_after_the_head_stage(tmp_path)
     assert info["stage_switch_epoch"] == 1 and len(history) == 2  # 1 head epoch + 1 fine-tune
     assert not torch.equal(net.body.model.conv_stem.weight, conv)  # the backbone was trained
     assert torch.equal(net.body.model.bn1.running_mean, bn)  # its batch norm stayed frozen
+
+
+def test_full_finetune_trains_body_and_batch_norm_with_a_decaying_rate(tmp_path):
+    dm = _tiny_busi_like(tmp_path)
+    torch.manual_seed(0)
+    net = create_model("full_finetune", num_classes=2, size=32, weights="random")
+    r = net.recipe
+    assert (r.optimizer, r.schedule, r.body_lr_factor) == ("adamw", "cosine", 0.1)
+    assert all(p.requires_grad for p in net.parameters())
+    conv = net.body.model.conv_stem.weight.detach().clone()
+    bn = net.body.model.bn1.running_mean.clone()
+    settings = ImageFitSettings(
+        epochs=3,
+        lr=1e-3,
+        progress=False,
+        optimizer=r.optimizer,
+        weight_decay=r.weight_decay,
+        schedule=r.schedule,
+        warmup_epochs=r.warmup_epochs,
+        label_smoothing=r.label_smoothing,
+        body_lr_factor=r.body_lr_factor,
+    )
+    history, info = fit_image(net, dm, settings, tmp_path / "run")
+    assert len(history) == 3 and info["stage_switch_epoch"] is None
+    assert not torch.equal(net.body.model.conv_stem.weight, conv)  # the body trained
+    assert not torch.equal(net.body.model.bn1.running_mean, bn)  # and its batch norm too
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 2  # head and body
+    head_lr, body_lr = groups[0]["lr"], groups[1]["lr"]
+    assert body_lr == pytest.approx(head_lr * 0.1)
+    assert head_lr < 1e-3 * 0.1  # cosine decay: near 0 after the last of 3 epochs
+    steps = 3 * len(dm.train_dataloader())  # stepped every batch
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == steps

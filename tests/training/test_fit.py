@@ -1,3 +1,6 @@
+import itertools
+
+import pytest
 import torch
 
 from breastcad.models.tabular import MLP
@@ -54,3 +57,22 @@ def test_early_stopping_stops_and_restores_best_weights():
     with torch.no_grad():
         loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x).squeeze(-1), 1 - y)
     assert abs(loss.item() - best) < 1e-4
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero():
+    from breastcad.training.image_module import warmup_cosine
+
+    factors = [warmup_cosine(s, 4, 20) for s in range(21)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[12] == pytest.approx(0.5) and factors[20] == 0.0
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
+    assert warmup_cosine(0, 0, 10) == 1.0  # no warm-up
+
+
+def test_optim_refuses_unknown_optimizer_or_schedule():
+    from breastcad.training.image_module import Optim
+
+    with pytest.raises(ValueError, match="optimizer 'sgd'"):
+        Optim(1e-3, optimizer="sgd")
+    with pytest.raises(ValueError, match="schedule 'step'"):
+        Optim(1e-3, schedule="step")

@@ -14,7 +14,11 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
   0.2, linear head (the published ResNet50V2 transfer-learning recipe).
 - `finetune`: backbone, Flatten, BatchNorm, Dense 256, Dropout 0.5, Dense 128, Dropout 0.3, output;
   stage 1 trains the head (early stopping patience 10, up to 30 epochs), stage 2 unfreezes the
-  backbone at a tenth of the rate for up to 10 epochs (`training.finetune.StagedFinetuning`).
+  backbone at a tenth of the rate for up to 10 epochs (`training.image_fit.StagedFinetuning`).
+- `full_finetune`: not a published recipe but the current practice for small medical sets: the
+  whole network (batch norm included) trains from the first epoch; global average pooling,
+  dropout 0.2, linear head; AdamW (weight decay 0.01), the body at a tenth of the head's rate,
+  one warm-up epoch then a cosine decay, label smoothing 0.1, early stopping patience 8.
 """
 
 from __future__ import annotations
@@ -117,10 +121,17 @@ class _Features(nn.Module):
 
 
 def _network(
-    name: str, head: nn.Module, model: nn.Module, init: str, recipe: Recipe, **arch: Any
+    name: str,
+    head: nn.Module,
+    model: nn.Module,
+    init: str,
+    recipe: Recipe,
+    frozen: bool = True,
+    **arch: Any,
 ) -> ImageNetwork:
-    """The frozen-body network of a recipe; `arch` (num_classes, backbone, weights, size) is
-    what a bundle stores to rebuild it. Input is 3-channel: gray arrives as a broadcast."""
+    """The network of a recipe, its body frozen unless `frozen=False`; `arch` (num_classes,
+    backbone, weights, size) is what a bundle stores to rebuild it. Input is 3-channel: gray
+    arrives as a broadcast."""
     cfg = model.pretrained_cfg
     net = ImageNetwork(
         _Features(model),
@@ -133,8 +144,18 @@ def _network(
         std=tuple(cfg["std"]),
         init=init,
     )
-    net.freeze_body()
+    if frozen:
+        net.freeze_body()
     return net
+
+
+def _pooled_head(num_features: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        Dropout(0.2),
+        nn.Linear(num_features, num_classes),
+    )
 
 
 @register_model(
@@ -151,12 +172,7 @@ def transfer(
     size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
     model, init = create_backbone(backbone, weights)
-    head = nn.Sequential(
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        Dropout(0.2),
-        nn.Linear(model.num_features, num_classes),
-    )
+    head = _pooled_head(model.num_features, num_classes)
     recipe = Recipe(epochs=30, batch_size=32, lr=1e-3, patience=5, size=size, resize="pad")
     arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
     return _network("transfer", head, model, init, recipe, **arch)
@@ -195,3 +211,37 @@ def finetune(
     )
     arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
     return _network("finetune", head, model, init, recipe, **arch)
+
+
+@register_model(
+    "full_finetune",
+    family="pretrained",
+    modality="image",
+    description="Whole pretrained network trained from the start (BN included): average "
+    "pooling, dropout 0.2, linear head; AdamW, body at lr/10, warm-up + cosine, label "
+    "smoothing 0.1 (current practice, not a published recipe)",
+)
+def full_finetune(
+    num_classes: int = 3,
+    backbone: str = "tf_efficientnet_lite0",
+    weights: str = "imagenet",
+    size: int | Sequence[int] = 160,
+) -> ImageNetwork:
+    model, init = create_backbone(backbone, weights)
+    head = _pooled_head(model.num_features, num_classes)
+    recipe = Recipe(
+        epochs=20,
+        batch_size=32,
+        lr=1e-3,
+        patience=8,
+        size=size,
+        resize="pad",
+        weight_decay=0.01,
+        optimizer="adamw",
+        schedule="cosine",
+        warmup_epochs=1,
+        label_smoothing=0.1,
+        body_lr_factor=0.1,
+    )
+    arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
+    return _network("full_finetune", head, model, init, recipe, frozen=False, **arch)

@@ -31,6 +31,14 @@ class Recipe:
     weight_decay: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)
     """Fine-tuning stages after the first (e.g. unfreeze the backbone at a lower rate)."""
+    optimizer: str = "adam"
+    """adam (Keras' Adam, L2 weight decay) or adamw (decoupled weight decay)."""
+    schedule: str = "constant"
+    """constant, or cosine: linear warm-up for `warmup_epochs`, then cosine decay to 0."""
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    body_lr_factor: float = 1.0
+    """The body's learning rate as a fraction of the head's, where the body trains."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

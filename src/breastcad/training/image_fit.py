@@ -28,7 +28,7 @@ from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork
 from breastcad.training.augment import BatchAugment
 from breastcad.training.fit import make_trainer  # also quiets Lightning, skips the NVML probe
-from breastcad.training.image_module import ImageClassifier
+from breastcad.training.image_module import ImageClassifier, Optim
 
 
 @dataclass
@@ -44,6 +44,23 @@ class ImageFitSettings:
     progress: bool = True
     resume: bool = False
     stages: list[dict[str, Any]] | None = None
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    body_lr_factor: float = 1.0
+
+    def optim(self) -> Optim:
+        return Optim(
+            self.lr,
+            self.optimizer,
+            self.weight_decay,
+            self.schedule,
+            self.warmup_epochs,
+            self.label_smoothing,
+            self.body_lr_factor,
+        )
 
 
 class StagedFinetuning(BaseFinetuning):
@@ -131,7 +148,7 @@ def fit_image(
         weights = class_weights(dm.datasets["train"].targets, net.num_classes)
     module = ImageClassifier(
         net,
-        lr=settings.lr,
+        settings.optim(),
         positive=positive_index(dm.classes),
         class_weights=weights,
         augment=BatchAugment(settings.augment, settings.seed),

@@ -4,11 +4,18 @@ loss, accuracy, precision, recall and ROC AUC (the learning curves the published
 
 Precision and recall are those of the positive class for two classes and macro averages for
 more; AUC is macro one-vs-rest.
+
+The optimiser follows the network's recipe (`Optim`): Keras-style Adam at a constant rate for the
+published recipes; AdamW with the body at a lower rate than the head, a linear warm-up and a
+cosine decay (stepped every batch) for the full fine-tuning recipe.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -36,20 +43,46 @@ def _metrics(num_classes: int, positive: int) -> MetricCollection:
     )
 
 
+@dataclass(frozen=True)
+class Optim:
+    """How the weights are updated (the fields of `Recipe` of the same names)."""
+
+    lr: float
+    optimizer: str = "adam"  # adam | adamw
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    body_lr_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"unknown optimizer '{self.optimizer}' (adam, adamw)")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown schedule '{self.schedule}' (constant, cosine)")
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear from 1/warmup to 1 over `warmup` steps, then cosine to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 class ImageClassifier(L.LightningModule):
     """Trains `net`; `augment` maps a uint8 (N, H, W, C) batch to float (N, C, H, W) in [0, 1]."""
 
     def __init__(
         self,
         net: ImageNetwork,
-        lr: float,
+        optim: Optim,
         positive: int = 1,
         class_weights: torch.Tensor | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
-        self.net, self.lr, self.weight_decay = net, lr, weight_decay
+        self.net, self.optim, self.lr = net, optim, optim.lr
         self.positive, self.augment = positive, augment
         self.register_buffer("class_weights", class_weights)
         self.train_metrics = _metrics(net.num_classes, positive).clone(prefix="train_")
@@ -60,7 +93,9 @@ class ImageClassifier(L.LightningModule):
         return self.net(x)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, weight=self.class_weights)
+        return F.cross_entropy(
+            logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing
+        )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
@@ -98,6 +133,26 @@ class ImageClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("history", [])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, eps=1e-7, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        body = [p for p in self.net.body.parameters() if p.requires_grad]
+        rest = [
+            p
+            for n, p in self.net.named_parameters()
+            if p.requires_grad and not n.startswith("body.")
+        ]
+        groups = [{"params": rest, "lr": o.lr}]
+        if body:
+            groups.append({"params": body, "lr": o.lr * o.body_lr_factor})
+        if o.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        else:  # Keras' Adam (epsilon 1e-7), weight decay as an L2 term
+            optimizer = torch.optim.Adam(groups, lr=o.lr, eps=1e-7, weight_decay=o.weight_decay)
+        if o.schedule == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = o.warmup_epochs * total // max(1, self.trainer.max_epochs)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
