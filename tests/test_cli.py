@@ -38,6 +38,15 @@ def run_dir(tmp_path_factory):
     return out / "r"
 
 
+def strict_json(path):
+    """Parse as RFC 8259 JSON: NaN and Infinity are not JSON and fail here."""
+
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
@@ -70,7 +79,13 @@ def test_train_writes_a_complete_run_folder(run_dir):
         "bundles/cnn1d/weights.pt",
     ):
         assert (run_dir / name).is_file(), name
-    results = json.loads((run_dir / "results.json").read_text())
+    results = strict_json(run_dir / "results.json")
+    strict_json(run_dir / "metrics.json")
+    strict_json(run_dir / "bundles/logreg/bundle.json")
+    # a single split has no spread: written as null, not as NaN (which is not JSON)
+    assert (
+        results["protocols"]["published"]["models"]["logreg"]["summary"]["accuracy"]["sd"] is None
+    )
     assert results["run"]["seed"] == 0 and results["run"]["versions"]["torch"]
     assert results["data"]["n_samples"] == 569
     published = results["protocols"]["published"]["models"]["logreg"]

@@ -17,7 +17,7 @@ from typing import Any
 from breastcad.errors import BundleError
 from breastcad.models import get_spec
 from breastcad.models.estimators import SklearnTabular, TabularEstimator, TorchTabular
-from breastcad.runinfo import sha256_file
+from breastcad.runinfo import sha256_file, to_jsonable
 
 MANIFEST = "bundle.json"
 MANIFEST_SUM = "bundle.json.sha256"
@@ -92,7 +92,7 @@ def save_bundle(
         "files": sums,
         "files_digest": _digest(sums),
     }
-    (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=_json_default))
+    (folder / MANIFEST).write_text(json.dumps(to_jsonable(full), indent=2))
     (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
     return folder
 
@@ -185,7 +185,7 @@ def add_export(folder: Path, name: str, source: Path, record: dict[str, Any]) ->
     manifest = read_manifest(folder)
     shutil.copyfile(source, folder / name)
     manifest.setdefault("exports", {})[name] = {**record, "sha256": sha256_file(folder / name)}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+    (folder / MANIFEST).write_text(json.dumps(to_jsonable(manifest), indent=2))
     (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
 
 
@@ -206,11 +206,3 @@ def _digest(sums: dict[str, str]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to a bundle manifest")

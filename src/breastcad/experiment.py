@@ -37,7 +37,7 @@ from breastcad.evaluation.protocol import (
 )
 from breastcad.evaluation.report import write_report
 from breastcad.models import get_spec
-from breastcad.runinfo import run_info
+from breastcad.runinfo import run_info, to_jsonable
 
 
 def protocol_key(protocol: ProtocolConfig) -> str:
@@ -93,7 +93,7 @@ def run_experiment(cfg: RunConfig, out: Path, progress: bool = True) -> dict[str
         predictions += _prediction_rows(key, evaluations, data)
     pd.DataFrame(predictions).to_csv(out / "predictions.csv", index=False)
     results["bundles"] = _write_bundles(out, cfg, data, results, progress)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
     write_metrics(out, results)
     write_report(out)
     return results
@@ -116,7 +116,7 @@ def write_metrics(out: Path, results: dict[str, Any]) -> None:
         }
         for key, proto in results["protocols"].items()
     }
-    (out / "metrics.json").write_text(json.dumps(compact, indent=2, default=_jsonable))
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(compact), indent=2))
 
 
 def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             "prediction": [CLASS_NAMES[int(p >= predictor.threshold)] for p in proba],
         }
     ).to_csv(out / "predictions.csv", index=False)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
     write_metrics(out, results)
     write_report(out)
     return results
@@ -409,13 +409,3 @@ def _write_bundles(
 
 def _rel(out: Path, path: Path | None) -> str | None:
     return None if path is None else str(Path(path).relative_to(out))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

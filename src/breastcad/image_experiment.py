@@ -262,4 +262,4 @@ def _write_image_bundle(
         run=results["run"],
         intended_use="Research use only; not a medical device.",
     )
-    save_bundle(folder, ImageModel(net), to_jsonable(manifest))
+    save_bundle(folder, ImageModel(net), manifest)

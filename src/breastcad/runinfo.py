@@ -60,15 +60,18 @@ def sha256_file(path: Path) -> str:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars unwrapped, paths as text, NaN as null."""
+    """Plain JSON values (RFC 8259: no NaN or Infinity): numpy scalars and arrays unwrapped,
+    paths as text, NaN and infinities as null."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and np.isnan(value):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
         return None
     return value

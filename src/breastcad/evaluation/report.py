@@ -41,7 +41,8 @@ def _fmt(v: float | None) -> str:
 
 
 def _cell(s: dict[str, float]) -> str:
-    if math.isnan(s.get("ci_low", float("nan"))):
+    low = s.get("ci_low")
+    if low is None or math.isnan(low):  # NaN in memory, null once written as JSON
         return _fmt(s["mean"])
     return f"{_fmt(s['mean'])} ({_fmt(s['ci_low'])}-{_fmt(s['ci_high'])})"
 
