@@ -14,7 +14,7 @@ from breastcad.data.splits import (
     union_find,
 )
 from breastcad.errors import ConfigError, DataError
-from tests.data.conftest import blob_image
+from tests.data.conftest import blob_image, save
 
 
 def test_phash_is_stable_under_small_changes_and_separates_images():
@@ -55,6 +55,33 @@ def test_busi_audit_reports_corrupt_file_and_cross_class_duplicate(busi_tree, tm
         "plots/duplicates.png",
     ):
         assert (out / name).is_file(), name
+
+
+def test_audit_counts_colour_marks_per_class_and_ignores_gray_rgb_and_jpeg_noise(tmp_path):
+    from breastcad.data.audit import colour_fraction
+
+    root = tmp_path / "data"
+    for i in range(4):  # gray content stored as RGB (PNG) and as RGB JPEG: not marked
+        gray = blob_image(i, (64, 80))
+        save(root / "benign" / f"b{i}.png", np.stack([gray] * 3, axis=-1))
+        save(root / "benign" / f"j{i}.jpg", np.stack([gray] * 3, axis=-1))
+    for i in range(2):  # a red caliper cross drawn on a gray image
+        marked = np.stack([blob_image(10 + i, (64, 80))] * 3, axis=-1)
+        marked[30:33, 20:40] = marked[20:45, 29:31] = (255, 40, 40)
+        save(root / "malignant" / f"m{i}.png", marked)
+    save(root / "malignant" / "m9.png", blob_image(20, (64, 80)))  # 1-channel gray
+    result = audit(scan("folder", root), jobs=1, progress=False)
+    s = result.summary
+    assert s["colour_marked_images"] == 2 and s["colour_marked_by_class"] == {"malignant": 2}
+    assert all("malignant" in p for p in s["colour_marked_examples"])
+    fractions = result.records.set_index(result.records["path"].str.rsplit("/", n=1).str[-1])
+    assert fractions.loc["m0.png", "colour_fraction"] == pytest.approx(
+        (3 * 20 + 25 * 2 - 6) / (64 * 80)
+    )
+    assert fractions.loc["j0.jpg", "colour_fraction"] == 0.0
+    assert colour_fraction(blob_image(1, (8, 8))) == 0.0
+    report = (write_audit(result, tmp_path / "audit") / "report.md").read_text()
+    assert "colour marks" in report and "{'malignant': 2}" in report and "m0.png" in report
 
 
 def test_busi_split_keeps_duplicates_together_and_reloads(busi_tree, tmp_path):

@@ -1,5 +1,11 @@
 """Audit a manifest: unreadable files, sizes and modes, exact and near duplicates (and those
-whose labels disagree), class balance and samples per group.
+whose labels disagree), colour marks on grayscale modalities, class balance and samples per
+group.
+
+Colour marks: in ultrasound and mammography the image itself is gray, so pixels whose channels
+disagree are drawn on top (calipers, arrows, Doppler boxes, annotations). If they are more
+common in one class, a model can learn the marks instead of the anatomy; the audit counts
+them per class so that a shortcut is visible before training.
 
 Every image is decoded once, in parallel, with a progress bar. Exact duplicates share the
 sha1 of their decoded pixels; near duplicates are within `max_distance` bits of a 64-bit DCT
@@ -35,6 +41,22 @@ def phash(image: np.ndarray) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
+COLOUR_TOLERANCE = 24
+"""Channel spread (max - min, 0-255 scale) above which a pixel counts as coloured; JPEG chroma
+noise on gray images stays below it."""
+COLOUR_MIN_FRACTION = 1e-4
+"""Fraction of coloured pixels from which an image counts as colour-marked."""
+
+
+def colour_fraction(pixels: np.ndarray) -> float:
+    """Fraction of pixels whose channels differ by more than `COLOUR_TOLERANCE` (uint8)."""
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return 0.0
+    rgb = pixels[..., :3]
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    return float((spread > COLOUR_TOLERANCE).mean())
+
+
 def inspect_image(path: str) -> dict[str, Any]:
     """Decode one image and describe it; a bad file gives `readable=False` and the reason."""
     try:
@@ -53,6 +75,7 @@ def inspect_image(path: str) -> dict[str, Any]:
         "dtype": str(image.dtype),
         "exact_hash": hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest(),
         "phash": phash(image),
+        "colour_fraction": colour_fraction(pixels),
     }
 
 
@@ -140,6 +163,7 @@ def _summary(result: AuditResult) -> dict[str, Any]:
     common = shapes.index[0] if len(shapes) else None
     exact_groups = ok.groupby("exact_hash")["label"].agg(["size", "nunique"])
     per_group = rec.groupby("group_id").size()
+    marked = ok[ok["colour_fraction"] >= COLOUR_MIN_FRACTION]
     return {
         "dataset": result.manifest.dataset,
         "root": str(result.manifest.root),
@@ -165,6 +189,11 @@ def _summary(result: AuditResult) -> dict[str, Any]:
         "near_duplicate_pairs": len(pairs),
         "near_duplicate_pairs_across_labels": int(pairs["label_conflict"].sum()),
         "near_duplicate_pairs_across_groups": int((~pairs["same_group"]).sum()),
+        "colour_marked_images": len(marked),
+        "colour_marked_by_class": {
+            str(k): int(v) for k, v in marked["label"].value_counts().items()
+        },
+        "colour_marked_examples": marked["path"].head(20).tolist(),
         "groups": int(per_group.size),
         "samples_per_group": {
             "min": int(per_group.min()),
@@ -208,8 +237,24 @@ def audit_markdown(summary: dict[str, Any]) -> str:
         f"labels, {s['near_duplicate_pairs_across_groups']} across groups. Splits keep them "
         "together (see `breastcad data split`): all of them where the data has no patient ids, "
         "otherwise exact duplicates, since patients are then the unit of splitting.",
+        _colour_line(s),
         *[f"- adapter: {p}" for p in s["adapter_problems"][:20]],
         "",
     ]
     lines += [f"![{k}]({v})" for k, v in s.get("plots", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _colour_line(s: dict[str, Any]) -> str:
+    head = (
+        f"- colour marks (>= {COLOUR_MIN_FRACTION:.2%} of pixels with channels more than "
+        f"{COLOUR_TOLERANCE} apart): {s['colour_marked_images']} images"
+    )
+    if s["colour_marked_images"] > 0.5 * (s["n_samples"] - len(s["unreadable"])):
+        return head + "; most images are in colour (e.g. histopathology), so this says nothing."
+    return (
+        head + f", by class {s['colour_marked_by_class']}. On a grayscale modality these are "
+        "drawings on the image (calipers, arrows, Doppler boxes); where one class has more of "
+        "them, a model can learn the marks instead of the anatomy."
+        + "".join(f"\n  - `{p}`" for p in s["colour_marked_examples"])
+    )
