@@ -3,6 +3,11 @@
 validation, group-bootstrap CIs on test). Prints one table; every run folder keeps its report.
 
     .venv/bin/python benchmarks/bench_image_models.py [--only busi-finetune ...] [--out runs/bench]
+        [--seeds 0 1 2]
+
+`--seeds` repeats each run with other seeds (the seed draws the split, the initialisation of
+new layers, the batches and the augmentation): the spread between seeds is how far one run's
+figure can be trusted. Seed 0 runs are named as before, others get `-seedN`.
 
 Accuracy, balanced accuracy, sensitivity and specificity are at the operating point chosen on
 validation (sensitivity >= 0.95 for the positive class); "accuracy (argmax)" is the plain
@@ -90,13 +95,17 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA}")
     rows = []
-    for name in args.only:
+    runs = [(n, s, n if s == 0 else f"{n}-seed{s}") for n in args.only for s in args.seeds]
+    for config, seed, name in runs:
         out = args.out / name
-        cfg = ImageRunConfig.model_validate({**CONFIGS[name], "train": {"progress": args.progress}})
+        cfg = ImageRunConfig.model_validate(
+            {**CONFIGS[config], "seed": seed, "train": {"progress": args.progress}}
+        )
         start = time.perf_counter()
         if (out / "results.json").is_file():
             results = json.loads((out / "results.json").read_text())
@@ -143,7 +152,7 @@ def main() -> None:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")
-    busi = [name for name in args.only if name.startswith("busi")]
+    busi = [name for _, _, name in runs if name.startswith("busi")]
     if busi:
         print(
             "\n| BUSI run | test images with a near duplicate in train/val | argmax accuracy on "
