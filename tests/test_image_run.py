@@ -139,3 +139,28 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert bad_model.exit_code == 2 and "sampling" in bad_model.output
     no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
     assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
+
+
+def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp_path):
+    """The whole network trains (batch norm statistics included); the bundle must carry those
+    statistics, so the Predictor reproduces the run's own test probabilities."""
+    out = tmp_path / "ff"
+    result = runner.invoke(
+        app,
+        [
+            "train-image",
+            *("--dataset", "folder", "--root", str(two_class_tree)),
+            *("--model", "full_finetune", "--param", "weights=random", "--size", "32"),
+            *("--epochs", "2", "--batch-size", "16", "--out", str(out), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["recipe"]["optimizer"] == "adamw"
+    assert results["training"]["settings"]["schedule"] == "cosine"
+    measured = pd.read_csv(out / "predictions.csv")
+    again = Predictor.from_bundle(out / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)

@@ -22,7 +22,9 @@ from breastcad.cli import (
 def train_image(
     dataset: Annotated[str, typer.Option(help="Dataset layout (see `breastcad data sources`).")],
     root: Annotated[Path, typer.Option(help="The dataset folder (or .npz file).")],
-    model: Annotated[str, typer.Option(help="idc_cnn, mammo_cnn, transfer or finetune.")],
+    model: Annotated[
+        str, typer.Option(help="idc_cnn, mammo_cnn, transfer, finetune or full_finetune.")
+    ],
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/image"),
     config: Annotated[
         Path | None, typer.Option(help="A saved config.yaml; the options below override it.")
