@@ -113,12 +113,7 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
         progress=t.progress,
         resume=t.resume,
         stages=stages or None,
-        optimizer=r.optimizer,
-        weight_decay=r.weight_decay,
-        schedule=r.schedule,
-        warmup_epochs=r.warmup_epochs,
-        label_smoothing=r.label_smoothing,
-        body_lr_factor=r.body_lr_factor,
+        **r.optim_settings(),
     )
 
 

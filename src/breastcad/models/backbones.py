@@ -24,9 +24,8 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -122,23 +121,31 @@ class _Features(nn.Module):
 
 def _network(
     name: str,
-    head: nn.Module,
-    model: nn.Module,
-    init: str,
+    make_head: Callable[[int, int], nn.Module],
     recipe: Recipe,
+    num_classes: int,
+    backbone: str,
+    weights: str,
+    size: int | Sequence[int],
     frozen: bool = True,
-    **arch: Any,
 ) -> ImageNetwork:
-    """The network of a recipe, its body frozen unless `frozen=False`; `arch` (num_classes,
-    backbone, weights, size) is what a bundle stores to rebuild it. Input is 3-channel: gray
-    arrives as a broadcast."""
+    """A recipe's network: the backbone, `make_head(num_features, num_classes)`, the body
+    frozen unless `frozen=False`. `arch` (num_classes, backbone, weights, size) is what a
+    bundle stores to rebuild it. Input is 3-channel: gray arrives as a broadcast."""
+    model, init = create_backbone(backbone, weights)
     cfg = model.pretrained_cfg
     net = ImageNetwork(
         _Features(model),
-        head,
-        num_classes=arch["num_classes"],
+        make_head(model.num_features, num_classes),
+        num_classes=num_classes,
         in_chans=3,
-        arch={"name": name, **arch},
+        arch={
+            "name": name,
+            "num_classes": num_classes,
+            "backbone": backbone,
+            "weights": weights,
+            "size": size,
+        },
         recipe=recipe,
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
@@ -171,11 +178,8 @@ def transfer(
     weights: str = "imagenet",
     size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
-    model, init = create_backbone(backbone, weights)
-    head = _pooled_head(model.num_features, num_classes)
     recipe = Recipe(epochs=30, batch_size=32, lr=1e-3, patience=5, size=size, resize="pad")
-    arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
-    return _network("transfer", head, model, init, recipe, **arch)
+    return _network("transfer", _pooled_head, recipe, num_classes, backbone, weights, size)
 
 
 @register_model(
@@ -191,26 +195,27 @@ def finetune(
     weights: str = "imagenet",
     size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
-    model, init = create_backbone(backbone, weights)
     height, width = as_hw(size)
-    flat = model.num_features * -(-height // 32) * -(-width // 32)
-    head = nn.Sequential(
-        nn.Flatten(),
-        nn.BatchNorm1d(flat),
-        nn.Linear(flat, 256),
-        nn.ReLU(inplace=True),
-        Dropout(0.5),
-        nn.Linear(256, 128),
-        nn.ReLU(inplace=True),
-        Dropout(0.3),
-        nn.Linear(128, num_classes),
-    )
+
+    def head(num_features: int, num_classes: int) -> nn.Module:
+        flat = num_features * -(-height // 32) * -(-width // 32)
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.BatchNorm1d(flat),
+            nn.Linear(flat, 256),
+            nn.ReLU(inplace=True),
+            Dropout(0.5),
+            nn.Linear(256, 128),
+            nn.ReLU(inplace=True),
+            Dropout(0.3),
+            nn.Linear(128, num_classes),
+        )
+
     stages = [{"after_epochs": 30, "head_patience": 10, "epochs": 10, "lr_factor": 0.1}]
     recipe = Recipe(
         epochs=40, batch_size=32, lr=1e-3, patience=10, size=size, resize="pad", stages=stages
     )
-    arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
-    return _network("finetune", head, model, init, recipe, **arch)
+    return _network("finetune", head, recipe, num_classes, backbone, weights, size)
 
 
 @register_model(
@@ -227,8 +232,6 @@ def full_finetune(
     weights: str = "imagenet",
     size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
-    model, init = create_backbone(backbone, weights)
-    head = _pooled_head(model.num_features, num_classes)
     recipe = Recipe(
         epochs=20,
         batch_size=32,
@@ -243,5 +246,6 @@ def full_finetune(
         label_smoothing=0.1,
         body_lr_factor=0.1,
     )
-    arch = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "size": size}
-    return _network("full_finetune", head, model, init, recipe, frozen=False, **arch)
+    return _network(
+        "full_finetune", _pooled_head, recipe, num_classes, backbone, weights, size, frozen=False
+    )

@@ -43,6 +43,11 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def optim_settings(self) -> dict[str, Any]:
+        """How the weights are updated, as keyword arguments of `ImageFitSettings`."""
+        keys = ("optimizer", "weight_decay", "schedule", "warmup_epochs", "label_smoothing")
+        return {k: getattr(self, k) for k in (*keys, "body_lr_factor")}
+
 
 class ImageNetwork(nn.Module):
     """input -> body (feature maps) -> head (logits)."""
