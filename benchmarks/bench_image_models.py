@@ -31,11 +31,15 @@ from breastcad.image_experiment import run_image_experiment
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def run(dataset: str, model: str, size: int | None = None, **data) -> dict:
-    """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size."""
+def run(
+    dataset: str, model: str, size: int | None = None, epochs: int | None = None, **data
+) -> dict:
+    """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
+    the epochs allowed (default: the recipe's)."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
     if size is not None:
         cfg["model_params"] = {"size": size}
+    cfg["train"] = {"epochs": epochs}
     return cfg
 
 
@@ -45,6 +49,7 @@ CONFIGS: dict[str, dict] = {
     "busi-finetune": run("busi", "finetune"),
     "busi-transfer": run("busi", "transfer"),
     "busi-transfer-224": run("busi", "transfer", 224),
+    "busi-transfer-224-60ep": run("busi", "transfer", 224, epochs=60),
     "busi-finetune-224": run("busi", "finetune", 224),
     "busi-full_finetune": run("busi", "full_finetune"),
     "busi-full_finetune-224": run("busi", "full_finetune", 224),
@@ -104,7 +109,11 @@ def main() -> None:
     for config, seed, name in runs:
         out = args.out / name
         cfg = ImageRunConfig.model_validate(
-            {**CONFIGS[config], "seed": seed, "train": {"progress": args.progress}}
+            {
+                **CONFIGS[config],
+                "seed": seed,
+                "train": {**CONFIGS[config]["train"], "progress": args.progress},
+            }
         )
         start = time.perf_counter()
         if (out / "results.json").is_file():
