@@ -158,7 +158,7 @@ def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["model"]["recipe"]["optimizer"] == "adamw"
-    assert results["training"]["settings"]["schedule"] == "cosine"
+    assert results["training"]["settings"]["optim"]["schedule"] == "cosine"
     measured = pd.read_csv(out / "predictions.csv")
     again = Predictor.from_bundle(out / "bundle").predict_paths(
         measured["path"].tolist(), progress=False

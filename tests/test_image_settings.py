@@ -20,13 +20,14 @@ def test_recipe_defaults_and_overrides():
     idc = create_model("idc_cnn")
     plain = _fit_settings(_cfg(), idc, "histopathology")
     assert plain.stages is None and plain.patience == 5 and plain.augment == "histo"
-    assert plain.optimizer == "adam" and plain.schedule == "constant"  # the published Keras Adam
+    assert plain.optim["optimizer"] == "adam" and plain.optim["schedule"] == "constant"  # Keras
 
 
 def test_full_finetune_recipe_reaches_the_optimiser():
     net = create_model("full_finetune", num_classes=3, weights="random", size=32)
     s = _fit_settings(_cfg(), net, "ultrasound")
-    assert (s.optimizer, s.schedule, s.warmup_epochs) == ("adamw", "cosine", 1)
-    assert (s.label_smoothing, s.body_lr_factor, s.weight_decay) == (0.1, 0.1, 0.01)
+    o = s.optim
+    assert (o["optimizer"], o["schedule"], o["warmup_epochs"]) == ("adamw", "cosine", 1)
+    assert (o["label_smoothing"], o["body_lr_factor"], o["weight_decay"]) == (0.1, 0.1, 0.01)
     assert s.stages is None and s.patience == 8 and s.epochs == 20
     assert not net.body_frozen and net.train().body.training  # batch norm trains too

@@ -113,7 +113,7 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
         progress=t.progress,
         resume=t.resume,
         stages=stages or None,
-        **r.optim_settings(),
+        optim=r.optim_settings(),
     )
 
 

@@ -52,7 +52,7 @@ def test_full_finetune_trains_body_and_batch_norm_with_a_decaying_rate(tmp_path)
     assert all(p.requires_grad for p in net.parameters())
     conv = net.body.model.conv_stem.weight.detach().clone()
     bn = net.body.model.bn1.running_mean.clone()
-    settings = ImageFitSettings(epochs=3, lr=1e-3, progress=False, **r.optim_settings())
+    settings = ImageFitSettings(epochs=3, lr=1e-3, progress=False, optim=r.optim_settings())
     history, info = fit_image(net, dm, settings, tmp_path / "run")
     assert len(history) == 3 and info["stage_switch_epoch"] is None
     assert not torch.equal(net.body.model.conv_stem.weight, conv)  # the body trained

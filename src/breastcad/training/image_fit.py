@@ -8,7 +8,7 @@ and fine-tuning state included). At the end the best weights are loaded into the
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +44,8 @@ class ImageFitSettings:
     progress: bool = True
     resume: bool = False
     stages: list[dict[str, Any]] | None = None
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    body_lr_factor: float = 1.0
-
-    def optim(self) -> Optim:
-        return Optim(
-            self.lr,
-            self.optimizer,
-            self.weight_decay,
-            self.schedule,
-            self.warmup_epochs,
-            self.label_smoothing,
-            self.body_lr_factor,
-        )
+    optim: dict[str, Any] = field(default_factory=dict)
+    """`Optim`'s fields other than `lr` (from `Recipe.optim_settings`); empty: Keras' Adam."""
 
 
 class StagedFinetuning(BaseFinetuning):
@@ -148,7 +133,7 @@ def fit_image(
         weights = class_weights(dm.datasets["train"].targets, net.num_classes)
     module = ImageClassifier(
         net,
-        settings.optim(),
+        Optim(settings.lr, **settings.optim),
         positive=positive_index(dm.classes),
         class_weights=weights,
         augment=BatchAugment(settings.augment, settings.seed),
