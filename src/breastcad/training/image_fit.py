@@ -95,7 +95,7 @@ class StagedFinetuning(BaseFinetuning):
             if self.best_state is not None:
                 pl_module.net.head.load_state_dict(self.best_state)
             pl_module.net.unfreeze_body()
-            lr = pl_module.lr * self.lr_factor
+            lr = pl_module.optim.lr * self.lr_factor
             self.unfreeze_and_add_param_group(pl_module.net.body, optimizer, lr=lr, train_bn=False)
             pl_module.net.unfreeze_body()  # keep batch norm frozen after Lightning's helper
             self.switch_at = epoch

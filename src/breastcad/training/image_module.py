@@ -82,7 +82,7 @@ class ImageClassifier(L.LightningModule):
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self.net, self.optim, self.lr = net, optim, optim.lr
+        self.net, self.optim = net, optim
         self.positive, self.augment = positive, augment
         self.register_buffer("class_weights", class_weights)
         self.train_metrics = _metrics(net.num_classes, positive).clone(prefix="train_")
@@ -135,12 +135,10 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.optim
-        body = [p for p in self.net.body.parameters() if p.requires_grad]
-        rest = [
-            p
-            for n, p in self.net.named_parameters()
-            if p.requires_grad and not n.startswith("body.")
-        ]
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        in_body = {id(p) for p in self.net.body.parameters()}
+        body = [p for p in trainable if id(p) in in_body]
+        rest = [p for p in trainable if id(p) not in in_body]
         groups = [{"params": rest, "lr": o.lr}]
         if body:
             groups.append({"params": body, "lr": o.lr * o.body_lr_factor})
