@@ -92,9 +92,14 @@ def save_bundle(
         "files": sums,
         "files_digest": _digest(sums),
     }
-    (folder / MANIFEST).write_text(json.dumps(to_jsonable(full), indent=2))
-    (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
+    _write_manifest(folder, full)
     return folder
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """The manifest as strict JSON, and its checksum file."""
+    (folder / MANIFEST).write_text(json.dumps(to_jsonable(manifest), indent=2))
+    (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
 
 
 def image_manifest(
@@ -185,8 +190,7 @@ def add_export(folder: Path, name: str, source: Path, record: dict[str, Any]) ->
     manifest = read_manifest(folder)
     shutil.copyfile(source, folder / name)
     manifest.setdefault("exports", {})[name] = {**record, "sha256": sha256_file(folder / name)}
-    (folder / MANIFEST).write_text(json.dumps(to_jsonable(manifest), indent=2))
-    (folder / MANIFEST_SUM).write_text(sha256_file(folder / MANIFEST) + "  " + MANIFEST + "\n")
+    _write_manifest(folder, manifest)
 
 
 def load_bundle(folder: Path) -> Bundle:
