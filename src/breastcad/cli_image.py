@@ -23,7 +23,8 @@ def train_image(
     dataset: Annotated[str, typer.Option(help="Dataset layout (see `breastcad data sources`).")],
     root: Annotated[Path, typer.Option(help="The dataset folder (or .npz file).")],
     model: Annotated[
-        str, typer.Option(help="idc_cnn, mammo_cnn, transfer, finetune or full_finetune.")
+        str,
+        typer.Option(help="idc_cnn, mammo_cnn, transfer, finetune, full_finetune or lesion_map."),
     ],
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/image"),
     config: Annotated[

@@ -23,9 +23,11 @@ import torch
 from breastcad.bundle import ImageModel, image_manifest, save_bundle
 from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
+from breastcad.data.lesions import UNKNOWN, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
 from breastcad.data.splits import save_split, split_dataset, train_val_test
+from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
     decide,
@@ -117,6 +119,34 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
     )
 
 
+def _lesion_masks(
+    net: ImageNetwork,
+    manifest: Manifest,
+    preprocess: PreprocessConfig,
+    positive: int,
+    progress: bool,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Lesion masks for a lesion-supervised network (else None) and what they hold."""
+    if not net.recipe.lesion_masks:
+        return None, {}
+    if positive != 1:
+        raise ConfigError(
+            f"{net.arch['name']} needs the lesion class second; classes are {manifest.classes}"
+        )
+    masks, problems = lesion_masks(manifest, preprocess, manifest.classes[positive], progress)
+    lesion_class = (manifest.frame["label"] == manifest.classes[positive]).to_numpy()
+    unknown = (masks == UNKNOWN).all(axis=(1, 2))
+    return masks, {
+        "source": "mini-MIAS Info.txt centres and radii"
+        if "lesions" in manifest.frame.columns
+        else "mask images",
+        "annotated": int((lesion_class & ~unknown).sum()),
+        "not_annotated": int(unknown.sum()),
+        "used_in": "training loss only (cells of the last feature map); never at prediction",
+        "problems": problems,
+    }
+
+
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +168,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         resize=net.recipe.resize,
         channels=1 if modality in GRAY_MODALITIES else "auto",
     )
+    masks, lesions = _lesion_masks(net, manifest, preprocess, positive, progress)
     dm = ImageDataModule(
         manifest,
         partition.fillna("").to_numpy(),
@@ -148,6 +179,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         jobs=cfg.train.jobs,
         seed=cfg.seed,
         progress=progress,
+        masks=masks,
     )
     settings = _fit_settings(cfg, net, modality)
     history, fit_info = fit_image(net, dm, settings, out)
@@ -190,7 +222,8 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             "classes": classes,
             "positive": classes[positive],
             "counts": dm.counts(),
-            "problems": manifest.problems + dm.problems,
+            "problems": manifest.problems + dm.problems + lesions.pop("problems", []),
+            **({"lesion_masks": lesions} if lesions else {}),
             "split": split_settings,
             "preprocessing": {**dm.cache.settings, **net.preprocessing},
             "cache": str(dm.cache.path),

@@ -2,8 +2,9 @@
 
 A batch is `(pixels, targets)`: pixels uint8 N x H x W x C straight from the cache (the network's
 input adapter converts, normalises and broadcasts gray to 3 channels where a backbone needs it;
-see `breastcad.models.inputs`), targets int64 class indices in `manifest.classes` order. Rows the
-cache could not decode are left out and listed in `problems` with their file names.
+see `breastcad.models.inputs`), targets int64 class indices in `manifest.classes` order; with
+lesion masks, training batches add them as a third element. Rows the cache could not decode
+are left out and listed in `problems` with their file names.
 
 Example:
     >>> dm = ImageDataModule(manifest, split["partition"], PreprocessConfig(size=50), batch_size=35)
@@ -31,25 +32,36 @@ Sampling = Literal["none", "oversample", "undersample"]
 
 
 class CachedImages(Dataset):
-    """Rows `rows` of a cache with integer `targets`; `__getitems__` reads a batch in one go."""
+    """Rows `rows` of a cache with integer `targets`; `__getitems__` reads a batch in one go.
+    With `masks` (one lesion mask per cache row, `breastcad.data.lesions`) a batch is
+    `(pixels, targets, masks)`."""
 
-    def __init__(self, cache: ImageCache, rows: np.ndarray, targets: np.ndarray) -> None:
+    def __init__(
+        self,
+        cache: ImageCache,
+        rows: np.ndarray,
+        targets: np.ndarray,
+        masks: np.ndarray | None = None,
+    ) -> None:
         self.cache, self.rows, self.targets = cache, np.asarray(rows), np.asarray(targets)
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(part[0] for part in self.__getitems__([i]))
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
         idx = np.sort(np.asarray(indices))  # ascending rows: sequential reads from the map
         pixels = self.cache.pixels[self.rows[idx]]
-        return torch.from_numpy(pixels), torch.from_numpy(self.targets[idx])
+        batch = (torch.from_numpy(pixels), torch.from_numpy(self.targets[idx]))
+        if self.masks is None:
+            return batch
+        return (*batch, torch.from_numpy(self.masks[self.rows[idx]]))
 
 
-def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch  # `__getitems__` already returns the batch
 
 
@@ -93,6 +105,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         progress: bool = True,
+        masks: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.manifest, self.preprocess = manifest, preprocess
@@ -101,6 +114,11 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"{len(self.partition)} partitions for {len(manifest)} manifest rows")
         self.batch_size, self.sampling, self.cache_dir = batch_size, sampling, cache_dir
         self.jobs, self.num_workers, self.seed, self.progress = jobs, num_workers, seed, progress
+        if masks is not None and len(masks) != len(manifest):
+            raise DataError(f"{len(masks)} lesion masks for {len(manifest)} manifest rows")
+        self.masks = masks
+        """Lesion masks per manifest row; training batches then carry them (validation and
+        test batches never do: evaluation sees images only, as a user's images come)."""
         self.cache: ImageCache | None = None
         self.datasets: dict[str, CachedImages] = {}
 
@@ -124,7 +142,8 @@ class ImageDataModule(L.LightningDataModule):
         for name in ("train", "val", "test"):
             rows = np.flatnonzero((self.partition == name) & self.cache.readable)
             if len(rows):
-                self.datasets[name] = CachedImages(self.cache, rows, targets[rows])
+                masks = self.masks if name == "train" else None
+                self.datasets[name] = CachedImages(self.cache, rows, targets[rows], masks)
 
     def _loader(self, name: str, sampler: Sampler[int]) -> DataLoader:
         batches = BatchSampler(sampler, self.batch_size, drop_last=False)

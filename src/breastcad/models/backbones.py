@@ -19,6 +19,13 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
   whole network (batch norm included) trains from the first epoch; global average pooling,
   dropout 0.2, linear head; AdamW (weight decay 0.01), the body at a tenth of the head's rate,
   one warm-up epoch then a cosine decay, label smoothing 0.1, early stopping patience 8.
+- `lesion_map`: not a published recipe; for two classes where the positive one has a visible
+  lesion and the data says where (mini-MIAS centres and radii, BUSI masks). The whole network
+  trains as in `full_finetune`, but the head scores every cell of the last feature map (a 1x1
+  convolution) and the image's logit is its highest cell score; training adds a loss on the
+  cells themselves, lesion cells positive and all others negative (`LesionMapHead`). The
+  whole-image mammogram then needs no lesion to be found from one label per image, which 150
+  training images cannot teach; prediction needs no annotation.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from breastcad.data.imaging import as_hw
+from breastcad.data.lesions import LESION, UNKNOWN
 from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
@@ -248,4 +257,88 @@ def full_finetune(
     )
     return _network(
         "full_finetune", _pooled_head, recipe, num_classes, backbone, weights, size, frozen=False
+    )
+
+
+class LesionMapHead(nn.Module):
+    """Dropout 0.2 and a 1x1 convolution: a lesion score for every cell of the feature map
+    (`score_map`, N x h x w); the image's logits are (0, its highest cell score), so P(positive)
+    is the sigmoid of the most suspicious place. `supervised` also returns the cell loss
+    against lesion masks, weighted by `lesion_weight`."""
+
+    def __init__(self, num_features: int, num_classes: int, lesion_weight: float = 1.0) -> None:
+        super().__init__()
+        if num_classes != 2:
+            raise ConfigError(
+                f"lesion_map scores one lesion class against the rest: 2 classes, not "
+                f"{num_classes} (the second class, e.g. 'abnormal', is the lesion class)"
+            )
+        self.dropout = nn.Dropout(0.2)
+        self.score = nn.Conv2d(num_features, 1, 1)
+        self.lesion_weight = lesion_weight
+
+    def score_map(self, features: torch.Tensor) -> torch.Tensor:
+        return self.score(self.dropout(features))[:, 0]
+
+    @staticmethod
+    def pool(scores: torch.Tensor) -> torch.Tensor:
+        top = scores.amax(dim=(1, 2))
+        return torch.stack([torch.zeros_like(top), top], dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.score_map(features))
+
+    def supervised(
+        self, features: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the weighted cell loss: binary cross-entropy per cell (a cell is a lesion
+        cell when any of its pixels is), the mean over lesion cells and the mean over the other
+        cells counting equally; images whose lesion is not annotated are left out."""
+        scores = self.score_map(features)
+        return self.pool(scores), self.lesion_weight * cell_loss(scores, masks)
+
+
+def cell_loss(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Balanced cell-level cross-entropy of `scores` (N x h x w logits) against `masks` (N x H x
+    W, `LESION` / 0 / `UNKNOWN`), masks max-pooled to the score map's cells."""
+    size = scores.shape[-2:]
+    target = F.adaptive_max_pool2d((masks == LESION).float()[:, None], size)[:, 0]
+    known = ~(masks == UNKNOWN).flatten(1).any(dim=1)
+    losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")[known]
+    target = target[known]
+    parts = [losses[target == v].mean() for v in (1.0, 0.0) if (target == v).any()]
+    return torch.stack(parts).mean() if parts else scores.sum() * 0.0
+
+
+@register_model(
+    "lesion_map",
+    family="pretrained",
+    modality="image",
+    description="Whole pretrained network, 1x1-convolution lesion score per feature-map cell, "
+    "image logit = highest cell; trained with a cell loss from lesion annotations (mini-MIAS "
+    "centres, BUSI masks) besides the image label (not a published recipe)",
+)
+def lesion_map(
+    num_classes: int = 2,
+    backbone: str = "tf_efficientnet_lite0",
+    weights: str = "imagenet",
+    size: int | Sequence[int] = 384,
+) -> ImageNetwork:
+    recipe = Recipe(
+        epochs=20,
+        batch_size=16,
+        lr=1e-3,
+        patience=8,
+        size=size,
+        resize="pad",
+        weight_decay=0.01,
+        optimizer="adamw",
+        schedule="cosine",
+        warmup_epochs=1,
+        label_smoothing=0.1,
+        body_lr_factor=0.1,
+        lesion_masks=True,
+    )
+    return _network(
+        "lesion_map", LesionMapHead, recipe, num_classes, backbone, weights, size, frozen=False
     )

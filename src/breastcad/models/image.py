@@ -39,6 +39,8 @@ class Recipe:
     label_smoothing: float = 0.0
     body_lr_factor: float = 1.0
     """The body's learning rate as a fraction of the head's, where the body trains."""
+    lesion_masks: bool = False
+    """Trains on lesion masks besides labels (the head has `supervised(features, masks)`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

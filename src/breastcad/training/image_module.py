@@ -97,15 +97,24 @@ class ImageClassifier(L.LightningModule):
             logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing
         )
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        x, y = batch
-        if self.augment is not None:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int):
+        """A batch is (pixels, targets) or, for a lesion-supervised network, (pixels,
+        targets, lesion masks): its head then adds the cell loss (`supervised`)."""
+        x, y = batch[:2]
+        masks = batch[2] if len(batch) > 2 else None
+        if self.augment is not None and masks is not None:
+            x, masks = self.augment(x, masks)
+        elif self.augment is not None:
             x = self.augment(x)
-        logits = self(x)
+        if masks is None:
+            logits, extra = self(x), 0.0
+        else:
+            logits, extra = self.net.head.supervised(self.net.forward_features(x), masks)
+            self.log("train_lesion_loss", extra, on_step=False, on_epoch=True, batch_size=len(y))
         loss = self._loss(logits, y)
         self.train_metrics.update(logits.detach().softmax(-1), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss + self.net.regularization()
+        return loss + extra + self.net.regularization()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -1,0 +1,98 @@
+"""Where the lesions are: per-image masks in the network's input geometry, from the annotations a
+dataset ships (mini-MIAS abnormality centres and radii in `Info.txt`; BUSI's mask images).
+
+A mask is uint8 height x width: `LESION` (1) inside a lesion, 0 outside, `UNKNOWN` (255)
+everywhere for an image of the lesion class whose lesion is not annotated (3 mini-MIAS images),
+so a loss can leave it out instead of calling its lesion background. Images of other classes
+have no lesion: all 0. Masks are drawn at the image's own size and then resized exactly like its
+pixels (`imaging.resize`, the same 'pad' / 'crop' / 'stretch'), so they stay aligned.
+
+mini-MIAS coordinates count rows from the bottom of the 1024 x 1024 image (the `Info.txt`
+convention): row = 1024 - y.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from breastcad.config import PreprocessConfig
+from breastcad.data.imaging import as_hw, read_image, resize
+from breastcad.data.manifest import Manifest
+from breastcad.errors import ConfigError, DataError
+
+LESION, UNKNOWN = 1, 255
+MIAS_SIDE = 1024
+
+
+def has_lesion_annotations(manifest: Manifest) -> bool:
+    frame = manifest.frame
+    columns = [c for c in ("lesions", "masks") if c in frame.columns]
+    return any((frame[c].fillna("") != "").any() for c in columns)
+
+
+def circles(text: str) -> list[tuple[float, float, float]]:
+    """'CALC:x,y,rR;CIRC:...' (the mini-MIAS manifest column) -> [(row, col, radius)]."""
+    out = []
+    for item in filter(None, str(text).split(";")):
+        xy, radius = item.split(":")[-1].split(",r")
+        x, y = (float(v) for v in xy.split(","))
+        out.append((MIAS_SIDE - y, x, float(radius)))
+    return out
+
+
+def draw_circles(shape: tuple[int, int], items: list[tuple[float, float, float]]) -> np.ndarray:
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, dtype=np.uint8)
+    for r, c, radius in items:
+        mask[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = LESION
+    return mask
+
+
+def _native_mask(row: dict, positive_label: str) -> np.ndarray | None:
+    """The mask at the image's own size (an empty 1 x 1 one for other classes); None when an
+    image of the lesion class has no annotation."""
+    if row["label"] != positive_label:
+        return np.zeros((1, 1), np.uint8)
+    if row.get("lesions"):
+        return draw_circles((MIAS_SIDE, MIAS_SIDE), circles(row["lesions"]))
+    if row.get("masks"):
+        parts = [read_image(p) for p in str(row["masks"]).split(";")]
+        union = np.zeros(parts[0].shape[:2], dtype=bool)
+        for part in parts:
+            union |= (part if part.ndim == 2 else part.max(axis=2)) > 0
+        return union.astype(np.uint8) * LESION
+    return None
+
+
+def lesion_masks(
+    manifest: Manifest,
+    preprocess: PreprocessConfig,
+    positive_label: str,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """Masks of every manifest row (N x height x width uint8) in the geometry of the cache that
+    `preprocess` builds, and 'path: problem' for mask files that could not be read (their
+    images count as not annotated). Rows of the other classes are all 0 (no lesion); rows of
+    the lesion class without an annotation are all `UNKNOWN`."""
+    if not has_lesion_annotations(manifest):
+        raise ConfigError(
+            f"{manifest.dataset}: no lesion annotations (mini-MIAS Info.txt coordinates or BUSI "
+            "mask images); a lesion-supervised model cannot train on it"
+        )
+    height, width = as_hw(preprocess.size)
+    out = np.zeros((len(manifest), height, width), dtype=np.uint8)
+    problems = []
+    rows = manifest.frame.to_dict("records")
+    for i, row in enumerate(tqdm(rows, desc="lesion masks", unit="img", disable=not progress)):
+        try:
+            native = _native_mask(row, positive_label)
+        except DataError as exc:
+            native = None
+            problems.append(f"{row['path']}: its lesion mask is unreadable ({exc})")
+        if native is None:
+            out[i] = UNKNOWN
+        elif native.any():
+            resized = resize(native.astype(np.float32), (height, width), preprocess.resize)
+            out[i] = (resized >= 0.5).astype(np.uint8) * LESION
+    return out, problems
