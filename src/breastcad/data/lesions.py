@@ -7,13 +7,14 @@ so a loss can leave it out instead of calling its lesion background. Images of o
 have no lesion: all 0. Masks are drawn at the image's own size and then resized exactly like its
 pixels (`imaging.resize`, the same 'pad' / 'crop' / 'stretch'), so they stay aligned.
 
-mini-MIAS coordinates count rows from the bottom of the 1024 x 1024 image (the `Info.txt`
-convention): row = 1024 - y.
+mini-MIAS coordinates count rows from the bottom of the image (the `Info.txt` convention):
+row = height - y (height 1024 in mini-MIAS; read from the file's header).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from breastcad.config import PreprocessConfig
@@ -22,7 +23,6 @@ from breastcad.data.manifest import Manifest
 from breastcad.errors import ConfigError, DataError
 
 LESION, UNKNOWN = 1, 255
-MIAS_SIDE = 1024
 
 
 def has_lesion_annotations(manifest: Manifest) -> bool:
@@ -31,14 +31,24 @@ def has_lesion_annotations(manifest: Manifest) -> bool:
     return any((frame[c].fillna("") != "").any() for c in columns)
 
 
-def circles(text: str) -> list[tuple[float, float, float]]:
-    """'CALC:x,y,rR;CIRC:...' (the mini-MIAS manifest column) -> [(row, col, radius)]."""
+def circles(text: str, height: int) -> list[tuple[float, float, float]]:
+    """'CALC:x,y,rR;CIRC:...' (the mini-MIAS manifest column) -> [(row, col, radius)], rows
+    counted from the top of an image `height` pixels high."""
     out = []
     for item in filter(None, str(text).split(";")):
         xy, radius = item.split(":")[-1].split(",r")
         x, y = (float(v) for v in xy.split(","))
-        out.append((MIAS_SIDE - y, x, float(radius)))
+        out.append((height - y, x, float(radius)))
     return out
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the image file's header, without decoding its pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read the image size ({exc.__class__.__name__})", path) from exc
 
 
 def draw_circles(shape: tuple[int, int], items: list[tuple[float, float, float]]) -> np.ndarray:
@@ -55,7 +65,8 @@ def _native_mask(row: dict, positive_label: str) -> np.ndarray | None:
     if row["label"] != positive_label:
         return np.zeros((1, 1), np.uint8)
     if row.get("lesions"):
-        return draw_circles((MIAS_SIDE, MIAS_SIDE), circles(row["lesions"]))
+        height, width = _image_size(row["path"])
+        return draw_circles((height, width), circles(row["lesions"], height))
     if row.get("masks"):
         parts = [read_image(p) for p in str(row["masks"]).split(";")]
         union = np.zeros(parts[0].shape[:2], dtype=bool)
@@ -89,7 +100,7 @@ def lesion_masks(
             native = _native_mask(row, positive_label)
         except DataError as exc:
             native = None
-            problems.append(f"{row['path']}: its lesion mask is unreadable ({exc})")
+            problems.append(f"{row['path']}: lesion annotation unusable ({exc})")
         if native is None:
             out[i] = UNKNOWN
         elif native.any():
