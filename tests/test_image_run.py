@@ -2,6 +2,7 @@
 bundle, predict on a folder with a corrupt file, evaluate on data never seen in training."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -164,3 +165,51 @@ def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+
+
+def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
+    """mini-MIAS layout: the run records which lesions it trained on; its bundle needs no
+    annotation to reproduce the run's test probabilities. Data without annotations, or with
+    three classes, is refused with a clear message."""
+    root = tmp_path / "mias"
+    lines = []
+    for i in range(1, 25):
+        img = blob_image(i, (64, 64))
+        lines.append(f"mdb{i:03d} G CIRC B 30 30 8" if i % 3 == 0 else f"mdb{i:03d} G NORM")
+        save(root / f"mdb{i:03d}.png", img)
+    lines.append("mdb024 G ARCH M")  # a second abnormality of mdb024 without coordinates
+    (root / "Info.txt").write_text("\n".join(lines) + "\n")
+
+    def train(dataset, data_root, out):
+        return runner.invoke(
+            app,
+            [
+                "train-image",
+                *("--dataset", dataset, "--root", str(data_root), "--model", "lesion_map"),
+                *("--param", "weights=random", "--size", "64", "--epochs", "1"),
+                *("--batch-size", "8", "--out", str(out), "--quiet"),
+            ],
+            env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+        )
+
+    result = train("mini-mias", root, tmp_path / "lm")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "lm" / "results.json").read_text())
+    lesions = results["data"]["lesion_masks"]
+    assert lesions["annotated"] == 8 and lesions["not_annotated"] == 0
+    assert "train_lesion_loss" in results["training"]["history"][0]
+    measured = pd.read_csv(tmp_path / "lm" / "predictions.csv")
+    again = Predictor.from_bundle(tmp_path / "lm" / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_abnormal"], measured["p_abnormal"], atol=1e-5)
+
+    folder = tmp_path / "plain"
+    for k, label in enumerate(("benign", "malignant", "normal")):
+        for i in range(12):
+            save(folder / label / f"{i}.png", blob_image(100 * k + i, (32, 32)))
+    three = train("folder", folder, tmp_path / "three")
+    assert three.exit_code == 2 and "2 classes" in three.output
+    shutil.rmtree(folder / "normal")
+    plain = train("folder", folder, tmp_path / "plain_run")
+    assert plain.exit_code == 2 and "no lesion annotations" in plain.output
