@@ -198,6 +198,9 @@ def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     lesions = results["data"]["lesion_masks"]
     assert lesions["annotated"] == 8 and lesions["not_annotated"] == 0
     assert "train_lesion_loss" in results["training"]["history"][0]
+    where = results["test"]["localisation"]
+    assert where["images"] == results["test"]["n"] and where["cells_per_image"] == "2 x 2"
+    assert "Lesion localisation" in (tmp_path / "lm" / "report.md").read_text()
     measured = pd.read_csv(tmp_path / "lm" / "predictions.csv")
     again = Predictor.from_bundle(tmp_path / "lm" / "bundle").predict_paths(
         measured["path"].tolist(), progress=False

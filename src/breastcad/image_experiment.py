@@ -37,6 +37,7 @@ from breastcad.evaluation.classification import (
 from breastcad.evaluation.image_evaluation import (
     evaluate_predictions,
     evaluation_plots,
+    lesion_localisation,
     predict_logits,
     write_predictions,
 )
@@ -205,6 +206,10 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         cfg.bootstrap,
         cfg.seed,
     )
+    if masks is not None:  # annotations of the test images judge where the model looks
+        evaluation["localisation"] = lesion_localisation(
+            net, dm.cache.pixels[test_rows], masks[test_rows]
+        )
     probs = softmax(test_logits, temperature)
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)

@@ -8,6 +8,7 @@ from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.lesions import UNKNOWN, lesion_masks
 from breastcad.data.sources import scan
 from breastcad.errors import ConfigError
+from breastcad.evaluation.image_evaluation import lesion_localisation
 from breastcad.models import create_model
 from breastcad.models.backbones import LesionMapHead, cell_loss
 from breastcad.training.image_fit import ImageFitSettings, fit_image
@@ -91,6 +92,11 @@ def test_lesion_map_learns_where_the_lesion_is(tmp_path):
     best = scores.flatten(1).argmax(dim=1)
     found = [bool(cells[r].flatten()[best[r]]) for r in abnormal_rows]
     assert np.mean(found) >= 0.6, found  # the highest cell holds part of the lesion (chance ~0.1)
+    where = lesion_localisation(net, dm.cache.pixels, masks, batch_size=5)  # what runs report
+    assert where["images"] == 32 and where["images_with_lesion"] == 16
+    assert where["cell_auc"] == pytest.approx(cell_auc, abs=1e-6)
+    assert where["top_cell_on_lesion"] == sum(found)
+    assert where["random_cell_rate"] == pytest.approx(float(cells[abnormal_rows].mean()), abs=1e-6)
     top = scores.amax(dim=(1, 2))
     abnormal = [i in abnormal_rows for i in range(32)]
     assert roc_auc_score(abnormal, top.numpy()) > 0.9

@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
 from breastcad.config import PreprocessConfig
+from breastcad.data.lesions import LESION, UNKNOWN
 from breastcad.data.sources import MODALITY, scan
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
@@ -37,6 +39,42 @@ def predict_logits(net: ImageNetwork, loader) -> tuple[np.ndarray, np.ndarray]:
             logits.append(net(x).float().numpy())
             ys.append(y.numpy())
     return np.concatenate(logits), np.concatenate(ys)
+
+
+def lesion_localisation(
+    net: ImageNetwork, pixels: np.ndarray, masks: np.ndarray, batch_size: int = 16
+) -> dict[str, Any]:
+    """Where a lesion-supervised network (`lesion_map`) looks, against the annotations of
+    held-out images: the ROC AUC of its cell scores for lesion cells against the other cells
+    (all annotated images), and how often its highest cell, the one that sets P(positive), lies
+    on the lesion in images that have one (with the rate a random cell would reach)."""
+    net.eval()
+    scores = []
+    with torch.inference_mode():
+        for start in range(0, len(pixels), batch_size):
+            x = torch.from_numpy(np.array(pixels[start : start + batch_size]))
+            scores.append(net.head.score_map(net.forward_features(x)).float())
+    cells = torch.cat(scores)
+    lesion = torch.nn.functional.adaptive_max_pool2d(
+        torch.from_numpy(masks == LESION).float()[:, None], cells.shape[-2:]
+    )[:, 0].bool()
+    known = torch.from_numpy(~(masks == UNKNOWN).all(axis=(1, 2)))
+    with_lesion = known & lesion.flatten(1).any(dim=1)
+    top = cells.flatten(1).argmax(dim=1)
+    hits = lesion.flatten(1)[with_lesion, top[with_lesion]]
+    labels, values = lesion[known].flatten().numpy(), cells[known].flatten().numpy()
+    both_kinds = 0 < labels.sum() < len(labels)
+    return {
+        "images": int(known.sum()),
+        "images_with_lesion": int(with_lesion.sum()),
+        "cells_per_image": f"{cells.shape[1]} x {cells.shape[2]}",
+        "cell_auc": float(roc_auc_score(labels, values)) if both_kinds else None,
+        "top_cell_on_lesion": int(hits.sum()),
+        "top_cell_on_lesion_rate": float(hits.float().mean()) if len(hits) else None,
+        "random_cell_rate": float(lesion.flatten(1)[with_lesion].float().mean(dim=1).mean())
+        if with_lesion.any()
+        else None,
+    }
 
 
 def evaluate_predictions(

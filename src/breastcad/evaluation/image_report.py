@@ -106,6 +106,21 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
             ),
         ),
     ]
+    where = test.get("localisation")
+    if where:
+        blocks.append(Block("h3", "Lesion localisation (annotated test images)"))
+        blocks.append(
+            Block(
+                "p",
+                f"Cell scores ({where['cells_per_image']} cells per image) rank lesion cells "
+                f"above the others with ROC AUC {_f(where['cell_auc'])} over "
+                f"{where['images']} annotated images; the highest cell, which sets "
+                f"P({data['positive']}), lies on the lesion in {where['top_cell_on_lesion']} "
+                f"of {where['images_with_lesion']} images with one (a random cell would: "
+                f"{_f(where['random_cell_rate'])}). The annotations are used for this check "
+                "and the training loss only, never for prediction.",
+            )
+        )
     group = test.get("group_level")
     if group:
         blocks.append(Block("h3", f"Patient level ({group['kind']})"))
