@@ -53,6 +53,7 @@ CONFIGS: dict[str, dict] = {
     "busi-finetune-224": run("busi", "finetune", 224),
     "busi-full_finetune": run("busi", "full_finetune"),
     "busi-full_finetune-224": run("busi", "full_finetune", 224),
+    "busi-lesion_map-224": run("busi", "lesion_map", 224),
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
     "busi-transfer-random-split": run("busi", "transfer", duplicate_distance=None),

@@ -169,8 +169,8 @@ def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp
 
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     """mini-MIAS layout: the run records which lesions it trained on; its bundle needs no
-    annotation to reproduce the run's test probabilities. Data without annotations, or with
-    three classes, is refused with a clear message."""
+    annotation to reproduce the run's test probabilities. Data without annotations, or
+    without a class free of lesions, is refused with a clear message."""
     root = tmp_path / "mias"
     lines = []
     for i in range(1, 25):
@@ -197,6 +197,7 @@ def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     results = json.loads((tmp_path / "lm" / "results.json").read_text())
     lesions = results["data"]["lesion_masks"]
     assert lesions["annotated"] == 8 and lesions["not_annotated"] == 0
+    assert lesions["background_class"] == "normal" and results["model"]["arch"]["background"] == 0
     assert "train_lesion_loss" in results["training"]["history"][0]
     where = results["test"]["localisation"]
     assert where["images"] == results["test"]["n"] and where["cells_per_image"] == "2 x 2"
@@ -208,11 +209,11 @@ def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     assert np.allclose(again["p_abnormal"], measured["p_abnormal"], atol=1e-5)
 
     folder = tmp_path / "plain"
-    for k, label in enumerate(("benign", "malignant", "normal")):
+    for k, label in enumerate(("benign", "malignant", "other")):
         for i in range(12):
             save(folder / label / f"{i}.png", blob_image(100 * k + i, (32, 32)))
     three = train("folder", folder, tmp_path / "three")
-    assert three.exit_code == 2 and "2 classes" in three.output
-    shutil.rmtree(folder / "normal")
+    assert three.exit_code == 2 and "without lesions" in three.output
+    shutil.rmtree(folder / "other")
     plain = train("folder", folder, tmp_path / "plain_run")
     assert plain.exit_code == 2 and "no lesion annotations" in plain.output

@@ -12,6 +12,7 @@ the official training part for early stopping, calibration and the operating poi
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from breastcad.data.lesions import UNKNOWN, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
 from breastcad.data.splits import save_split, split_dataset, train_val_test
-from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
     decide,
@@ -44,7 +44,9 @@ from breastcad.evaluation.image_evaluation import (
 from breastcad.evaluation.metrics import choose_threshold
 from breastcad.evaluation.plots import class_balance
 from breastcad.models import create_model
+from breastcad.models.backbones import lesion_background
 from breastcad.models.image import ImageNetwork
+from breastcad.models.registry import get_spec
 from breastcad.runinfo import run_info, to_jsonable
 from breastcad.training.augment import MODALITY_AUGMENT
 from breastcad.training.image_fit import ImageFitSettings, fit_image, positive_index
@@ -121,31 +123,35 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
 
 
 def _lesion_masks(
-    net: ImageNetwork,
-    manifest: Manifest,
-    preprocess: PreprocessConfig,
-    positive: int,
-    progress: bool,
+    net: ImageNetwork, manifest: Manifest, preprocess: PreprocessConfig, progress: bool
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Lesion masks for a lesion-supervised network (else None) and what they hold."""
     if not net.recipe.lesion_masks:
         return None, {}
-    if positive != 1:
-        raise ConfigError(
-            f"{net.arch['name']} needs the lesion class second; classes are {manifest.classes}"
-        )
-    masks, problems = lesion_masks(manifest, preprocess, manifest.classes[positive], progress)
-    lesion_class = (manifest.frame["label"] == manifest.classes[positive]).to_numpy()
+    background = manifest.classes[net.arch["background"]]
+    masks, problems = lesion_masks(manifest, preprocess, background, progress)
+    with_lesion = (manifest.frame["label"] != background).to_numpy()
     unknown = (masks == UNKNOWN).all(axis=(1, 2))
     return masks, {
         "source": "mini-MIAS Info.txt centres and radii"
         if "lesions" in manifest.frame.columns
         else "mask images",
-        "annotated": int((lesion_class & ~unknown).sum()),
+        "background_class": background,
+        "annotated": int((with_lesion & ~unknown).sum()),
         "not_annotated": int(unknown.sum()),
-        "used_in": "training loss only (cells of the last feature map); never at prediction",
+        "used_in": "training loss and the test localisation check; never at prediction",
         "problems": problems,
     }
+
+
+def _model_params(cfg: ImageRunConfig, classes: list[str], positive: int) -> dict[str, Any]:
+    """The run's model parameters; a lesion-supervised model also learns which class has no
+    lesions (`background`), unless the run names it."""
+    params = dict(cfg.model_params)
+    factory = get_spec(cfg.model).factory
+    if "background" in inspect.signature(factory).parameters and "background" not in params:
+        params["background"] = lesion_background(classes, positive)
+    return params
 
 
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
@@ -163,13 +169,13 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     )
     classes, positive = manifest.classes, positive_index(manifest.classes)
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.model, num_classes=len(classes), **cfg.model_params)
+    net = create_model(cfg.model, num_classes=len(classes), **_model_params(cfg, classes, positive))
     preprocess = cfg.preprocess or PreprocessConfig(
         size=net.recipe.size,
         resize=net.recipe.resize,
         channels=1 if modality in GRAY_MODALITIES else "auto",
     )
-    masks, lesions = _lesion_masks(net, manifest, preprocess, positive, progress)
+    masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
     dm = ImageDataModule(
         manifest,
         partition.fillna("").to_numpy(),

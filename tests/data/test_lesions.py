@@ -40,7 +40,7 @@ def test_masks_follow_the_cache_geometry(tmp_path, size):
     """Wherever padding puts the image, the mask covers the disc the image shows."""
     manifest = _mias(tmp_path, [("mdb001", (50, 60, 12)), ("mdb002", ()), ("mdb003", None)])
     pre = PreprocessConfig(size=size, channels=1)
-    masks, problems = lesion_masks(manifest, pre, "abnormal", progress=False)
+    masks, problems = lesion_masks(manifest, pre, "normal", progress=False)
     pixels = ImageCache.build(manifest, pre, tmp_path / "cache", progress=False).pixels[..., 0]
     labels = manifest.frame["label"].tolist()
     assert labels == ["abnormal", "normal", "abnormal"] and not problems
@@ -51,7 +51,7 @@ def test_masks_follow_the_cache_geometry(tmp_path, size):
     assert (masks[2] == UNKNOWN).all()  # abnormal without coordinates: unknown, not "none"
 
 
-def test_mask_images_union_and_only_for_the_lesion_class(tmp_path):
+def test_mask_images_union_and_none_for_the_background_class(tmp_path):
     a = np.zeros((20, 20), np.uint8)
     a[2:6, 2:6] = 255
     b = np.zeros((20, 20), np.uint8)
@@ -73,9 +73,9 @@ def test_mask_images_union_and_only_for_the_lesion_class(tmp_path):
         }
     )
     manifest = Manifest(frame, tmp_path, ["benign", "malignant"])
-    masks, problems = lesion_masks(manifest, PreprocessConfig(size=20), "malignant", False)
+    masks, problems = lesion_masks(manifest, PreprocessConfig(size=20), "benign", False)
     assert masks[0].sum() == 32 and masks[0][3, 3] == masks[0][12, 12] == LESION
-    assert (masks[1] == 0).all()  # a benign lesion is not the malignant class's lesion
+    assert (masks[1] == 0).all()  # the background class ('benign' here) has no lesion
     assert (masks[2] == UNKNOWN).all()
     assert len(problems) == 1 and "broken_mask.png" in problems[0]
 
@@ -85,4 +85,4 @@ def test_data_without_annotations_is_refused(tmp_path):
     save(tmp_path / "b" / "y.png", np.zeros((8, 8), np.uint8))
     manifest = scan("folder", tmp_path)
     with pytest.raises(ConfigError, match="no lesion annotations"):
-        lesion_masks(manifest, PreprocessConfig(size=8), "b", progress=False)
+        lesion_masks(manifest, PreprocessConfig(size=8), "a", progress=False)

@@ -10,7 +10,7 @@ from breastcad.data.sources import scan
 from breastcad.errors import ConfigError
 from breastcad.evaluation.image_evaluation import lesion_localisation
 from breastcad.models import create_model
-from breastcad.models.backbones import LesionMapHead, cell_loss
+from breastcad.models.backbones import LesionMapHead, cell_loss, lesion_background
 from breastcad.training.image_fit import ImageFitSettings, fit_image
 from tests.data.conftest import save
 
@@ -23,17 +23,37 @@ def _one_lesion_cell():
     return scores, masks
 
 
+def _binary(scores):
+    """Two-class cell logits: the background (class 0) at 0, the lesion class's score."""
+    return torch.stack([torch.zeros_like(scores), scores], dim=1)
+
+
 def test_cell_loss_rewards_the_right_cell_and_ignores_unknown_images():
     scores, masks = _one_lesion_cell()
-    assert cell_loss(scores, masks) < 0.01
-    assert cell_loss(-scores, masks) > 5.0
+    abnormal = torch.tensor([1])
+    assert cell_loss(_binary(scores), masks, abnormal, 0) < 0.01
+    assert cell_loss(_binary(-scores), masks, abnormal, 0) > 5.0
     unknown = torch.full((1, 16, 16), UNKNOWN, dtype=torch.uint8)
-    both = cell_loss(torch.cat([scores, -scores]), torch.cat([masks, unknown]))
-    assert both == pytest.approx(float(cell_loss(scores, masks)))
+    both = cell_loss(
+        _binary(torch.cat([scores, -scores])), torch.cat([masks, unknown]), torch.tensor([1, 1]), 0
+    )
+    assert both == pytest.approx(float(cell_loss(_binary(scores), masks, abnormal, 0)))
     # the one lesion cell weighs as much as the fifteen others together
-    flat = torch.zeros((1, 4, 4))
-    assert cell_loss(flat, masks) == pytest.approx(np.log(2), rel=1e-5)
-    assert float(cell_loss(flat, unknown)) == 0.0
+    flat = _binary(torch.zeros((1, 4, 4)))
+    assert cell_loss(flat, masks, abnormal, 0) == pytest.approx(np.log(2), rel=1e-5)
+    assert float(cell_loss(flat, unknown, abnormal, 0)) == 0.0
+
+
+def test_cell_loss_labels_lesion_cells_with_their_image_class():
+    """Three classes, background 'normal' last (BUSI's order): the lesion cell of a malignant
+    image must say malignant, not benign; the other cells normal."""
+    _, masks = _one_lesion_cell()
+    cells = torch.zeros((1, 3, 4, 4))
+    cells[0, 2] = 6.0  # normal everywhere...
+    cells[0, 2, 1, 2], cells[0, 1, 1, 2] = 0.0, 6.0  # ...but malignant on the lesion
+    malignant, benign = torch.tensor([1]), torch.tensor([0])
+    assert cell_loss(cells, masks, malignant, 2) < 0.01
+    assert cell_loss(cells, masks, benign, 2) > 2.0
 
 
 def test_head_scores_cells_and_takes_the_highest():
@@ -42,8 +62,18 @@ def test_head_scores_cells_and_takes_the_highest():
     logits = head(features)
     assert logits.shape == (3, 2) and (logits[:, 0] == 0).all()
     assert torch.allclose(logits[:, 1], head.score_map(features).amax(dim=(1, 2)))
-    with pytest.raises(ConfigError, match="2 classes"):
-        LesionMapHead(8, 3)
+    three = LesionMapHead(8, 3, background=2).eval()
+    logits = three(features)
+    assert logits.shape == (3, 3) and (logits[:, 2] == 0).all()
+    assert torch.allclose(logits[:, :2], three.score(features).amax(dim=(2, 3)))
+    for classes, background in ((1, 0), (3, 3)):
+        with pytest.raises(ConfigError, match="background"):
+            LesionMapHead(8, classes, background=background)
+    assert lesion_background(["benign", "malignant", "normal"], 1) == 2
+    assert lesion_background(["normal", "abnormal"], 1) == 0
+    assert lesion_background(["benign", "malignant"], 1) == 0
+    with pytest.raises(ConfigError, match="without lesions"):
+        lesion_background(["a", "b", "c"], 2)
 
 
 @pytest.mark.slow
@@ -69,8 +99,8 @@ def test_lesion_map_learns_where_the_lesion_is(tmp_path):
     (tmp_path / "mias" / "Info.txt").write_text("\n".join(lines) + "\n")
     manifest = scan("mini-mias", tmp_path / "mias")
     pre = PreprocessConfig(size=128, channels=1)
-    masks, _ = lesion_masks(manifest, pre, "abnormal", progress=False)
-    partition = np.where(np.arange(32) % 8 == 0, "val", "train")
+    masks, _ = lesion_masks(manifest, pre, "normal", progress=False)
+    partition = ["train"] * 32  # no validation part: the last epoch's weights are kept
     dm = ImageDataModule(
         manifest, partition, pre, 4, cache_dir=tmp_path / "cache", progress=False, masks=masks
     )

@@ -2,10 +2,11 @@
 dataset ships (mini-MIAS abnormality centres and radii in `Info.txt`; BUSI's mask images).
 
 A mask is uint8 height x width: `LESION` (1) inside a lesion, 0 outside, `UNKNOWN` (255)
-everywhere for an image of the lesion class whose lesion is not annotated (3 mini-MIAS images),
-so a loss can leave it out instead of calling its lesion background. Images of other classes
-have no lesion: all 0. Masks are drawn at the image's own size and then resized exactly like its
-pixels (`imaging.resize`, the same 'pad' / 'crop' / 'stretch'), so they stay aligned.
+everywhere for an image whose lesion is not annotated (3 abnormal mini-MIAS images), so a loss
+can leave it out instead of calling its lesion background. Images of the background class (the
+one without lesions: 'normal') are all 0. Masks are drawn at the image's own size and then
+resized exactly like its pixels (`imaging.resize`, the same 'pad' / 'crop' / 'stretch'), so
+they stay aligned.
 
 mini-MIAS coordinates count rows from the bottom of the image (the `Info.txt` convention):
 row = height - y (height 1024 in mini-MIAS; read from the file's header).
@@ -59,10 +60,10 @@ def draw_circles(shape: tuple[int, int], items: list[tuple[float, float, float]]
     return mask
 
 
-def _native_mask(row: dict, positive_label: str) -> np.ndarray | None:
-    """The mask at the image's own size (an empty 1 x 1 one for other classes); None when an
-    image of the lesion class has no annotation."""
-    if row["label"] != positive_label:
+def _native_mask(row: dict, background_label: str) -> np.ndarray | None:
+    """The mask at the image's own size (an empty 1 x 1 one for the background class); None
+    when an image with a lesion has no annotation."""
+    if row["label"] == background_label:
         return np.zeros((1, 1), np.uint8)
     if row.get("lesions"):
         height, width = _image_size(row["path"])
@@ -79,13 +80,13 @@ def _native_mask(row: dict, positive_label: str) -> np.ndarray | None:
 def lesion_masks(
     manifest: Manifest,
     preprocess: PreprocessConfig,
-    positive_label: str,
+    background_label: str,
     progress: bool = True,
 ) -> tuple[np.ndarray, list[str]]:
     """Masks of every manifest row (N x height x width uint8) in the geometry of the cache that
     `preprocess` builds, and 'path: problem' for mask files that could not be read (their
-    images count as not annotated). Rows of the other classes are all 0 (no lesion); rows of
-    the lesion class without an annotation are all `UNKNOWN`."""
+    images count as not annotated). Rows of `background_label` are all 0 (no lesion); other
+    rows without an annotation are all `UNKNOWN`."""
     if not has_lesion_annotations(manifest):
         raise ConfigError(
             f"{manifest.dataset}: no lesion annotations (mini-MIAS Info.txt coordinates or BUSI "
@@ -97,7 +98,7 @@ def lesion_masks(
     rows = manifest.frame.to_dict("records")
     for i, row in enumerate(tqdm(rows, desc="lesion masks", unit="img", disable=not progress)):
         try:
-            native = _native_mask(row, positive_label)
+            native = _native_mask(row, background_label)
         except DataError as exc:
             native = None
             problems.append(f"{row['path']}: lesion annotation unusable ({exc})")

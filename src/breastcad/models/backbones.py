@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,10 +139,12 @@ def _network(
     weights: str,
     size: int | Sequence[int],
     frozen: bool = True,
+    **arch: Any,
 ) -> ImageNetwork:
     """A recipe's network: the backbone, `make_head(num_features, num_classes)`, the body
-    frozen unless `frozen=False`. `arch` (num_classes, backbone, weights, size) is what a
-    bundle stores to rebuild it. Input is 3-channel: gray arrives as a broadcast."""
+    frozen unless `frozen=False`. `arch` (num_classes, backbone, weights, size and the
+    recipe's own parameters) is what a bundle stores to rebuild it. Input is 3-channel: gray
+    arrives as a broadcast."""
     model, init = create_backbone(backbone, weights)
     cfg = model.pretrained_cfg
     net = ImageNetwork(
@@ -154,6 +158,7 @@ def _network(
             "backbone": backbone,
             "weights": weights,
             "size": size,
+            **arch,
         },
         recipe=recipe,
         mean=tuple(cfg["mean"]),
@@ -261,60 +266,91 @@ def full_finetune(
 
 
 class LesionMapHead(nn.Module):
-    """Dropout 0.2 and a 1x1 convolution: a lesion score for every cell of the feature map
-    (`score_map`, N x h x w); the image's logits are (0, its highest cell score), so P(positive)
-    is the sigmoid of the most suspicious place. `supervised` also returns the cell loss
-    against lesion masks, weighted by `lesion_weight`."""
+    """Dropout 0.2 and a 1x1 convolution: for every cell of the feature map, a logit per
+    lesion class against the `background` class (the class without lesions, e.g. 'normal',
+    whose logit is 0). The image's logit for a lesion class is its highest cell; the
+    background's stays 0, so with two classes P(lesion class) is the sigmoid of the most
+    suspicious place. `supervised` also returns the cell loss against lesion masks, weighted
+    by `lesion_weight`."""
 
-    def __init__(self, num_features: int, num_classes: int, lesion_weight: float = 1.0) -> None:
+    def __init__(
+        self, num_features: int, num_classes: int, background: int = 0, lesion_weight: float = 1.0
+    ) -> None:
         super().__init__()
-        if num_classes != 2:
+        if num_classes < 2 or not 0 <= background < num_classes:
             raise ConfigError(
-                f"lesion_map scores one lesion class against the rest: 2 classes, not "
-                f"{num_classes} (the second class, e.g. 'abnormal', is the lesion class)"
+                f"lesion_map needs 2 or more classes and a background class among them (the "
+                f"class without lesions), not {num_classes} classes with background {background}"
             )
+        self.background, self.lesion_weight = background, lesion_weight
         self.dropout = nn.Dropout(0.2)
-        self.score = nn.Conv2d(num_features, 1, 1)
-        self.lesion_weight = lesion_weight
+        self.score = nn.Conv2d(num_features, num_classes - 1, 1)
+
+    def cell_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """N x classes x h x w: the lesion classes' scores with the background's 0 in place."""
+        scores = self.score(self.dropout(features))
+        zero = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
+        b = self.background
+        return torch.cat([scores[:, :b], zero, scores[:, b:]], dim=1)
 
     def score_map(self, features: torch.Tensor) -> torch.Tensor:
-        return self.score(self.dropout(features))[:, 0]
+        """N x h x w: how much each cell looks like any lesion (the highest lesion score)."""
+        scores = self.score(self.dropout(features))
+        return scores.amax(dim=1)
 
-    @staticmethod
-    def pool(scores: torch.Tensor) -> torch.Tensor:
-        top = scores.amax(dim=(1, 2))
-        return torch.stack([torch.zeros_like(top), top], dim=1)
+    def pool(self, cells: torch.Tensor) -> torch.Tensor:
+        return cells.amax(dim=(2, 3))  # the background's 0 everywhere stays 0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.score_map(features))
+        return self.pool(self.cell_logits(features))
 
     def supervised(
-        self, features: torch.Tensor, masks: torch.Tensor
+        self, features: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the weighted cell loss: binary cross-entropy per cell (a cell is a lesion
-        cell when any of its pixels is), the mean over lesion cells and the mean over the other
-        cells counting equally; images whose lesion is not annotated are left out."""
-        scores = self.score_map(features)
-        return self.pool(scores), self.lesion_weight * cell_loss(scores, masks)
+        """Logits and the weighted cell loss: cross-entropy per cell, a lesion cell (any of its
+        pixels in the lesion) labelled with its image's class and every other cell with the
+        background class; the mean over lesion cells and the mean over the other cells count
+        equally; images whose lesion is not annotated are left out."""
+        cells = self.cell_logits(features)
+        loss = cell_loss(cells, masks, targets, self.background)
+        return self.pool(cells), self.lesion_weight * loss
 
 
-def cell_loss(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Balanced cell-level cross-entropy of `scores` (N x h x w logits) against `masks` (N x H x
-    W, `LESION` / 0 / `UNKNOWN`), masks max-pooled to the score map's cells."""
-    size = scores.shape[-2:]
-    target = F.adaptive_max_pool2d((masks == LESION).float()[:, None], size)[:, 0]
+def cell_loss(
+    cells: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, background: int
+) -> torch.Tensor:
+    """Balanced cell-level cross-entropy of `cells` (N x classes x h x w logits) against
+    `masks` (N x H x W, `LESION` / 0 / `UNKNOWN`, max-pooled to the cells) and the images'
+    classes `targets`."""
+    lesion = F.adaptive_max_pool2d((masks == LESION).float()[:, None], cells.shape[-2:])[:, 0]
+    lesion = lesion.bool()
+    wanted = torch.where(
+        lesion, targets[:, None, None], torch.full_like(targets, background)[:, None, None]
+    )
     known = ~(masks == UNKNOWN).flatten(1).any(dim=1)
-    losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")[known]
-    target = target[known]
-    parts = [losses[target == v].mean() for v in (1.0, 0.0) if (target == v).any()]
-    return torch.stack(parts).mean() if parts else scores.sum() * 0.0
+    losses = F.cross_entropy(cells, wanted, reduction="none")[known]
+    lesion = lesion[known]
+    parts = [losses[kind].mean() for kind in (lesion, ~lesion) if kind.any()]
+    return torch.stack(parts).mean() if parts else cells.sum() * 0.0
+
+
+def lesion_background(classes: Sequence[str], positive: int) -> int:
+    """The class without lesions: 'normal' where there is one, else (two classes) the class
+    that is not the positive one."""
+    if "normal" in classes:
+        return list(classes).index("normal")
+    if len(classes) == 2:
+        return 1 - positive
+    raise ConfigError(
+        f"lesion_map needs a class without lesions ('normal', or two classes); got {classes}"
+    )
 
 
 @register_model(
     "lesion_map",
     family="pretrained",
     modality="image",
-    description="Whole pretrained network, 1x1-convolution lesion score per feature-map cell, "
+    description="Whole pretrained network, 1x1-convolution lesion scores per feature-map cell, "
     "image logit = highest cell; trained with a cell loss from lesion annotations (mini-MIAS "
     "centres, BUSI masks) besides the image label (not a published recipe)",
 )
@@ -323,6 +359,7 @@ def lesion_map(
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
     size: int | Sequence[int] = 384,
+    background: int = 0,
 ) -> ImageNetwork:
     recipe = Recipe(
         epochs=20,
@@ -339,6 +376,15 @@ def lesion_map(
         body_lr_factor=0.1,
         lesion_masks=True,
     )
+    head = partial(LesionMapHead, background=background)
     return _network(
-        "lesion_map", LesionMapHead, recipe, num_classes, backbone, weights, size, frozen=False
+        "lesion_map",
+        head,
+        recipe,
+        num_classes,
+        backbone,
+        weights,
+        size,
+        frozen=False,
+        background=background,
     )

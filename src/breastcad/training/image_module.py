@@ -109,7 +109,7 @@ class ImageClassifier(L.LightningModule):
         if masks is None:
             logits, extra = self(x), 0.0
         else:
-            logits, extra = self.net.head.supervised(self.net.forward_features(x), masks)
+            logits, extra = self.net.head.supervised(self.net.forward_features(x), masks, y)
             self.log("train_lesion_loss", extra, on_step=False, on_epoch=True, batch_size=len(y))
         loss = self._loss(logits, y)
         self.train_metrics.update(logits.detach().softmax(-1), y)
