@@ -19,13 +19,14 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
   whole network (batch norm included) trains from the first epoch; global average pooling,
   dropout 0.2, linear head; AdamW (weight decay 0.01), the body at a tenth of the head's rate,
   one warm-up epoch then a cosine decay, label smoothing 0.1, early stopping patience 8.
-- `lesion_map`: not a published recipe; for two classes where the positive one has a visible
-  lesion and the data says where (mini-MIAS centres and radii, BUSI masks). The whole network
-  trains as in `full_finetune`, but the head scores every cell of the last feature map (a 1x1
-  convolution) and the image's logit is its highest cell score; training adds a loss on the
-  cells themselves, lesion cells positive and all others negative (`LesionMapHead`). The
-  whole-image mammogram then needs no lesion to be found from one label per image, which 150
-  training images cannot teach; prediction needs no annotation.
+- `lesion_map`: not a published recipe; for data that says where the lesions are (mini-MIAS
+  centres and radii, BUSI masks) and has one class without lesions ('normal'). The whole
+  network trains as in `full_finetune`, but the head scores every cell of the last feature map
+  for each lesion class (a 1x1 convolution) and the image's logit for a class is its highest
+  cell; training adds a loss on the cells themselves: lesion cells carry their image's class,
+  all others the background class (`LesionMapHead`). The network is told where to look
+  instead of having to find the lesion from one label per image; prediction needs no
+  annotation.
 """
 
 from __future__ import annotations
