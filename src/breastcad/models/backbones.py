@@ -233,6 +233,21 @@ def finetune(
     return _network("finetune", head, recipe, num_classes, backbone, weights, size)
 
 
+WHOLE_NETWORK = {
+    "epochs": 20,
+    "lr": 1e-3,
+    "patience": 8,
+    "resize": "pad",
+    "weight_decay": 0.01,
+    "optimizer": "adamw",
+    "schedule": "cosine",
+    "warmup_epochs": 1,
+    "label_smoothing": 0.1,
+    "body_lr_factor": 0.1,
+}
+"""How `full_finetune` and `lesion_map` train the whole network (besides batch and size)."""
+
+
 @register_model(
     "full_finetune",
     family="pretrained",
@@ -247,20 +262,7 @@ def full_finetune(
     weights: str = "imagenet",
     size: int | Sequence[int] = 160,
 ) -> ImageNetwork:
-    recipe = Recipe(
-        epochs=20,
-        batch_size=32,
-        lr=1e-3,
-        patience=8,
-        size=size,
-        resize="pad",
-        weight_decay=0.01,
-        optimizer="adamw",
-        schedule="cosine",
-        warmup_epochs=1,
-        label_smoothing=0.1,
-        body_lr_factor=0.1,
-    )
+    recipe = Recipe(**WHOLE_NETWORK, batch_size=32, size=size)
     return _network(
         "full_finetune", _pooled_head, recipe, num_classes, backbone, weights, size, frozen=False
     )
@@ -362,21 +364,7 @@ def lesion_map(
     size: int | Sequence[int] = 384,
     background: int = 0,
 ) -> ImageNetwork:
-    recipe = Recipe(
-        epochs=20,
-        batch_size=16,
-        lr=1e-3,
-        patience=8,
-        size=size,
-        resize="pad",
-        weight_decay=0.01,
-        optimizer="adamw",
-        schedule="cosine",
-        warmup_epochs=1,
-        label_smoothing=0.1,
-        body_lr_factor=0.1,
-        lesion_masks=True,
-    )
+    recipe = Recipe(**WHOLE_NETWORK, batch_size=16, size=size, lesion_masks=True)
     head = partial(LesionMapHead, background=background)
     return _network(
         "lesion_map",
