@@ -59,16 +59,18 @@ def test_mask_images_union_and_none_for_the_background_class(tmp_path):
     for name, img in (("m.png", a), ("m_1.png", b), ("img.png", a)):
         save(tmp_path / name, img)
     (tmp_path / "broken_mask.png").write_bytes(b"not a png")
+    save(tmp_path / "small_mask.png", np.zeros((10, 20), np.uint8))
     frame = pd.DataFrame(
         {
-            "path": [str(tmp_path / "img.png")] * 3,
-            "label": ["malignant", "benign", "malignant"],
-            "group_id": ["1", "2", "3"],
+            "path": [str(tmp_path / "img.png")] * 4,
+            "label": ["malignant", "benign", "malignant", "malignant"],
+            "group_id": ["1", "2", "3", "4"],
             "dataset": "busi",
             "masks": [
                 f"{tmp_path / 'm.png'};{tmp_path / 'm_1.png'}",
                 str(tmp_path / "m.png"),
                 str(tmp_path / "broken_mask.png"),
+                str(tmp_path / "small_mask.png"),
             ],
         }
     )
@@ -76,8 +78,9 @@ def test_mask_images_union_and_none_for_the_background_class(tmp_path):
     masks, problems = lesion_masks(manifest, PreprocessConfig(size=20), "benign", False)
     assert masks[0].sum() == 32 and masks[0][3, 3] == masks[0][12, 12] == LESION
     assert (masks[1] == 0).all()  # the background class ('benign' here) has no lesion
-    assert (masks[2] == UNKNOWN).all()
-    assert len(problems) == 1 and "broken_mask.png" in problems[0]
+    assert (masks[2] == UNKNOWN).all() and (masks[3] == UNKNOWN).all()
+    assert len(problems) == 2 and "broken_mask.png" in problems[0]
+    assert "small_mask.png" in problems[1] and "(10, 20)" in problems[1]
 
 
 def test_data_without_annotations_is_refused(tmp_path):

@@ -70,8 +70,11 @@ def _native_mask(row: dict, background_label: str) -> np.ndarray | None:
         return draw_circles((height, width), circles(row["lesions"], height))
     if row.get("masks"):
         parts = [read_image(p) for p in str(row["masks"]).split(";")]
-        union = np.zeros(parts[0].shape[:2], dtype=bool)
-        for part in parts:
+        size = _image_size(row["path"])
+        union = np.zeros(size, dtype=bool)
+        for file, part in zip(str(row["masks"]).split(";"), parts, strict=True):
+            if part.shape[:2] != size:
+                raise DataError(f"mask is {part.shape[:2]}, its image {size} (height, width)", file)
             union |= (part if part.ndim == 2 else part.max(axis=2)) > 0
         return union.astype(np.uint8) * LESION
     return None
