@@ -27,7 +27,9 @@ def build(name: str):
 
 
 def test_every_image_network_is_covered():
-    assert {"idc_cnn", "mammo_cnn", "transfer", "finetune", "full_finetune"} <= set(IMAGE_MODELS)
+    assert {"idc_cnn", "mammo_cnn", "transfer", "finetune", "full_finetune", "lesion_map"} <= set(
+        IMAGE_MODELS
+    )
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)

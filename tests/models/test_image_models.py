@@ -8,7 +8,9 @@ from breastcad.models.backbones import create_backbone
 
 
 def test_image_models_are_registered_and_return_logits():
-    assert {"idc_cnn", "mammo_cnn", "transfer", "finetune", "full_finetune"} <= set(list_models())
+    assert {"idc_cnn", "mammo_cnn", "transfer", "finetune", "full_finetune", "lesion_map"} <= set(
+        list_models()
+    )
     idc = create_model("idc_cnn")
     assert idc(torch.zeros(4, 50, 50, 3, dtype=torch.uint8)).shape == (4, 2)
     mammo = create_model("mammo_cnn", size=64, num_classes=2)
