@@ -207,6 +207,18 @@ def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_abnormal"], measured["p_abnormal"], atol=1e-5)
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            *("--model", str(tmp_path / "lm" / "bundle"), "--dataset", "mini-mias"),
+            *("--root", str(root), "--out", str(tmp_path / "ev"), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    where = json.loads((tmp_path / "ev" / "results.json").read_text())["test"]["localisation"]
+    assert where["images"] == 24 and where["images_with_lesion"] == 8  # annotations present
 
     folder = tmp_path / "plain"
     for k, label in enumerate(("benign", "malignant", "other")):

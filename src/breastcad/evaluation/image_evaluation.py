@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from breastcad.config import PreprocessConfig
-from breastcad.data.lesions import LESION, UNKNOWN
+from breastcad.data.lesions import LESION, UNKNOWN, has_lesion_annotations, lesion_masks
 from breastcad.data.sources import MODALITY, scan
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
@@ -213,6 +213,11 @@ def evaluate_image_bundle(
         n_boot,
         0,
     )
+    net = predictor.network
+    if net.recipe.lesion_masks and has_lesion_annotations(manifest):  # where it looks
+        background = manifest.classes[net.arch["background"]]
+        masks, _ = lesion_masks(manifest.subset(cache.readable), config, background, progress)
+        evaluation["localisation"] = lesion_localisation(net, cache.pixels[rows], masks)
     probs = softmax(logits, predictor.temperature)
     pred = decide(probs, positive, predictor.threshold)
     write_predictions(out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold)
