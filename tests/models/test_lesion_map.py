@@ -45,8 +45,8 @@ def test_cell_loss_rewards_the_right_cell_and_ignores_unknown_images():
 
 
 def test_cell_loss_labels_lesion_cells_with_their_image_class():
-    """Three classes, background 'normal' last (BUSI's order): the lesion cell of a malignant
-    image must say malignant, not benign; the other cells normal."""
+    """Three classes, background 'normal' last: the lesion cell of a malignant image must say
+    malignant, not benign; the other cells normal."""
     _, masks = _one_lesion_cell()
     cells = torch.zeros((1, 3, 4, 4))
     cells[0, 2] = 6.0  # normal everywhere...

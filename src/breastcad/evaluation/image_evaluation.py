@@ -46,8 +46,9 @@ def lesion_localisation(
 ) -> dict[str, Any]:
     """Where a lesion-supervised network (`lesion_map`) looks, against the annotations of
     held-out images: the ROC AUC of its cell scores for lesion cells against the other cells
-    (all annotated images), and how often its highest cell, the one that sets P(positive), lies
-    on the lesion in images that have one (with the rate a random cell would reach)."""
+    (all annotated images), and how often its most lesion-like cell (for two classes the one
+    that sets P(positive)) lies on the lesion in images that have one (with the rate a random
+    cell would reach)."""
     net.eval()
     scores = []
     with torch.inference_mode():

@@ -114,8 +114,8 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 "p",
                 f"Cell scores ({where['cells_per_image']} cells per image) rank lesion cells "
                 f"above the others with ROC AUC {_f(where['cell_auc'])} over "
-                f"{where['images']} annotated images; the highest cell, which sets "
-                f"P({data['positive']}), lies on the lesion in {where['top_cell_on_lesion']} "
+                f"{where['images']} annotated images; the most lesion-like cell lies on the "
+                f"lesion in {where['top_cell_on_lesion']} "
                 f"of {where['images_with_lesion']} images with one (a random cell would: "
                 f"{_f(where['random_cell_rate'])}). The annotations are used for this check "
                 "and the training loss only, never for prediction.",
