@@ -99,3 +99,19 @@ def test_explain_cli_writes_overlays_and_reports_bad_files(tmp_path):
     assert "skipped" in result.output and "broken.png" in result.output
     slide = CliRunner().invoke(app, ["explain", "--model", str(bundle), "slide"])
     assert slide.exit_code == 2 and "--root" in slide.output
+
+
+def test_gradcam_of_lesion_map_is_its_cell_score_map():
+    """The image logit of `lesion_map` is its highest cell, so the gradient reaches one cell
+    and Grad-CAM's channel weights are the 1x1 convolution's: the map is the cell scores
+    (without the bias), rectified, upsampled and scaled to 1."""
+    torch.manual_seed(0)
+    net = create_model("lesion_map", size=128).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    cam = grad_cam(net, pixels, target=1)
+    with torch.no_grad():
+        cells = net.head.score_map(net.forward_features(torch.from_numpy(pixels)))
+        cells = F.relu(cells - net.head.score.bias)[:, None]
+        expected = F.interpolate(cells, size=(128, 128), mode="bilinear", align_corners=False)
+        expected = expected[:, 0] / expected.flatten(1).amax(dim=1)[:, None, None]
+    assert np.allclose(cam, expected.numpy(), atol=1e-5)
