@@ -5,6 +5,9 @@ loss, accuracy, precision, recall and ROC AUC (the learning curves the published
 Precision and recall are those of the positive class for two classes and macro averages for
 more; AUC is macro one-vs-rest.
 
+A lesion-supervised network (`lesion_map`) gets training batches with lesion masks; its head
+adds a cell-level loss (`supervised`), logged per epoch as `train_lesion_loss`.
+
 The optimiser follows the network's recipe (`Optim`): Keras-style Adam at a constant rate for the
 published recipes; AdamW with the body at a lower rate than the head, a linear warm-up and a
 cosine decay (stepped every batch) for the full fine-tuning recipe.
