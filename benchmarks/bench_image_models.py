@@ -64,7 +64,7 @@ CONFIGS: dict[str, dict] = {
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),
     "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
     "mias-full_finetune-320": run("mini-mias", "full_finetune", 320, **MIAS_SPLIT),
-    "mias-lesion_map": run("mini-mias", "lesion_map", **MIAS_SPLIT),
+    "mias-lesion_map-384": run("mini-mias", "lesion_map", 384, **MIAS_SPLIT),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 

@@ -361,7 +361,7 @@ def lesion_map(
     num_classes: int = 2,
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
-    size: int | Sequence[int] = 384,
+    size: int | Sequence[int] = 224,
     background: int = 0,
 ) -> ImageNetwork:
     recipe = Recipe(**WHOLE_NETWORK, batch_size=16, size=size, lesion_masks=True)
