@@ -24,7 +24,7 @@ import torch
 from breastcad.bundle import ImageModel, image_manifest, save_bundle
 from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
-from breastcad.data.lesions import UNKNOWN, lesion_masks
+from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
 from breastcad.data.splits import save_split, split_dataset, train_val_test
@@ -131,7 +131,7 @@ def _lesion_masks(
     background = manifest.classes[net.arch["background"]]
     masks, problems = lesion_masks(manifest, preprocess, background, progress)
     with_lesion = (manifest.frame["label"] != background).to_numpy()
-    unknown = (masks == UNKNOWN).all(axis=(1, 2))
+    unknown = ~annotated(masks)
     return masks, {
         "source": "mini-MIAS Info.txt centres and radii"
         if "lesions" in manifest.frame.columns

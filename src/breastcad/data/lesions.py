@@ -14,7 +14,11 @@ row = height - y (height 1024 in mini-MIAS; read from the file's header).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -24,6 +28,16 @@ from breastcad.data.manifest import Manifest
 from breastcad.errors import ConfigError, DataError
 
 LESION, UNKNOWN = 1, 255
+
+
+def annotated(masks: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Per image (first axis): True unless its lesion is unknown (any `UNKNOWN` pixel)."""
+    return ~(masks == UNKNOWN).reshape(len(masks), math.prod(masks.shape[1:])).any(1)
+
+
+def lesion_cells(masks: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """N x h x w bool: the cells of an h x w grid over each mask that hold any lesion pixel."""
+    return F.adaptive_max_pool2d((masks == LESION).float()[:, None], cells)[:, 0].bool()
 
 
 def has_lesion_annotations(manifest: Manifest) -> bool:
@@ -69,10 +83,10 @@ def _native_mask(row: dict, background_label: str) -> np.ndarray | None:
         height, width = _image_size(row["path"])
         return draw_circles((height, width), circles(row["lesions"], height))
     if row.get("masks"):
-        parts = [read_image(p) for p in str(row["masks"]).split(";")]
         size = _image_size(row["path"])
         union = np.zeros(size, dtype=bool)
-        for file, part in zip(str(row["masks"]).split(";"), parts, strict=True):
+        for file in str(row["masks"]).split(";"):
+            part = read_image(file)
             if part.shape[:2] != size:
                 raise DataError(f"mask is {part.shape[:2]}, its image {size} (height, width)", file)
             union |= (part if part.ndim == 2 else part.max(axis=2)) > 0

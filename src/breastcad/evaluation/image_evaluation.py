@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from breastcad.config import PreprocessConfig
-from breastcad.data.lesions import LESION, UNKNOWN, has_lesion_annotations, lesion_masks
+from breastcad.data.lesions import annotated, has_lesion_annotations, lesion_cells, lesion_masks
 from breastcad.data.sources import MODALITY, scan
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
@@ -56,10 +56,8 @@ def lesion_localisation(
             x = torch.from_numpy(np.array(pixels[start : start + batch_size]))
             scores.append(net.head.score_map(net.forward_features(x)).float())
     cells = torch.cat(scores)
-    lesion = torch.nn.functional.adaptive_max_pool2d(
-        torch.from_numpy(masks == LESION).float()[:, None], cells.shape[-2:]
-    )[:, 0].bool()
-    known = torch.from_numpy(~(masks == UNKNOWN).all(axis=(1, 2)))
+    lesion = lesion_cells(torch.from_numpy(masks), cells.shape[-2:])
+    known = torch.from_numpy(annotated(masks))
     with_lesion = known & lesion.flatten(1).any(dim=1)
     top = cells.flatten(1).argmax(dim=1)
     hits = lesion.flatten(1)[with_lesion, top[with_lesion]]

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from breastcad.data.imaging import as_hw
-from breastcad.data.lesions import LESION, UNKNOWN
+from breastcad.data.lesions import annotated, lesion_cells
 from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
@@ -289,17 +289,20 @@ class LesionMapHead(nn.Module):
         self.dropout = nn.Dropout(0.2)
         self.score = nn.Conv2d(num_features, num_classes - 1, 1)
 
+    def lesion_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """N x (classes - 1) x h x w: each lesion class's score against the background."""
+        return self.score(self.dropout(features))
+
     def cell_logits(self, features: torch.Tensor) -> torch.Tensor:
         """N x classes x h x w: the lesion classes' scores with the background's 0 in place."""
-        scores = self.score(self.dropout(features))
+        scores = self.lesion_scores(features)
         zero = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
         b = self.background
         return torch.cat([scores[:, :b], zero, scores[:, b:]], dim=1)
 
     def score_map(self, features: torch.Tensor) -> torch.Tensor:
         """N x h x w: how much each cell looks like any lesion (the highest lesion score)."""
-        scores = self.score(self.dropout(features))
-        return scores.amax(dim=1)
+        return self.lesion_scores(features).amax(dim=1)
 
     def pool(self, cells: torch.Tensor) -> torch.Tensor:
         return cells.amax(dim=(2, 3))  # the background's 0 everywhere stays 0
@@ -325,12 +328,11 @@ def cell_loss(
     """Balanced cell-level cross-entropy of `cells` (N x classes x h x w logits) against
     `masks` (N x H x W, `LESION` / 0 / `UNKNOWN`, max-pooled to the cells) and the images'
     classes `targets`."""
-    lesion = F.adaptive_max_pool2d((masks == LESION).float()[:, None], cells.shape[-2:])[:, 0]
-    lesion = lesion.bool()
+    lesion = lesion_cells(masks, cells.shape[-2:])
     wanted = torch.where(
         lesion, targets[:, None, None], torch.full_like(targets, background)[:, None, None]
     )
-    known = ~(masks == UNKNOWN).flatten(1).any(dim=1)
+    known = annotated(masks)
     losses = F.cross_entropy(cells, wanted, reduction="none")[known]
     lesion = lesion[known]
     parts = [losses[kind].mean() for kind in (lesion, ~lesion) if kind.any()]
