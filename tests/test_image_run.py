@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from breastcad.cli import app
@@ -73,6 +74,10 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
         assert (out / results["plots"][plot]).is_file()
     report = (out / "report.md").read_text()
     assert "Model card" in report and "Research use only" in report
+    # accelerator "auto": the GPU where there is one, and the run says which device it used
+    device = results["training"]["device"]
+    assert device.startswith("cuda:0 (") if torch.cuda.is_available() else device == "cpu"
+    assert f"Training: 2 epochs on {device}" in report
 
     # predict: a folder of images plus a corrupt file, through the CLI and the Predictor
     preds = tmp_path / "preds.csv"

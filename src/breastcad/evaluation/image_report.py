@@ -33,6 +33,14 @@ def _ci(entry: dict[str, Any]) -> str:
     return f"{_f(entry['value'])} ({_f(entry['ci_low'])}-{_f(entry['ci_high'])})"
 
 
+def _training_line(training: dict[str, Any] | None) -> list[str]:
+    """Where and how long it trained (runs only; an evaluation of a bundle has no training)."""
+    if not training or "epochs_run" not in training:
+        return []
+    device = training.get("device", "not recorded")
+    return [f"Training: {training['epochs_run']} epochs on {device}"]
+
+
 def image_blocks(results: dict[str, Any]) -> list[Block]:
     run, data, test = results["run"], results["data"], results["test"]
     model, op = results["model"], results["operating_point"]
@@ -49,6 +57,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"Split: {_split_text(split)}; images per partition and class: {data['counts']}",
                 f"Input: {data['preprocessing']}",
                 f"Model: `{model['name']}` {model['arch']}; initialisation: {model['init']}",
+                *_training_line(results.get("training")),
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
                 f"threshold {_f(op['threshold'])}",
                 f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "

@@ -121,6 +121,13 @@ def positive_index(classes: list[str]) -> int:
     return len(classes) - 1
 
 
+def device_name(device: torch.device) -> str:
+    """What trained the network, for the record: `cpu`, or `cuda:0 (NVIDIA H100 80GB HBM3)`."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def fit_image(
     net: ImageNetwork, dm: ImageDataModule, settings: ImageFitSettings, run_dir: Path
 ) -> tuple[list[dict[str, float]], dict[str, Any]]:
@@ -173,6 +180,7 @@ def fit_image(
         module.load_state_dict(state["state_dict"])
     net.cpu().eval()
     info = {
+        "device": device_name(trainer.strategy.root_device),
         "epochs_run": trainer.current_epoch,
         "best_checkpoint": best.best_model_path or None,
         "best_val_loss": float(best.best_model_score)
