@@ -14,6 +14,15 @@ from breastcad.data.tabular import load_wdbc
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def shared_dir(name: str) -> Path:
+    """`../shared/data/<name>`, or skip the test with the reason when that data set is absent
+    (a machine may hold only some of them)."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} not found (that part of the shared data is absent)")
+    return path
+
+
 def synthetic_table(n: int = 120, n_features: int = 6, seed: int = 0, shift: float = 2.0):
     """Two Gaussian classes, separable enough for any model to learn quickly."""
     rng = np.random.default_rng(seed)

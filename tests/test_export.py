@@ -13,7 +13,7 @@ from breastcad.cli import app
 from breastcad.errors import BundleError, ConfigError
 from breastcad.export import export_onnx
 from breastcad.predict import Predictor
-from tests.conftest import SHARED_DATA, make_image_bundle, make_wdbc_bundle
+from tests.conftest import make_image_bundle, make_wdbc_bundle, shared_dir
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,7 @@ def test_clear_errors_without_export_and_for_tabular(tmp_path):
 @pytest.mark.integration
 def test_parity_on_real_images_with_real_imagenet_weights(tmp_path):
     """EfficientNet-Lite0 with its ImageNet weights at 224 px on real BUSI ultrasound images."""
-    images = SHARED_DATA / "busi"
-    if not images.is_dir():
-        pytest.skip(f"{images} not found (the shared data is absent)")
+    images = shared_dir("busi")
     files = sorted(p for p in images.rglob("*.png") if "_mask" not in p.name)[:12]
     folder = make_image_bundle(
         tmp_path / "busi",

@@ -8,21 +8,21 @@ from breastcad.config import ImageRunConfig
 from breastcad.evaluation.image_evaluation import evaluate_image_bundle
 from breastcad.image_experiment import run_image_experiment
 from breastcad.predict import Predictor
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_dir
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}"),
 ]
 
 
 def test_mammogram_model_trains_on_mini_mias_by_woman_and_reads_a_real_dicom(tmp_path):
+    dicom_dir = shared_dir("cbis-ddsm")
     cfg = ImageRunConfig.model_validate(
         {
             "data": {
                 "dataset": "mini-mias",
-                "root": SHARED_DATA / "mini-mias",
+                "root": shared_dir("mini-mias"),
                 "test_size": 0.25,
                 "val_size": 0.15,
                 "duplicate_distance": None,
@@ -43,7 +43,7 @@ def test_mammogram_model_trains_on_mini_mias_by_woman_and_reads_a_real_dicom(tmp
     assert results["test"]["n"] > 40 and results["test"]["ci"]["n_groups"]["value"] > 20
 
     predictor = Predictor.from_bundle(tmp_path / "run" / "bundle")
-    table = predictor.predict_paths([SHARED_DATA / "cbis-ddsm"], progress=False)
+    table = predictor.predict_paths([dicom_dir], progress=False)
     dicom = table[table["path"].str.endswith(".dcm")]
     assert len(dicom) == 1 and dicom["error"].iloc[0] == ""
     assert abs(dicom["p_normal"].iloc[0] + dicom["p_abnormal"].iloc[0] - 1) < 1e-6
@@ -54,7 +54,7 @@ def test_idc_patch_model_end_to_end_with_patient_level_results(tmp_path):
         {
             "data": {
                 "dataset": "idc",
-                "root": SHARED_DATA / "idc",
+                "root": shared_dir("idc"),
                 "test_size": 0.3,
                 "val_size": 0.2,
                 "duplicate_distance": None,
@@ -70,7 +70,7 @@ def test_idc_patch_model_end_to_end_with_patient_level_results(tmp_path):
     again = evaluate_image_bundle(
         tmp_path / "run" / "bundle",
         "idc",
-        SHARED_DATA / "idc",
+        shared_dir("idc"),
         tmp_path / "eval",
         split_file=tmp_path / "run" / "splits" / "split.json",
         n_boot=50,

@@ -7,11 +7,10 @@ from breastcad.data.audit import audit
 from breastcad.data.imaging import read_image
 from breastcad.data.sources import scan
 from breastcad.data.splits import check_no_leak, make_split, pairs_to_merge
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_dir
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}"),
 ]
 
 
@@ -27,14 +26,14 @@ pytestmark = [
     ],
 )
 def test_adapters_read_the_real_layouts(dataset, folder, options, counts, groups):
-    m = scan(dataset, SHARED_DATA / folder, **options)
+    m = scan(dataset, shared_dir(folder), **options)
     assert m.class_counts() == counts
     assert m.frame["group_id"].nunique() == groups
     assert read_image(m.frame["path"].iloc[0]).size > 0
 
 
 def test_real_dicom_decodes_and_its_patient_id_is_pseudonymised():
-    m = scan("dicom", SHARED_DATA / "cbis-ddsm")
+    m = scan("dicom", shared_dir("cbis-ddsm"))
     image = read_image(m.frame["path"].iloc[0])
     assert image.shape == (4432, 2864) and image.dtype == np.float32
     assert 0.0 <= image.min() < image.max() <= 1.0
@@ -43,7 +42,7 @@ def test_real_dicom_decodes_and_its_patient_id_is_pseudonymised():
 
 @pytest.mark.slow
 def test_busi_near_duplicates_never_straddle_a_split():
-    manifest = scan("busi", SHARED_DATA / "busi")
+    manifest = scan("busi", shared_dir("busi"))
     result = audit(manifest, max_distance=4, progress=False)
     s = result.summary
     assert s["near_duplicate_pairs"] >= 100  # the known problem of BUSI
@@ -60,7 +59,7 @@ def test_busi_near_duplicates_never_straddle_a_split():
 
 def test_idc_and_mias_split_by_patient_and_woman():
     for dataset, kwargs in (("idc", {"folds": 7}), ("mini-mias", {})):
-        manifest = scan(dataset, SHARED_DATA / dataset)
+        manifest = scan(dataset, shared_dir(dataset))
         split = make_split(manifest, **kwargs)
         check_no_leak(split)
         assert split.groupby("group_id")["partition"].nunique().max() == 1
@@ -75,7 +74,7 @@ def test_real_data_caches_with_channels_from_the_data(tmp_path, dataset, folder,
     from breastcad.config import PreprocessConfig
     from breastcad.data.cache import ImageCache
 
-    m = scan(dataset, SHARED_DATA / folder)
+    m = scan(dataset, shared_dir(folder))
     cache = ImageCache.build(m, PreprocessConfig(size=size), tmp_path, progress=False)
     assert cache.pixels.shape == (len(m), size, size, channels)
     assert cache.readable.all() and not cache.problems

@@ -12,7 +12,7 @@ from breastcad.cli import app
 from breastcad.errors import ConfigError, DataError
 from breastcad.explain.slide import slide_heatmap
 from breastcad.predict import Predictor
-from tests.conftest import SHARED_DATA, make_image_bundle
+from tests.conftest import make_image_bundle, shared_dir
 
 
 def idc_tree(root, patient="1234", cols=6, rows=4):
@@ -54,9 +54,7 @@ def test_slide_view_needs_an_idc_model(tmp_path):
 
 @pytest.mark.integration
 def test_real_patient_slide_through_the_cli(tmp_path):
-    root = SHARED_DATA / "idc"
-    if not root.is_dir():
-        pytest.skip(f"{root} not found (the shared data is absent)")
+    root = shared_dir("idc")
     patient = sorted(p.name for p in (root / "IDC_regular_ps50_idx5").iterdir())[0]
     bundle = make_image_bundle(tmp_path / "bundle")
     result = CliRunner().invoke(
