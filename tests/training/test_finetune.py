@@ -65,3 +65,40 @@ def test_full_finetune_trains_body_and_batch_norm_with_a_decaying_rate(tmp_path)
     assert head_lr < 1e-3 * 0.1  # cosine decay: near 0 after the last of 3 epochs
     steps = 3 * len(dm.train_dataloader())  # stepped every batch
     assert ckpt["lr_schedulers"][0]["last_epoch"] == steps
+
+
+def test_last_checkpoint_is_the_last_epoch_when_validation_gets_worse(tmp_path):
+    """Validation images carry the opposite labels of their look-alikes in training, so the
+    better the network fits, the worse its validation loss: best.ckpt stays at epoch 1 and
+    last.ckpt (what --resume continues from) must still be the last epoch."""
+    root = tmp_path / "data"
+    for i in range(12):
+        dark, bright = blob_image(i, (32, 32), rgb=True) // 2, 255 - blob_image(i, (32, 32)) // 2
+        save(root / "benign" / f"b{i}.png", dark if i % 4 else bright)
+        save(root / "malignant" / f"m{i}.png", bright if i % 4 else dark)
+    manifest = scan("folder", root)
+    names = manifest.frame["path"].map(lambda p: int(p.rsplit("/", 1)[1][1:-4]))
+    partition = np.where(names % 4 == 0, "val", "train")
+    dm = ImageDataModule(
+        manifest,
+        partition,
+        PreprocessConfig(size=32),
+        batch_size=6,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    torch.manual_seed(0)
+    net = create_model("full_finetune", num_classes=2, size=32, weights="random")
+    settings = ImageFitSettings(
+        epochs=3, lr=1e-3, progress=False, optim=net.recipe.optim_settings()
+    )
+    history, info = fit_image(net, dm, settings, tmp_path / "run")
+    losses = [row["val_loss"] for row in history]
+    assert losses.index(min(losses)) < 2  # validation did not improve in the last epoch
+    ckpts = tmp_path / "run" / "checkpoints"
+    best = torch.load(ckpts / "best.ckpt", weights_only=False)
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert best["epoch"] == losses.index(min(losses))
+    assert last["epoch"] == 2 and [row["epoch"] for row in last["history"]] == [1, 2, 3]
+    assert last["global_step"] == 3 * len(dm.train_dataloader())
+    assert info["best_checkpoint"].endswith("best.ckpt")

@@ -105,6 +105,28 @@ class StagedFinetuning(BaseFinetuning):
             trainer.should_stop = True
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt` at the end of every training epoch, for `--resume`.
+
+    Lightning >= 2.6 writes `save_last` only in epochs that also write a top-k checkpoint, which
+    made last.ckpt the best epoch rather than the last one; hence a checkpoint of its own (a
+    `ModelCheckpoint`, so that it runs after the module's epoch-end hook writes the history)."""
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(
+            dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(role="last")
+
+
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
     """'balanced' weights: n / (k * count per class)."""
     counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
@@ -160,11 +182,11 @@ def fit_image(
         filename="best",
         monitor="val_loss" if has_val else None,
         mode="min",
-        save_last=True,
         save_top_k=1,
         save_on_train_epoch_end=True,  # after the epoch's history row is written
     )
-    callbacks: list[Callback] = [best]
+    last = LastCheckpoint(ckpt_dir)  # after `best`: it holds best's state of the same epoch
+    callbacks: list[Callback] = [best, last]
     if settings.progress:
         callbacks.append(TQDMProgressBar(leave=True))
     for stage in settings.stages or []:
@@ -172,8 +194,8 @@ def fit_image(
     if has_val and settings.patience and not settings.stages:
         callbacks.append(EarlyStopping("val_loss", patience=settings.patience, mode="min"))
     trainer = make_trainer(settings.epochs, settings, callbacks, checkpointing=True)
-    last = ckpt_dir / "last.ckpt"
-    resume_from = str(last) if settings.resume and last.is_file() else None
+    last_file = ckpt_dir / "last.ckpt"
+    resume_from = str(last_file) if settings.resume and last_file.is_file() else None
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
