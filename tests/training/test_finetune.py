@@ -102,3 +102,31 @@ def test_last_checkpoint_is_the_last_epoch_when_validation_gets_worse(tmp_path):
     assert last["epoch"] == 2 and [row["epoch"] for row in last["history"]] == [1, 2, 3]
     assert last["global_step"] == 3 * len(dm.train_dataloader())
     assert info["best_checkpoint"].endswith("best.ckpt")
+
+
+def test_deterministic_switch_repeats_a_run_exactly_on_any_device(tmp_path):
+    """Same seed, `deterministic=True`, augmentation on: two runs give identical histories and
+    weights, on the GPU too where one is present (accelerator "auto")."""
+    runs = []
+    for name in ("a", "b"):
+        dm = _tiny_busi_like(tmp_path / name)
+        torch.manual_seed(0)
+        net = create_model("full_finetune", num_classes=2, size=32, weights="random")
+        w0 = net.state_dict()["head.3.weight"].clone()
+        settings = ImageFitSettings(
+            epochs=2,
+            lr=1e-3,
+            seed=3,
+            augment="ultrasound",
+            accelerator="auto",
+            deterministic=True,
+            progress=False,
+            optim=net.recipe.optim_settings(),
+        )
+        history, info = fit_image(net, dm, settings, tmp_path / name / "run")
+        runs.append((history, info["device"], net.state_dict()))
+    (h1, device, w1), (h2, _, w2) = runs
+    assert device.startswith("cuda") == torch.cuda.is_available()
+    assert h1 == h2
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert not torch.equal(w1["head.3.weight"], w0)  # and they did train)
