@@ -78,6 +78,12 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     device = results["training"]["device"]
     assert device.startswith("cuda:0 (") if torch.cuda.is_available() else device == "cpu"
     assert f"Training: 2 epochs on {device}" in report
+    support = results["operating_point"]["validation"]  # what the threshold rests on
+    val_counts = results["data"]["counts"]["val"]
+    assert support["positives"] == val_counts["malignant"]
+    assert support["negatives"] == sum(val_counts.values()) - support["positives"]
+    assert support["sensitivity_lower_95"] < support["sensitivity"]
+    assert f"flags {support['detected']} of {support['positives']} positives" in report
 
     # predict: a folder of images plus a corrupt file, through the CLI and the Predictor
     preds = tmp_path / "preds.csv"
@@ -132,6 +138,7 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert ev["test"]["n"] == 24 and (tmp_path / "eval" / "report.html").is_file()
     assert all((tmp_path / "eval" / path).is_file() for path in ev["plots"].values())
     assert {"roc", "confusion", "reliability"} <= set(ev["plots"])
+    assert ev["operating_point"]["validation"] == support  # carried by the bundle
     assert (out / "history.csv").read_text().startswith("epoch,")
     wrong = runner.invoke(app, ["evaluate", "--model", str(out / "bundle")])  # no image data
     assert wrong.exit_code == 2 and "--dataset" in wrong.output

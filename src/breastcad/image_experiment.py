@@ -41,7 +41,7 @@ from breastcad.evaluation.image_evaluation import (
     predict_logits,
     write_predictions,
 )
-from breastcad.evaluation.metrics import choose_threshold
+from breastcad.evaluation.metrics import choose_threshold, operating_point_support
 from breastcad.evaluation.plots import class_balance
 from breastcad.models import create_model
 from breastcad.models.backbones import lesion_background
@@ -250,9 +250,9 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             "policy": _policy_text(cfg, classes[positive]),
             "threshold": threshold,
             "chosen_on": "validation part, after temperature scaling",
-            "val_sensitivity": float((val_probs[val_y == positive, positive] >= threshold).mean())
-            if (val_y == positive).any()
-            else None,
+            "validation": operating_point_support(
+                val_y == positive, val_probs[:, positive], threshold
+            ),
         },
         "test": evaluation,
         "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},
@@ -294,6 +294,7 @@ def _write_image_bundle(
         threshold={
             "value": results["operating_point"]["threshold"],
             "policy": results["operating_point"]["policy"],
+            "validation": results["operating_point"]["validation"],
         },
         metrics=results["test"]["ci"],
         trained_on={k: data[k] for k in ("dataset", "manifest_fingerprint", "counts", "split")},

@@ -10,7 +10,9 @@ from breastcad.evaluation.metrics import (
     choose_threshold,
     cv_interval,
     expected_calibration_error,
+    operating_point_support,
     roc_auc,
+    sensitivity_lower_bound,
 )
 
 
@@ -87,3 +89,19 @@ def test_bootstrap_contains_point_and_groups_widen_interval():
         assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     width = lambda r: r["accuracy"]["ci_high"] - r["accuracy"]["ci_low"]  # noqa: E731
     assert width(grouped) > 1.5 * width(flat)  # images of a patient are not independent
+
+
+def test_sensitivity_lower_bound_is_clopper_pearson():
+    assert sensitivity_lower_bound(17, 17) == pytest.approx(0.05 ** (1 / 17))  # 0.838
+    assert sensitivity_lower_bound(59, 59) > 0.95 > sensitivity_lower_bound(58, 58)
+    assert sensitivity_lower_bound(16, 17) < sensitivity_lower_bound(17, 17)
+    assert sensitivity_lower_bound(0, 5) == 0.0
+
+
+def test_operating_point_support_counts_what_the_threshold_rests_on():
+    is_pos = np.array([1, 1, 1, 1, 0, 0, 0], dtype=bool)
+    scores = np.array([0.9, 0.8, 0.3, 0.1, 0.5, 0.2, 0.05])
+    s = operating_point_support(is_pos, scores, 0.3)
+    assert (s["positives"], s["detected"], s["negatives"]) == (4, 3, 3)
+    assert s["sensitivity"] == 0.75 and s["specificity"] == pytest.approx(2 / 3)
+    assert s["sensitivity_lower_95"] == pytest.approx(sensitivity_lower_bound(3, 4))

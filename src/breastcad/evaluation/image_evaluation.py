@@ -249,6 +249,7 @@ def evaluate_image_bundle(
             "policy": bm["threshold"].get("policy", ""),
             "threshold": predictor.threshold,
             "chosen_on": "the bundle's training run",
+            "validation": bm["threshold"].get("validation"),
         },
         "test": evaluation,
         "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},

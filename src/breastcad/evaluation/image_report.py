@@ -33,6 +33,17 @@ def _ci(entry: dict[str, Any]) -> str:
     return f"{_f(entry['value'])} ({_f(entry['ci_low'])}-{_f(entry['ci_high'])})"
 
 
+def _support_text(v: dict[str, Any] | None) -> str:
+    """How much the operating point can promise: a sensitivity seen on few positives is weak."""
+    if not v or not v.get("positives"):
+        return ""
+    return (
+        f"; on validation it flags {v['detected']} of {v['positives']} positives (sensitivity "
+        f"{_f(v['sensitivity'])}, one-sided 95% lower bound {_f(v['sensitivity_lower_95'])}) "
+        f"and clears {_f(v['specificity'])} of {v['negatives']} negatives"
+    )
+
+
 def _training_line(training: dict[str, Any] | None) -> list[str]:
     """Where and how long it trained (runs only; an evaluation of a bundle has no training)."""
     if not training or "epochs_run" not in training:
@@ -59,7 +70,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"Model: `{model['name']}` {model['arch']}; initialisation: {model['init']}",
                 *_training_line(results.get("training")),
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
-                f"threshold {_f(op['threshold'])}",
+                f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
                 f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "
                 "the validation part",
                 f"Intervals: 95% percentile bootstrap resampling whole groups "

@@ -148,6 +148,35 @@ def choose_threshold(y: np.ndarray, proba: np.ndarray, cfg: ThresholdConfig) -> 
     return float(thresholds[reaching[0]])  # highest threshold that reaches the sensitivity
 
 
+def sensitivity_lower_bound(detected: int, positives: int, level: float = 0.95) -> float:
+    """One-sided lower confidence bound of a sensitivity of `detected` / `positives`
+    (Clopper-Pearson): 17 of 17 detected bounds it only at 0.84, since 0.84**17 = 0.05."""
+    if positives == 0:
+        return float("nan")
+    if detected == 0:
+        return 0.0
+    return float(stats.beta.ppf(1 - level, detected, positives - detected + 1))
+
+
+def operating_point_support(
+    is_positive: np.ndarray, scores: np.ndarray, threshold: float
+) -> dict[str, float | int | None]:
+    """What the threshold rests on in the data it was chosen on: positives detected of how
+    many, the sensitivity's one-sided 95% lower bound, and the specificity."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    flagged = np.asarray(scores) >= threshold
+    positives, negatives = int(is_positive.sum()), int((~is_positive).sum())
+    detected = int((flagged & is_positive).sum())
+    return {
+        "positives": positives,
+        "detected": detected,
+        "sensitivity": detected / positives if positives else None,
+        "sensitivity_lower_95": sensitivity_lower_bound(detected, positives) if positives else None,
+        "negatives": negatives,
+        "specificity": float((~flagged & ~is_positive).sum() / negatives) if negatives else None,
+    }
+
+
 def cv_interval(
     values: Sequence[float], n_train: int, n_test: int, level: float = 0.95
 ) -> dict[str, float]:
