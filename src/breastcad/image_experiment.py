@@ -214,7 +214,12 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     )
     if masks is not None:  # annotations of the test images judge where the model looks
         evaluation["localisation"] = lesion_localisation(
-            net, dm.cache.pixels[test_rows], masks[test_rows]
+            net,
+            dm.cache.pixels[test_rows],
+            masks[test_rows],
+            groups.to_numpy(),
+            cfg.bootstrap,
+            cfg.seed,
         )
     probs = softmax(test_logits, temperature)
     pred = decide(probs, positive, threshold)

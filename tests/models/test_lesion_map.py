@@ -126,6 +126,13 @@ def test_lesion_map_learns_where_the_lesion_is(tmp_path):
     assert where["images"] == 32 and where["images_with_lesion"] == 16
     assert where["cell_auc"] == pytest.approx(cell_auc, abs=1e-6)
     assert where["top_cell_on_lesion"] == sum(found)
+    low, high = where["cell_auc_ci"]
+    assert low <= cell_auc <= high and high - low > 0
+    low, high = where["top_cell_on_lesion_rate_ci"]
+    assert low <= np.mean(found) <= high
+    # the groups are what is resampled: here pairs of images
+    paired = lesion_localisation(net, dm.cache.pixels, masks, np.arange(32) // 2, batch_size=5)
+    assert paired["cell_auc"] == where["cell_auc"] and "of 16 groups" in paired["interval"]
     assert where["random_cell_rate"] == pytest.approx(float(cells[abnormal_rows].mean()), abs=1e-6)
     top = scores.amax(dim=(1, 2))
     abnormal = [i in abnormal_rows for i in range(32)]

@@ -27,6 +27,10 @@ def _f(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _range(ci: list[float] | None) -> str:
+    return f" ({_f(ci[0])}-{_f(ci[1])})" if ci else ""
+
+
 def _ci(entry: dict[str, Any]) -> str:
     if entry.get("ci_low") is None:
         return _f(entry["value"])
@@ -133,12 +137,16 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
             Block(
                 "p",
                 f"Cell scores ({where['cells_per_image']} cells per image) rank lesion cells "
-                f"above the others with ROC AUC {_f(where['cell_auc'])} over "
+                f"above the others with ROC AUC {_f(where['cell_auc'])}"
+                f"{_range(where.get('cell_auc_ci'))} over "
                 f"{where['images']} annotated images; the most lesion-like cell lies on the "
                 f"lesion in {where['top_cell_on_lesion']} "
-                f"of {where['images_with_lesion']} images with one (a random cell would: "
-                f"{_f(where['random_cell_rate'])}). The annotations are used for this check "
-                "and the training loss only, never for prediction.",
+                f"of {where['images_with_lesion']} images with one (rate "
+                f"{_f(where['top_cell_on_lesion_rate'])}"
+                f"{_range(where.get('top_cell_on_lesion_rate_ci'))}; a random cell would: "
+                f"{_f(where['random_cell_rate'])}). Intervals: {where.get('interval', 'none')}. "
+                "The annotations are used for this check and the training loss only, never "
+                "for prediction.",
             )
         )
     group = test.get("group_level")
