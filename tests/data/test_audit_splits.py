@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,6 +99,16 @@ def test_busi_split_keeps_duplicates_together_and_reloads(busi_tree, tmp_path):
         load_split(tmp_path / "s.json", manifest)["partition"],
         split["partition"].reset_index(drop=True),
         check_dtype=False,
+    )
+    # copied or extracted again: new modification times, same files; the split still holds
+    for file in busi_tree.rglob("*.png"):
+        os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    touched = scan("busi", busi_tree)
+    assert touched.fingerprint() != manifest.fingerprint()  # the cache key sees the change
+    assert touched.layout_fingerprint() == manifest.layout_fingerprint()
+    assert (
+        load_split(tmp_path / "s.json", touched)["partition"].tolist()
+        == split["partition"].tolist()
     )
     (busi_tree / "Dataset_BUSI_with_GT/normal/normal (1).png").write_bytes(b"changed")
     with pytest.raises(ConfigError, match="other data"):

@@ -31,6 +31,7 @@ class Manifest:
     own group, so near-duplicate clusters must stand in for patients when splitting."""
 
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+    _layout: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED if c not in self.frame.columns]
@@ -55,17 +56,26 @@ class Manifest:
         once per manifest (a run asks for it for the split, the cache key and the results;
         one `stat` per file, ~1.5 s for the full IDC set); scan again to see changed files."""
         if self._fingerprint is None:
-            self._fingerprint = self._compute_fingerprint()
+            self._fingerprint, self._layout = self._compute_fingerprints()
         return self._fingerprint
 
-    def _compute_fingerprint(self) -> str:
-        h = hashlib.sha256()
+    def layout_fingerprint(self) -> str:
+        """Like `fingerprint` without modification times: the same after the files are copied
+        or extracted again (paths, labels, groups and sizes unchanged). What a split needs."""
+        if self._layout is None:
+            self._fingerprint, self._layout = self._compute_fingerprints()
+        return self._layout
+
+    def _compute_fingerprints(self) -> tuple[str, str]:
+        full, layout = hashlib.sha256(), hashlib.sha256()
         for path, label, group in self.frame[["path", "label", "group_id"]].itertuples(index=False):
             file = Path(str(path).split("::")[0])
             stat = file.stat() if file.exists() else None
-            h.update(f"{path}\x1f{label}\x1f{group}\x1f".encode())
-            h.update(f"{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else b"-\n")
-        return h.hexdigest()
+            for h in (full, layout):
+                h.update(f"{path}\x1f{label}\x1f{group}\x1f".encode())
+            full.update(f"{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else b"-\n")
+            layout.update(f"{stat.st_size}\n".encode() if stat else b"-\n")
+        return full.hexdigest(), layout.hexdigest()
 
     def save(self, path: Path) -> None:
         self.frame.to_csv(path, index=False)

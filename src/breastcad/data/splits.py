@@ -180,6 +180,7 @@ def save_split(
         "dataset": manifest.dataset,
         "root": str(manifest.root),
         "manifest_fingerprint": manifest.fingerprint(),
+        "layout_fingerprint": manifest.layout_fingerprint(),
         "settings": settings,
         "counts": {p: {k: int(v) for k, v in row.items()} for p, row in counts.iterrows()},
         "groups_per_partition": {
@@ -191,8 +192,16 @@ def save_split(
 
 
 def load_split(path: Path, manifest: Manifest | None = None) -> pd.DataFrame:
-    """A saved split; with `manifest`, refuse one made from other data."""
+    """A saved split; with `manifest`, refuse one made from other data. Files copied or
+    extracted again (same paths, labels, groups and sizes; new modification times) are the
+    same data for a split."""
     payload = json.loads(Path(path).read_text())
-    if manifest is not None and payload["manifest_fingerprint"] != manifest.fingerprint():
-        raise ConfigError(f"{path}: made from other data (manifest fingerprint differs)")
+    if (
+        manifest is not None
+        and payload["manifest_fingerprint"] != manifest.fingerprint()
+        and payload.get("layout_fingerprint") != manifest.layout_fingerprint()
+    ):
+        raise ConfigError(
+            f"{path}: made from other data (paths, labels, groups or file sizes differ)"
+        )
     return pd.DataFrame(payload["rows"])
