@@ -166,3 +166,33 @@ def test_official_split_is_kept(tmp_path):
     np.savez(tmp_path / "breastmnist.npz", **arrays)
     split = make_split(scan("breastmnist", tmp_path))
     assert split["partition"].tolist() == ["train"] * 6 + ["val"] * 2
+
+
+def test_evaluate_with_a_split_resamples_its_groups_not_images(busi_tree, tmp_path):
+    """A BUSI split keeps near duplicates in one group; `evaluate --split` must resample those
+    groups, as the training run did, not single images."""
+    from breastcad.evaluation.image_evaluation import evaluate_image_bundle
+    from tests.conftest import make_image_bundle
+
+    manifest = scan("busi", busi_tree)
+    result = audit(manifest, max_distance=2, jobs=1, progress=False)
+    split = make_split(manifest, pairs_to_merge(manifest, result.pairs), 0.25, 0.0, seed=3)
+    dup = split["path"].str.endswith(("benign (1).png", "malignant (7).png"))
+    split.loc[split["split_group"] == split.loc[dup, "split_group"].iloc[0], "partition"] = "test"
+    save_split(split, tmp_path / "s.json", manifest, {"seed": 3})
+    bundle = make_image_bundle(tmp_path / "bundle", classes=tuple(manifest.classes))
+    out = evaluate_image_bundle(
+        bundle,
+        "busi",
+        busi_tree,
+        tmp_path / "eval",
+        split_file=tmp_path / "s.json",
+        n_boot=20,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    test = split[split["partition"] == "test"]
+    readable = test[~test["path"].str.endswith("benign (9).png")]  # the truncated file
+    assert out["test"]["n"] == len(readable)
+    assert out["test"]["ci"]["n_groups"]["value"] == readable["split_group"].nunique()
+    assert readable["split_group"].nunique() < len(readable)  # the duplicate pair is one group

@@ -224,8 +224,11 @@ def evaluate_image_bundle(
             root,
         )
     split_settings: dict[str, Any] = {}
+    split_groups: dict[str, str] = {}
     if split_file is not None:
         chosen = load_split(split_file, manifest)
+        # the groups the split kept together (near-duplicate clusters too), as in the run
+        split_groups = dict(zip(chosen["path"], chosen["split_group"].astype(str), strict=True))
         keep = set(chosen.loc[chosen["partition"] == partition, "path"])
         manifest = manifest.subset(manifest.frame["path"].isin(keep))
         split_settings = {"split_file": str(split_file), "partition": partition}
@@ -238,7 +241,9 @@ def evaluate_image_bundle(
     )
     lookup = {c: i for i, c in enumerate(manifest.classes)}
     y = manifest.frame["label"].iloc[rows].map(lookup).to_numpy()
-    groups = manifest.frame["group_id"].iloc[rows].to_numpy()
+    paths = manifest.frame["path"].iloc[rows]
+    groups = paths.map(split_groups) if split_groups else manifest.frame["group_id"].iloc[rows]
+    groups = groups.astype(str).to_numpy()
     positive = predictor.positive
     evaluation = evaluate_predictions(
         logits,
