@@ -127,7 +127,6 @@ def _explain_images(predictor, targets: list[str], out: Path, quiet: bool) -> No
     from tqdm.auto import tqdm
 
     from breastcad.data.imaging import read_image
-    from breastcad.explain.gradcam import overlay
     from breastcad.predict import expand_paths
 
     files = expand_paths(targets)
@@ -136,12 +135,13 @@ def _explain_images(predictor, targets: list[str], out: Path, quiet: bool) -> No
     out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="explaining", unit="img", disable=quiet):
         try:
-            result = predictor.predict_image(read_image(path), explain=True)
+            image = read_image(path)
+            result = predictor.predict_image(image, explain=True)
         except DataError as exc:
             typer.echo(f"skipped {path}: {exc.problem}", err=True)
             continue
         target = out / f"{path.stem}_gradcam.png"
-        Image.fromarray(overlay(result.pixels, result.cam)).save(target)
+        Image.fromarray(predictor.explanation_picture(image, result.cam)).save(target)
         probs = ", ".join(f"{k} {v:.3f}" for k, v in result.probabilities.items())
         typer.echo(f"{path}: {result.prediction} ({probs}) -> {target}")
 

@@ -128,6 +128,14 @@ class Predictor:
         pre = self.bundle.manifest["preprocessing"]
         return prepare(image, pre["size"], pre["resize"], pre["channels"])
 
+    def explanation_picture(self, image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+        """A Grad-CAM map (over the model's input) drawn on the decoded image it came from, at
+        the image's own geometry (longer side at most 1024 px): what `explain` and the
+        service show."""
+        from breastcad.explain.gradcam import overlay_on_image
+
+        return overlay_on_image(image, cam, self.bundle.manifest["preprocessing"]["resize"])
+
     def predict_logits(self, pixels: np.ndarray) -> np.ndarray:
         """Uncalibrated logits for a prepared uint8 batch (N, H, W, C)."""
         import torch

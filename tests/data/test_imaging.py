@@ -10,7 +10,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from breastcad.data.imaging import read_image, resize
+from breastcad.data.imaging import read_image, resize, unresize
 from breastcad.errors import DataError
 from tests.data.conftest import blob_image, save
 
@@ -104,3 +104,19 @@ def test_resize_modes(mode):
     else:
         assert out.min() == 200
     assert resize(img.astype(np.float32) / 255, 32, mode).dtype == np.float32
+
+
+@pytest.mark.parametrize("mode", ["pad", "crop", "stretch"])
+@pytest.mark.parametrize("shape", [(60, 100), (100, 60)])
+def test_unresize_lays_a_map_back_where_the_image_was(mode, shape):
+    """A square marked in an image, resized as the model sees it and laid back: it lands on
+    the square again (for 'crop', only what the crop kept can come back)."""
+    image = np.zeros(shape, dtype=np.float32)
+    image[20:45, 25:50] = 1.0  # inside the centre crop of both shapes
+    back = unresize(resize(image, (32, 32), mode), shape, mode)
+    assert back.shape == shape
+    found, marked = back > 0.5, image > 0.5
+    assert (found & marked).sum() / (found | marked).sum() > 0.8
+    if mode == "crop":  # what the crop cut off comes back empty
+        edge = (slice(None), slice(0, 15)) if shape[1] > shape[0] else (slice(0, 15), slice(None))
+        assert back[edge].max() == 0.0

@@ -88,14 +88,24 @@ def test_explain_cli_writes_overlays_and_reports_bad_files(tmp_path):
         Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(
             images / f"p{i}.png"
         )
+    # a wide one and a large one: overlays keep each image's geometry (large: 1024 px side)
+    Image.fromarray(rng.integers(0, 256, (30, 80, 3), dtype=np.uint8)).save(images / "wide.png")
+    Image.fromarray(rng.integers(0, 256, (2048, 1536), dtype=np.uint8)).save(images / "big.png")
     (images / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app, ["explain", "--model", str(bundle), "--out", str(out), "--quiet", str(images)]
     )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["p0_gradcam.png", "p1_gradcam.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "big_gradcam.png",
+        "p0_gradcam.png",
+        "p1_gradcam.png",
+        "wide_gradcam.png",
+    ]
     assert Image.open(out / "p0_gradcam.png").size == (50, 50)
+    assert Image.open(out / "wide_gradcam.png").size == (80, 30)  # (width, height)
+    assert Image.open(out / "big_gradcam.png").size == (768, 1024)
     assert "skipped" in result.output and "broken.png" in result.output
     slide = CliRunner().invoke(app, ["explain", "--model", str(bundle), "slide"])
     assert slide.exit_code == 2 and "--root" in slide.output

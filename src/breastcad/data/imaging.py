@@ -226,6 +226,26 @@ def resize(image: np.ndarray, size: int | Sequence[int], mode: str = "pad") -> n
     return out
 
 
+def unresize(values: np.ndarray, size: int | Sequence[int], mode: str = "pad") -> np.ndarray:
+    """The inverse geometry of `resize`: a float map over a model input (H x W) laid back on
+    an image of `size` (its height and width before `resize`). 'pad' drops the padding;
+    'crop' puts zeros where the crop cut the image off (the model never saw it)."""
+    th, tw = values.shape[:2]
+    h, w = as_hw(size)
+    values = values.astype(np.float32)
+    if mode == "stretch":
+        return _pil_resize(values, w, h)
+    scale = (min if mode == "pad" else max)(th / h, tw / w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    if mode == "pad":
+        top, left = (th - new_h) // 2, (tw - new_w) // 2
+        return _pil_resize(values[top : top + new_h, left : left + new_w], w, h)
+    canvas = np.zeros((new_h, new_w), dtype=np.float32)
+    top, left = (new_h - th) // 2, (new_w - tw) // 2
+    canvas[top : top + th, left : left + tw] = values
+    return _pil_resize(canvas, w, h)
+
+
 def _pil_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if image.dtype == np.uint8:
         return np.asarray(

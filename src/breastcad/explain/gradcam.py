@@ -87,6 +87,23 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
     return np.clip(base * (1 - weight) + heat * weight, 0, 255).astype(np.uint8)
 
 
+def overlay_on_image(
+    image: np.ndarray, cam: np.ndarray, resize_mode: str, max_side: int = 1024
+) -> np.ndarray:
+    """The map over the image as it was read (not the model's input): its own aspect ratio,
+    without padding, at its own size or, for large images (DICOM mammograms), scaled so that
+    the longer side is `max_side`."""
+    from breastcad.data.imaging import resize, to_uint8, unresize
+
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    shown = to_uint8(resize(image, size, "stretch") if scale < 1 else image)
+    if np.all(np.isnan(cam)):
+        return overlay(shown, cam[:1, :1])
+    return overlay(shown, np.clip(unresize(np.nan_to_num(cam, nan=0.0), size, resize_mode), 0, 1))
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """A uint8 image as PNG bytes (for the API and the page)."""
     from PIL import Image

@@ -194,7 +194,9 @@ def _prepare(predictor: Predictor, data: bytes, name: str, limit: int) -> tuple[
     return image, predictor.prepare(image)
 
 
-def _image_answer(image: np.ndarray, data: bytes, result: ImagePrediction) -> dict[str, Any]:
+def _image_answer(
+    predictor: Predictor, image: np.ndarray, data: bytes, result: ImagePrediction
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "probabilities": result.probabilities,
         "prediction": result.prediction,
@@ -207,12 +209,10 @@ def _image_answer(image: np.ndarray, data: bytes, result: ImagePrediction) -> di
         "explanation": None,
     }
     if result.cam is not None:
-        from breastcad.explain.gradcam import overlay
-
         out["explanation"] = Explanation(
             target=result.prediction,
             input_png=_b64png(result.pixels),
-            overlay_png=_b64png(overlay(result.pixels, result.cam)),
+            overlay_png=_b64png(predictor.explanation_picture(image, result.cam)),
             degenerate=bool(np.all(np.isnan(result.cam))),
         )
     return out
@@ -269,7 +269,7 @@ def api_router() -> APIRouter:
             _prepare, predictor, upload.data, upload.filename, settings.max_pixels
         )
         prediction = await models.worker.predict(predictor, pixels, explain)
-        result = await run_in_threadpool(_image_answer, image, upload.data, prediction)
+        result = await run_in_threadpool(_image_answer, predictor, image, upload.data, prediction)
         return ImagePredictionOut(
             model=_ref(key, predictor),
             classes=predictor.classes,

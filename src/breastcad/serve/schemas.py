@@ -20,7 +20,10 @@ class Explanation(BaseModel):
     method: str = "grad-cam"
     target: str = Field(description="The class explained (the predicted one).")
     input_png: str = Field(description="Base64 PNG of the model's input (resized, padded).")
-    overlay_png: str = Field(description="Base64 PNG: Grad-CAM over the model's input.")
+    overlay_png: str = Field(
+        description="Base64 PNG: Grad-CAM over the uploaded image at its own geometry (longer "
+        "side at most 1024 px); `input_png` is what the model saw."
+    )
     degenerate: bool = Field(
         description="True when the map is zero everywhere (no positive evidence): not shown."
     )

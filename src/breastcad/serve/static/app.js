@@ -65,7 +65,7 @@ function showResult(r) {
     $("input-image").src = "data:image/png;base64," + ex.input_png;
     $("cam-image").src = "data:image/png;base64," + ex.overlay_png;
     $("cam-caption").textContent = ex.degenerate ? "Grad-CAM: no positive evidence at the explained layer" :
-      `Grad-CAM: regions that raised "${ex.target}"`;
+      `Grad-CAM over the upload: regions that raised "${ex.target}"`;
   }
   $("dicom").textContent = r.dicom ? "DICOM (de-identified header): " +
     Object.entries(r.dicom).map(([k, v]) => `${k} ${v}`).join(", ") : "";
