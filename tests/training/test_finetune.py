@@ -12,18 +12,22 @@ from tests.data.conftest import blob_image, save
 pytestmark = pytest.mark.slow
 
 
-def _tiny_busi_like(tmp_path):
+def _tiny_busi_like(tmp_path, swap_val_labels=False, batch_size=8):
+    """24 images, benign dark and malignant bright; every fourth of each class is validation.
+    `swap_val_labels`: validation images carry the other class's look."""
     root = tmp_path / "data"
     for i in range(12):
-        save(root / "benign" / f"b{i}.png", blob_image(i, (32, 32), rgb=True) // 2)
-        save(root / "malignant" / f"m{i}.png", 255 - blob_image(i, (32, 32), rgb=True) // 2)
+        dark = blob_image(i, (32, 32), rgb=True) // 2
+        swap = swap_val_labels and i % 4 == 0
+        save(root / "benign" / f"b{i}.png", 255 - dark if swap else dark)
+        save(root / "malignant" / f"m{i}.png", dark if swap else 255 - dark)
     manifest = scan("folder", root)
-    partition = np.where(np.arange(len(manifest)) % 4 == 0, "val", "train")
+    number = manifest.frame["path"].map(lambda p: int(p.rsplit("/", 1)[1][1:-4]))
     return ImageDataModule(
         manifest,
-        partition,
+        np.where(number % 4 == 0, "val", "train"),
         PreprocessConfig(size=32),
-        batch_size=8,
+        batch_size=batch_size,
         cache_dir=tmp_path / "cache",
         progress=False,
     )
@@ -71,22 +75,7 @@ def test_last_checkpoint_is_the_last_epoch_when_validation_gets_worse(tmp_path):
     """Validation images carry the opposite labels of their look-alikes in training, so the
     better the network fits, the worse its validation loss: best.ckpt stays at epoch 1 and
     last.ckpt (what --resume continues from) must still be the last epoch."""
-    root = tmp_path / "data"
-    for i in range(12):
-        dark, bright = blob_image(i, (32, 32), rgb=True) // 2, 255 - blob_image(i, (32, 32)) // 2
-        save(root / "benign" / f"b{i}.png", dark if i % 4 else bright)
-        save(root / "malignant" / f"m{i}.png", bright if i % 4 else dark)
-    manifest = scan("folder", root)
-    names = manifest.frame["path"].map(lambda p: int(p.rsplit("/", 1)[1][1:-4]))
-    partition = np.where(names % 4 == 0, "val", "train")
-    dm = ImageDataModule(
-        manifest,
-        partition,
-        PreprocessConfig(size=32),
-        batch_size=6,
-        cache_dir=tmp_path / "cache",
-        progress=False,
-    )
+    dm = _tiny_busi_like(tmp_path, swap_val_labels=True, batch_size=6)
     torch.manual_seed(0)
     net = create_model("full_finetune", num_classes=2, size=32, weights="random")
     settings = ImageFitSettings(
