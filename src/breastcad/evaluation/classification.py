@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,16 @@ def classification_metrics(
     return {"scalars": scalars, "per_class": per_class, "confusion": matrix}
 
 
+def group_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """`n_boot` bootstrap samples of row indices, each drawing whole groups (patients,
+    duplicate clusters) with replacement, so correlated images never narrow an interval."""
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+
+
 def group_bootstrap(
     y: np.ndarray,
     probs: np.ndarray,
@@ -137,12 +148,8 @@ def group_bootstrap(
     """Each scalar with a 95% percentile interval from resampling whole groups (patients,
     duplicate clusters) with replacement, so correlated images never narrow the interval."""
     point = classification_metrics(y, probs, classes, positive, threshold)["scalars"]
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {m: [] for m in SCALARS}
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+    for idx in group_resamples(groups, n_boot, seed):
         boot = classification_metrics(y[idx], probs[idx], classes, positive, threshold)
         for m in SCALARS:
             samples[m].append(boot["scalars"][m])
@@ -152,7 +159,7 @@ def group_bootstrap(
         values = values[~np.isnan(values)]
         low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
         out[m] = {"value": point[m], "ci_low": float(low), "ci_high": float(high)}
-    out["n_groups"] = {"value": len(uniq), "ci_low": None, "ci_high": None}
+    out["n_groups"] = {"value": len(np.unique(groups)), "ci_low": None, "ci_high": None}
     return out
 
 

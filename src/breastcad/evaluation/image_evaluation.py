@@ -23,6 +23,7 @@ from breastcad.evaluation.classification import (
     decide,
     group_bootstrap,
     group_level,
+    group_resamples,
     softmax,
 )
 from breastcad.evaluation.plots import pr_curves, reliability_diagram, roc_curves
@@ -85,19 +86,11 @@ def lesion_localisation(
     everyone = np.arange(len(top))
     cell_auc, rate = figures(everyone)
     groups = everyone if groups is None else np.asarray(groups)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    boot = np.array(
-        [
-            figures(np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))]))
-            for _ in range(n_boot)
-        ]
-    ).reshape(-1, 2)
+    boot = np.array([figures(i) for i in group_resamples(groups, n_boot, seed)]).reshape(-1, 2)
 
     def interval(column: int) -> list[float] | None:
-        values = boot[:, column][~np.isnan(boot[:, column])]
-        return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) else None
+        drawn = boot[:, column][~np.isnan(boot[:, column])]
+        return [float(v) for v in np.percentile(drawn, [2.5, 97.5])] if len(drawn) else None
 
     return {
         "images": int(known.sum()),
@@ -111,7 +104,8 @@ def lesion_localisation(
         "random_cell_rate": float(lesion.flatten(1)[with_lesion].float().mean(dim=1).mean())
         if with_lesion.any()
         else None,
-        "interval": f"95% percentile bootstrap, {n_boot} resamples of {len(uniq)} groups",
+        "interval": f"95% percentile bootstrap, {n_boot} resamples of "
+        f"{len(np.unique(groups))} groups",
     }
 
 

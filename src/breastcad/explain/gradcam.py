@@ -99,8 +99,8 @@ def overlay_on_image(
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     shown = to_uint8(resize(image, size, "stretch") if scale < 1 else image)
-    if np.all(np.isnan(cam)):
-        return overlay(shown, cam[:1, :1])
+    if np.all(np.isnan(cam)):  # no positive evidence: the image as it is
+        return overlay(shown, np.full(size, np.nan, dtype=np.float32))
     return overlay(shown, np.clip(unresize(np.nan_to_num(cam, nan=0.0), size, resize_mode), 0, 1))
 
 
