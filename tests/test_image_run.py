@@ -241,3 +241,45 @@ def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     shutil.rmtree(folder / "other")
     plain = train("folder", folder, tmp_path / "plain_run")
     assert plain.exit_code == 2 and "no lesion annotations" in plain.output
+
+
+def test_a_killed_run_resumes_from_its_last_epoch(two_class_tree, tmp_path):
+    """SIGKILL in the middle of training (no clean shutdown), then --resume: the run goes on
+    from the last finished epoch and its history has every epoch once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["--dataset", "folder", "--root", str(two_class_tree), "--model", "idc_cnn"]
+    args += ["--size", "48", "--batch-size", "16", "--out", str(out), "--quiet"]
+    env = {**os.environ, "BREASTCAD_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "breastcad", "train-image", *args, "--epochs", "200"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if last.is_file():
+                try:
+                    if torch.load(last, weights_only=False)["epoch"] >= 1:
+                        break
+                except Exception:  # being replaced right now
+                    pass
+            time.sleep(0.1)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    assert not (out / "results.json").exists()
+    done = torch.load(last, weights_only=False)["epoch"] + 1  # epochs finished before the kill
+    other = _train(two_class_tree, out, done + 1, "--resume")  # --size 24, not 48
+    assert other.exit_code == 2 and "model_params.size: 48 -> 24" in other.output, other.output
+    more = ["--epochs", str(done + 1), "--resume"]
+    resumed = runner.invoke(app, ["train-image", *args, *more], env=env)
+    assert resumed.exit_code == 0, resumed.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["resumed_from"].endswith("last.ckpt")
+    assert [row["epoch"] for row in results["training"]["history"]] == list(range(1, done + 2))

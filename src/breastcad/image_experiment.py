@@ -28,6 +28,7 @@ from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
 from breastcad.data.splits import save_split, split_dataset, train_val_test
+from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
     decide,
@@ -154,9 +155,46 @@ def _model_params(cfg: ImageRunConfig, classes: list[str], positive: int) -> dic
     return params
 
 
+# settings a resumed run may change: how long it trains, how it shows progress, where and
+# with how many processes it keeps its decode cache, the device
+RESUME_MAY_CHANGE = {"resume", "epochs", "progress", "cache_dir", "jobs", "accelerator"}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume(cfg: ImageRunConfig, out: Path) -> None:
+    """`--resume` continues the run in `out` with its own settings: refuse (naming what
+    differs) rather than load its checkpoint into another model, data or split."""
+    saved = out / "config.yaml"
+    if not cfg.train.resume or not saved.is_file():
+        return
+    before = _flat(ImageRunConfig.from_yaml(saved).model_dump(mode="json"))
+    now = _flat(cfg.model_dump(mode="json"))
+    changed = [
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(before) | set(now))
+        if key.rsplit(".", 1)[-1] not in RESUME_MAY_CHANGE and before.get(key) != now.get(key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{saved}: --resume continues the run made with these settings, and this one "
+            f"differs ({'; '.join(changed)}); use the same options, or another --out "
+            "(nothing was changed)"
+        )
+
+
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_resume(cfg, out)
     cfg.to_yaml(out / "config.yaml")
     progress = cfg.train.progress
     manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
