@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -110,6 +111,11 @@ def test_busi_split_keeps_duplicates_together_and_reloads(busi_tree, tmp_path):
         load_split(tmp_path / "s.json", touched)["partition"].tolist()
         == split["partition"].tolist()
     )
+    older = json.loads((tmp_path / "s.json").read_text())  # a split saved before sizes alone
+    del older["layout_fingerprint"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match="older split file"):
+        load_split(tmp_path / "older.json", touched)
     (busi_tree / "Dataset_BUSI_with_GT/normal/normal (1).png").write_bytes(b"changed")
     with pytest.raises(ConfigError, match="other data"):
         load_split(tmp_path / "s.json", scan("busi", busi_tree))

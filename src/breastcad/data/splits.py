@@ -201,7 +201,10 @@ def load_split(path: Path, manifest: Manifest | None = None) -> pd.DataFrame:
         and payload["manifest_fingerprint"] != manifest.fingerprint()
         and payload.get("layout_fingerprint") != manifest.layout_fingerprint()
     ):
-        raise ConfigError(
-            f"{path}: made from other data (paths, labels, groups or file sizes differ)"
+        why = (
+            "paths, labels, groups or file sizes differ"
+            if "layout_fingerprint" in payload
+            else "or from a copy of it: this older split file records modification times too"
         )
+        raise ConfigError(f"{path}: made from other data ({why})")
     return pd.DataFrame(payload["rows"])
