@@ -177,6 +177,10 @@ def fit_image(
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen body
     warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
+    # batches are slices of the memory-mapped decode cache and are augmented on the training
+    # device, so loader processes have nothing to do (Lightning suggests them on many-core
+    # machines, e.g. beside a GPU)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     best = ModelCheckpoint(
         ckpt_dir,
         filename="best",
