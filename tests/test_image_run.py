@@ -29,30 +29,32 @@ def two_class_tree(tmp_path):
     return root
 
 
-def _train(root, out, epochs, *extra):
-    return runner.invoke(
-        app,
-        [
-            "train-image",
-            "--dataset",
-            "folder",
-            "--root",
-            str(root),
-            "--model",
-            "idc_cnn",
-            "--size",
-            "24",
-            "--epochs",
-            str(epochs),
-            "--batch-size",
-            "16",
-            "--out",
-            str(out),
-            "--quiet",
-            *extra,
-        ],
-        env={"BREASTCAD_CACHE": str(out.parent / "cache")},
-    )
+def _train_args(root, out, epochs, *extra, size=24):
+    """`train-image` arguments of the small idc_cnn runs of these tests."""
+    return [
+        "train-image",
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--model",
+        "idc_cnn",
+        "--size",
+        str(size),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def _train(root, out, epochs, *extra, size=24):
+    env = {"BREASTCAD_CACHE": str(out.parent / "cache")}
+    return runner.invoke(app, _train_args(root, out, epochs, *extra, size=size), env=env)
 
 
 def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
@@ -253,10 +255,8 @@ def test_a_killed_run_resumes_from_its_last_epoch(two_class_tree, tmp_path):
     import time
 
     out = tmp_path / "run"
-    args = ["--dataset", "folder", "--root", str(two_class_tree), "--model", "idc_cnn"]
-    args += ["--size", "48", "--batch-size", "16", "--out", str(out), "--quiet"]
     env = {**os.environ, "BREASTCAD_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "breastcad", "train-image", *args, "--epochs", "200"]
+    command = [sys.executable, "-m", "breastcad", *_train_args(two_class_tree, out, 200, size=48)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
@@ -277,8 +277,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(two_class_tree, tmp_path):
     done = torch.load(last, weights_only=False)["epoch"] + 1  # epochs finished before the kill
     other = _train(two_class_tree, out, done + 1, "--resume")  # --size 24, not 48
     assert other.exit_code == 2 and "model_params.size: 48 -> 24" in other.output, other.output
-    more = ["--epochs", str(done + 1), "--resume"]
-    resumed = runner.invoke(app, ["train-image", *args, *more], env=env)
+    resumed = _train(two_class_tree, out, done + 1, "--resume", size=48)
     assert resumed.exit_code == 0, resumed.output
     results = json.loads((out / "results.json").read_text())
     assert results["training"]["resumed_from"].endswith("last.ckpt")
