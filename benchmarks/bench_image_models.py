@@ -7,7 +7,9 @@ validation, group-bootstrap CIs on test). Prints one table; every run folder kee
 
 `--seeds` repeats each run with other seeds (the seed draws the split, the initialisation of
 new layers, the batches and the augmentation): the spread between seeds is how far one run's
-figure can be trusted. Seed 0 runs are named as before, others get `-seedN`.
+figure can be trusted. Seed 0 runs are named as before, others get `-seedN`. Runs named
+`-x3` are deep ensembles (three members on one split, seeds seed..seed+2); the table after
+the goals gives each member's own test figures beside the ensemble's.
 
 Accuracy, balanced accuracy, sensitivity and specificity are at the operating point chosen on
 validation (sensitivity >= 0.95 for the positive class); "accuracy (argmax)" is the plain
@@ -32,14 +34,19 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run(
-    dataset: str, model: str, size: int | None = None, epochs: int | None = None, **data
+    dataset: str,
+    model: str,
+    size: int | None = None,
+    epochs: int | None = None,
+    members: int = 1,
+    **data,
 ) -> dict:
     """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
-    the epochs allowed (default: the recipe's)."""
+    the epochs allowed (default: the recipe's), the members of a deep ensemble (1: none)."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
     if size is not None:
         cfg["model_params"] = {"size": size}
-    cfg["train"] = {"epochs": epochs}
+    cfg["train"] = {"epochs": epochs, "members": members}
     return cfg
 
 
@@ -54,12 +61,16 @@ CONFIGS: dict[str, dict] = {
     "busi-full_finetune": run("busi", "full_finetune"),
     "busi-full_finetune-224": run("busi", "full_finetune", 224),
     "busi-lesion_map-224": run("busi", "lesion_map", 224),
+    # deep ensembles: three networks of one recipe on the split of seed 0, seeds 0, 1, 2
+    "busi-transfer-224-x3": run("busi", "transfer", 224, members=3),
+    "busi-full_finetune-x3": run("busi", "full_finetune", members=3),
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
     "busi-transfer-random-split": run("busi", "transfer", duplicate_distance=None),
     "breastmnist-finetune": run("breastmnist", "finetune", 96),
     "breastmnist-transfer-128": run("breastmnist", "transfer", 128),
     "breastmnist-full_finetune-128": run("breastmnist", "full_finetune", 128),
+    "breastmnist-full_finetune-128-x3": run("breastmnist", "full_finetune", 128, members=3),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),
     "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
@@ -193,6 +204,24 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")
     print_goals(measured)
+    ensembles = [(name, args.out / name / "results.json") for _, _, name in runs]
+    ensembles = [(n, json.loads(p.read_text())) for n, p in ensembles if p.is_file()]
+    ensembles = [(n, r) for n, r in ensembles if r["training"].get("members")]
+    if ensembles:
+        print(
+            "\n| ensemble run | member (seed) | epochs | accuracy (argmax) alone | macro AUC "
+            "alone |\n|---|---|---|---|---|"
+        )
+        for name, results in ensembles:
+            for m in results["training"]["members"]:
+                alone = m["test_alone"]
+                print(
+                    f"| {name} | {m['member']} ({m['seed']}) | {m['epochs_run']} | "
+                    f"{alone['accuracy']:.3f} | {alone['macro_auc']:.3f} |"
+                )
+            ci = results["test"]["ci"]["macro_auc"]["value"]
+            acc = results["test"]["argmax"]["accuracy"]
+            print(f"| {name} | ensemble | | {acc:.3f} | {ci:.3f} |")
     busi = [name for _, _, name in runs if name.startswith("busi")]
     if busi:
         print(

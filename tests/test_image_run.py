@@ -282,3 +282,60 @@ def test_a_killed_run_resumes_from_its_last_epoch(two_class_tree, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["training"]["resumed_from"].endswith("last.ckpt")
     assert [row["epoch"] for row in results["training"]["history"]] == list(range(1, done + 2))
+
+
+def test_an_ensemble_trains_on_a_saved_split_and_resumes_member_by_member(two_class_tree, tmp_path):
+    """`--members 2 --split-file`: two networks of one recipe on an earlier run's split
+    (exactly), seeds 5 and 6, averaged into one bundle that reproduces the run's test
+    probabilities; each member's own test figures are in the report. `--resume` keeps a
+    finished member and trains only the unfinished one."""
+    single = tmp_path / "single"
+    assert _train(two_class_tree, single, 1).exit_code == 0
+    split_file = single / "splits" / "split.json"
+    out = tmp_path / "ens"
+    args = ("--members", "2", "--split-file", str(split_file), "--seed", "5")
+    result = _train(two_class_tree, out, 1, *args)
+    assert result.exit_code == 0, result.output
+
+    def partitions(run):
+        rows = json.loads((run / "splits" / "split.json").read_text())["rows"]
+        return dict(zip(rows["path"], rows["partition"], strict=True))
+
+    assert partitions(out) == partitions(single)
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["split"]["split_file"] == str(split_file)
+    assert results["data"]["split"]["saved_settings"]["seed"] == 0  # the split of the first run
+    members = results["training"]["members"]
+    assert [(m["member"], m["seed"]) for m in members] == [(1, 5), (2, 6)]
+    for m in members:
+        assert 0.0 <= m["test_alone"]["accuracy"] <= 1.0 and "history" not in m
+    assert results["model"]["arch"]["name"] == "ensemble"
+    assert "2 members, seeds 5-6" in results["training"]["ensemble"]
+    assert sorted({row["member"] for row in results["training"]["history"]}) == [1, 2]
+    assert "member" in pd.read_csv(out / "history.csv").columns
+    report = (out / "report.md").read_text()
+    assert "Ensemble members alone" in report and "saved split" in report
+    measured = pd.read_csv(out / "predictions.csv")
+    predictor = Predictor.from_bundle(out / "bundle")
+    again = predictor.predict_paths(measured["path"].tolist(), progress=False)
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    # the bundle's members are the members the run trained
+    first = torch.load(out / "members" / "1" / "member.pt", weights_only=True)
+    member_1 = predictor.network.members[0].state_dict()
+    assert all(torch.equal(first[k], member_1[k]) for k in first)
+
+    # a run stopped after member 1 finished: --resume keeps member 1, trains member 2
+    shutil.rmtree(out / "members" / "2")
+    resumed = _train(two_class_tree, out, 1, *args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    records = json.loads((out / "results.json").read_text())["training"]["members"]
+    assert records[0]["resumed"].startswith("finished before") and "resumed" not in records[1]
+    kept = Predictor.from_bundle(out / "bundle").network.members[0].state_dict()
+    assert all(torch.equal(first[k], kept[k]) for k in first)
+
+    # a split saved from other data is refused, naming the file
+    other = tmp_path / "other"
+    shutil.copytree(two_class_tree, other)
+    (other / "benign" / "b00.png").unlink()
+    refused = _train(other, tmp_path / "refused", 1, "--split-file", str(split_file))
+    assert refused.exit_code == 2 and "made from other data" in refused.output

@@ -43,11 +43,13 @@ class ImageModel:
         import torch
 
         from breastcad.models import create_model
+        from breastcad.models.ensemble import NAME as ENSEMBLE
+        from breastcad.models.ensemble import build_ensemble
 
         params = {k: v for k, v in arch.items() if k != "name"}
         if "weights" in params:
             params["weights"] = "random"  # the bundle's weights replace any initialisation
-        net = create_model(name, **params)
+        net = build_ensemble(**params) if name == ENSEMBLE else create_model(name, **params)
         net.load_state_dict(torch.load(Path(folder) / "weights.pt", weights_only=True))
         return cls(net.eval())
 
@@ -197,11 +199,10 @@ def load_bundle(folder: Path) -> Bundle:
     """Verify and load a bundle."""
     manifest = read_manifest(folder)
     model = manifest["model"]
-    family = get_spec(model["name"]).family
     if manifest.get("kind") == "image":
         estimator = ImageModel.load(Path(folder), model["name"], model["arch"])
         return Bundle(Path(folder), manifest, estimator)
-    cls = {"sklearn": SklearnTabular, "torch": TorchTabular}[family]
+    cls = {"sklearn": SklearnTabular, "torch": TorchTabular}[get_spec(model["name"]).family]
     estimator = cls.load(Path(folder), name=model["name"], **model.get("params", {}))
     return Bundle(Path(folder), manifest, estimator)
 

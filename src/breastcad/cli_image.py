@@ -49,6 +49,20 @@ def train_image(
     accelerator: Annotated[
         str | None, typer.Option(help="auto (default: a GPU when present), cpu or gpu.")
     ] = None,
+    members: Annotated[
+        int | None,
+        typer.Option(
+            help="Train this many networks on the one split (seeds seed, seed+1, ...) and "
+            "average their probabilities: a deep ensemble in one bundle (default 1)."
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reuse a saved split (an earlier run's splits/split.json), checked against "
+            "the data; test and val size are then the file's."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
     val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
@@ -64,7 +78,11 @@ def train_image(
     base["data"].update(dataset=dataset, root=root)
     if option:
         base["data"]["options"] = _parse_options(option)
-    for key, value in {"test_size": test_size, "val_size": val_size}.items():
+    for key, value in {
+        "test_size": test_size,
+        "val_size": val_size,
+        "split_file": split_file,
+    }.items():
         if value is not None:
             base["data"][key] = value
     base["model"] = model
@@ -80,6 +98,7 @@ def train_image(
         "sampling": sampling,
         "class_weight": class_weight,
         "accelerator": accelerator,
+        "members": members,
     }.items():
         if value is not None:
             train[key] = value

@@ -186,6 +186,13 @@ class ImageTrainConfig(_Strict):
     augment: Literal["auto", "none", "histo", "ultrasound", "mammo"] = "auto"
     accelerator: str = Field("auto", description="auto: a GPU when present, else the CPU.")
     deterministic: bool = False
+    members: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Networks trained on the one split, seeded seed, seed+1, ...; more than "
+        "one are averaged into a deep ensemble (one bundle).",
+    )
     progress: bool = True
     resume: bool = False
     jobs: int = Field(2, ge=1, description="Processes decoding images into the cache.")

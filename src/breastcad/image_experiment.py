@@ -12,6 +12,7 @@ the official training part for early stopping, calibration and the operating poi
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -27,7 +28,7 @@ from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
-from breastcad.data.splits import save_split, split_dataset, train_val_test
+from breastcad.data.splits import load_split, save_split, split_dataset, train_val_test
 from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
@@ -46,6 +47,7 @@ from breastcad.evaluation.metrics import choose_threshold, operating_point_suppo
 from breastcad.evaluation.plots import class_balance
 from breastcad.models import create_model
 from breastcad.models.backbones import lesion_background
+from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
 from breastcad.models.registry import get_spec
 from breastcad.runinfo import run_info, to_jsonable
@@ -56,8 +58,19 @@ from breastcad.training.image_fit import ImageFitSettings, fit_image, positive_i
 def make_partition(
     manifest: Manifest, cfg: ImageRunConfig, progress: bool
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The split of `manifest` (rows aligned by path) with partitions train / val / test."""
+    """The split of `manifest` (rows aligned by path) with partitions train / val / test: the
+    run's own, or a saved one (`data.split_file`, checked against the data) as it is."""
     d = cfg.data
+    if d.split_file is not None:
+        split = load_split(d.split_file, manifest)
+        missing = {"train", "val", "test"} - set(split["partition"])
+        if missing:
+            raise ConfigError(
+                f"{d.split_file}: no {', '.join(sorted(missing))} part; a run needs a split "
+                "with train, val and test (the splits/split.json of an earlier run has them)"
+            )
+        saved = json.loads(Path(d.split_file).read_text()).get("settings", {})
+        return split, {"split_file": str(d.split_file), "saved_settings": saved, "skipped": []}
     split, skipped, settings = split_dataset(
         manifest,
         d.test_size,
@@ -206,8 +219,9 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         dict(zip(split["path"], split["partition"], strict=True))
     )
     classes, positive = manifest.classes, positive_index(manifest.classes)
+    params = _model_params(cfg, classes, positive)
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.model, num_classes=len(classes), **_model_params(cfg, classes, positive))
+    net = create_model(cfg.model, num_classes=len(classes), **params)
     preprocess = cfg.preprocess or PreprocessConfig(
         size=net.recipe.size,
         resize=net.recipe.resize,
@@ -227,7 +241,11 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         masks=masks,
     )
     settings = _fit_settings(cfg, net, modality)
-    history, fit_info = fit_image(net, dm, settings, out)
+    if cfg.train.members == 1:
+        history, fit_info = fit_image(net, dm, settings, out)
+        members: list[dict[str, Any]] = []
+    else:
+        net, history, fit_info, members = _fit_ensemble(cfg, net, params, dm, settings, out)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
 
     val_logits, val_y = predict_logits(net, dm.val_dataloader())
@@ -259,6 +277,8 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             cfg.bootstrap,
             cfg.seed,
         )
+    if members:  # each member alone on the same test images, beside the ensemble
+        _member_figures(members, net, dm, test_y, classes, positive)
     probs = softmax(test_logits, temperature)
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
@@ -288,7 +308,12 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             "init": net.init,
             "recipe": net.recipe.to_dict(),
         },
-        "training": {"settings": settings.__dict__, **fit_info, "history": history},
+        "training": {
+            "settings": settings.__dict__,
+            **fit_info,
+            "history": history,
+            **({"members": members} if members else {}),
+        },
         "operating_point": {
             "policy": _policy_text(cfg, classes[positive]),
             "threshold": threshold,
@@ -308,6 +333,83 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
 
     write_report(out)
     return results
+
+
+def _fit_ensemble(
+    cfg: ImageRunConfig,
+    first: ImageNetwork,
+    params: dict[str, Any],
+    dm: ImageDataModule,
+    settings: ImageFitSettings,
+    out: Path,
+) -> tuple[EnsembleNetwork, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """`cfg.train.members` networks on the one split, member k seeded `seed + k - 1` (its
+    initialisation, batches and augmentation), each in `members/<k>/` with its own checkpoints
+    and learning curves. A finished member is kept (`member.pt`, `member.json`) and not
+    trained again by `--resume`. Returns the ensemble, the history of all members (a `member`
+    column), what happened and a record per member."""
+    nets, history, records = [], [], []
+    for k in range(1, cfg.train.members + 1):
+        seed = cfg.seed + k - 1
+        folder = out / "members" / str(k)
+        folder.mkdir(parents=True, exist_ok=True)
+        if k == 1:
+            net = first
+        else:
+            torch.manual_seed(seed)
+            net = create_model(cfg.model, num_classes=first.num_classes, **params)
+        done = folder / "member.json"
+        if cfg.train.resume and done.is_file() and (folder / "member.pt").is_file():
+            net.load_state_dict(torch.load(folder / "member.pt", weights_only=True))
+            record = json.loads(done.read_text())
+            record["resumed"] = "finished before; not trained again"
+        else:
+            dm.seed = seed  # the member's own batch order
+            member_history, info = fit_image(
+                net, dm, dataclasses.replace(settings, seed=seed), folder
+            )
+            pd.DataFrame(member_history).to_csv(folder / "history.csv", index=False)
+            record = {"member": k, "seed": seed, **info, "history": member_history}
+            torch.save(net.state_dict(), folder / "member.pt")
+            done.write_text(json.dumps(to_jsonable(record), indent=1))
+        nets.append(net.cpu().eval())
+        history += [{"member": k, **row} for row in record["history"]]
+        records.append(record)
+    dm.seed = cfg.seed
+    info = {
+        "device": records[-1]["device"],
+        "epochs_run": sum(r["epochs_run"] for r in records),
+        "best_checkpoint": None,
+        "best_val_loss": None,
+        "resumed_from": [r.get("resumed_from") or r.get("resumed") for r in records],
+        "stage_switch_epoch": None,
+        "ensemble": f"{len(nets)} members, seeds {cfg.seed}-{cfg.seed + len(nets) - 1}, "
+        "one split; class probabilities averaged",
+    }
+    return EnsembleNetwork(nets), history, info, records
+
+
+def _member_figures(
+    members: list[dict[str, Any]],
+    ensemble: EnsembleNetwork,
+    dm: ImageDataModule,
+    y: np.ndarray,
+    classes: list[str],
+    positive: int,
+) -> None:
+    """Each member's own test figures (argmax accuracy, macro AUC), in its record."""
+    from breastcad.evaluation.classification import classification_metrics
+
+    per_member = []
+    ensemble.eval()
+    with torch.inference_mode():
+        for x, _ in dm.test_dataloader():
+            per_member.append(ensemble.member_logits(x).numpy())
+    logits = np.concatenate(per_member, axis=1)
+    for record, member_logits in zip(members, logits, strict=True):
+        scores = classification_metrics(y, softmax(member_logits), classes, positive)["scalars"]
+        record["test_alone"] = {k: scores[k] for k in ("accuracy", "macro_auc", "auc_positive")}
+        record.pop("history", None)  # already in the run's history, with a member column
 
 
 def _plots(out, net, dm, history, evaluation, logits, y, probs, pred, classes) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from breastcad.evaluation.classification import (
     softmax,
 )
 from breastcad.evaluation.plots import pr_curves, reliability_diagram, roc_curves
+from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
 from breastcad.runinfo import run_info, to_jsonable
 from breastcad.training.image_fit import positive_index
@@ -43,7 +44,7 @@ def predict_logits(net: ImageNetwork, loader) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lesion_localisation(
-    net: ImageNetwork,
+    net: ImageNetwork | EnsembleNetwork,
     pixels: np.ndarray,
     masks: np.ndarray,
     groups: np.ndarray | None = None,
@@ -62,7 +63,10 @@ def lesion_localisation(
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
             x = torch.from_numpy(np.array(pixels[start : start + batch_size]))
-            scores.append(net.head.score_map(net.forward_features(x)).float())
+            if isinstance(net, EnsembleNetwork):
+                scores.append(net.score_map(x))
+            else:
+                scores.append(net.head.score_map(net.forward_features(x)).float())
     cells = torch.cat(scores)
     lesion = lesion_cells(torch.from_numpy(masks), cells.shape[-2:])
     known = torch.from_numpy(annotated(masks))

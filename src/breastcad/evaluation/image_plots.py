@@ -19,16 +19,22 @@ CURVE_METRICS = ("loss", "acc", "precision", "recall", "auc")
 
 
 def learning_curves(history: Sequence[Mapping[str, float]], path: Path, title: str) -> Path | None:
-    """Train and validation loss, accuracy, precision, recall and AUC per epoch."""
+    """Train and validation loss, accuracy, precision, recall and AUC per epoch; one line per
+    member of an ensemble (rows with a `member` key), the label naming the first's."""
     if not history:
         return None
     fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(3.2 * len(CURVE_METRICS), 3))
-    epochs = [row["epoch"] for row in history]
+    members = sorted({row.get("member", 1) for row in history})
     for ax, metric in zip(axes, CURVE_METRICS, strict=True):
-        for stage, color in (("train", "tab:blue"), ("val", "tab:orange")):
-            values = [row.get(f"{stage}_{metric}", np.nan) for row in history]
-            if not np.isnan(values).all():
-                ax.plot(epochs, values, color=color, marker=".", label=stage)
+        for member in members:
+            rows = [row for row in history if row.get("member", 1) == member]
+            epochs = [row["epoch"] for row in rows]
+            for stage, color in (("train", "tab:blue"), ("val", "tab:orange")):
+                values = [row.get(f"{stage}_{metric}", np.nan) for row in rows]
+                if not np.isnan(values).all():
+                    label = stage if len(members) == 1 else f"{stage}, member {member}"
+                    alpha = 1.0 if member == members[0] else 0.45
+                    ax.plot(epochs, values, color=color, marker=".", label=label, alpha=alpha)
         ax.set(title=metric, xlabel="epoch")
     axes[0].legend()
     fig.suptitle(title)

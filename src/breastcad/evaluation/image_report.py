@@ -53,7 +53,39 @@ def _training_line(training: dict[str, Any] | None) -> list[str]:
     if not training or "epochs_run" not in training:
         return []
     device = training.get("device", "not recorded")
-    return [f"Training: {training['epochs_run']} epochs on {device}"]
+    members = training.get("members")
+    if not members:
+        return [f"Training: {training['epochs_run']} epochs on {device}"]
+    each = ", ".join(str(m["epochs_run"]) for m in members)
+    return [
+        f"Training: {training['epochs_run']} epochs in all ({each}) on {device}",
+        f"Deep ensemble: {training['ensemble']}",
+    ]
+
+
+def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
+    """An ensemble's members alone on the same test images: what averaging them adds."""
+    members = (training or {}).get("members")
+    if not members:
+        return []
+    rows = [
+        [
+            str(m["member"]),
+            str(m["seed"]),
+            str(m["epochs_run"]),
+            _f(m.get("best_val_loss")),
+            _f(m.get("test_alone", {}).get("accuracy")),
+            _f(m.get("test_alone", {}).get("macro_auc")),
+        ]
+        for m in members
+    ]
+    return [
+        Block("h3", "Ensemble members alone (same test images, argmax, uncalibrated)"),
+        Block(
+            "table",
+            (["member", "seed", "epochs", "best val loss", "accuracy", "macro AUC"], rows),
+        ),
+    ]
 
 
 def image_blocks(results: dict[str, Any]) -> list[Block]:
@@ -130,6 +162,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
             ),
         ),
     ]
+    blocks += _members_blocks(results.get("training"))
     where = test.get("localisation")
     if where:
         blocks.append(Block("h3", "Lesion localisation (annotated test images)"))
@@ -171,6 +204,11 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
 def _split_text(split: dict[str, Any]) -> str:
     if not split:
         return "all readable images of the dataset (external evaluation)"
+    if split.get("split_file"):
+        part = f", its {split['partition']} part" if split.get("partition") else ""
+        saved = split.get("saved_settings")
+        made = f" (made with: {_split_text(saved)})" if saved else ""
+        return f"the saved split `{split['split_file']}`{part}{made}"
     text = (
         f"seed {split.get('seed')}, test {split.get('test_size')}, val {split.get('val_size')}, "
         f"grouped by patient or near-duplicate cluster (pHash distance "

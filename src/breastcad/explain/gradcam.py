@@ -4,7 +4,8 @@ The class score's gradient with respect to the feature map of the network's `cam
 last convolutional block), averaged over space, weights that feature map; the ReLU of the sum is
 upsampled to the input size. A forward hook, attached by layer name and removed afterwards,
 makes the layer's output a leaf that records its gradient, so frozen backbones work too; the
-network's train/eval mode is restored afterwards.
+network's train/eval mode is restored afterwards. An ensemble's map is the mean of its
+members' maps, each scaled to its own maximum.
 
 Example:
     >>> cam = grad_cam(net, pixels)  # pixels: uint8 (N, H, W, C)  # doctest: +SKIP
@@ -28,9 +29,46 @@ def grad_cam(
 ) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1] at the input's size, for class `target` (one per
     image, or the predicted class when None). An image whose map is zero everywhere (no
-    positive evidence) warns and gets NaN, as MONAI does, rather than a misleading picture."""
+    positive evidence) warns and gets NaN, as MONAI does, rather than a misleading picture.
+    For an ensemble (a network with `members`), the mean of its members' maps, each scaled to
+    its own maximum, for the class the ensemble predicts."""
     x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
     height, width = (x.shape[1], x.shape[2]) if x.dtype == torch.uint8 else x.shape[2:]
+    members = getattr(net, "members", None)
+    if members is None:
+        cam = _cam(net, x, target, (int(height), int(width)))
+    else:
+        if target is None:
+            was_training = net.training
+            with torch.inference_mode():
+                target = net.eval()(x.clone()).argmax(dim=1).tolist()
+            net.train(was_training)
+        maps = np.stack([_scaled(_cam(m, x, target, (int(height), int(width)))) for m in members])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no member with evidence: NaN
+            cam = np.nan_to_num(np.nanmean(maps, axis=0), nan=0.0)
+    top = cam.reshape(len(cam), -1).max(axis=1)
+    if np.any(top <= 0):
+        warnings.warn(
+            f"Grad-CAM is zero everywhere for {int(np.sum(top <= 0))} image(s): no positive "
+            "evidence for the class at the explained layer; returning NaN for those",
+            stacklevel=2,
+        )
+    return _scaled(cam)
+
+
+def _scaled(cam: np.ndarray) -> np.ndarray:
+    """Each map divided by its maximum; NaN where the map has no positive value."""
+    top = cam.reshape(len(cam), -1).max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cam = np.where(top[:, None, None] > 0, cam / top[:, None, None], np.nan)
+    return cam.astype(np.float32)
+
+
+def _cam(
+    net: nn.Module, x: torch.Tensor, target: int | Sequence[int] | None, size: tuple[int, int]
+) -> np.ndarray:
+    """One network's unscaled Grad-CAM (N, H, W) at `size`."""
     layer = net.get_submodule(getattr(net, "cam_layer", "body"))
     captured: list[torch.Tensor] = []
 
@@ -58,18 +96,8 @@ def grad_cam(
     finally:
         handle.remove()
         net.train(was_training)
-    cam = F.interpolate(cam, size=(int(height), int(width)), mode="bilinear", align_corners=False)
-    cam = cam[:, 0].numpy().astype(np.float32)
-    top = cam.reshape(len(cam), -1).max(axis=1)
-    if np.any(top <= 0):
-        warnings.warn(
-            f"Grad-CAM is zero everywhere for {int(np.sum(top <= 0))} image(s): no positive "
-            "evidence for the class at the explained layer; returning NaN for those",
-            stacklevel=2,
-        )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cam = np.where(top[:, None, None] > 0, cam / top[:, None, None], np.nan)
-    return cam.astype(np.float32)
+    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    return cam[:, 0].numpy().astype(np.float32)
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
