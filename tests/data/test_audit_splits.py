@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,8 +113,19 @@ def test_busi_split_keeps_duplicates_together_and_reloads(busi_tree, tmp_path):
         load_split(tmp_path / "s.json", touched)["partition"].tolist()
         == split["partition"].tolist()
     )
+    # moved elsewhere and named by a relative root: the split holds, with the new paths
+    moved = tmp_path / "elsewhere" / "busi"
+    shutil.copytree(busi_tree, moved)
+    relative = Path(os.path.relpath(moved))
+    there = scan("busi", relative)
+    assert there.fingerprint() != manifest.fingerprint()
+    reloaded = load_split(tmp_path / "s.json", there)
+    assert (
+        set(reloaded["path"]) == set(there.frame["path"]) and str(relative) in reloaded["path"][0]
+    )
+    assert reloaded["partition"].tolist() == split["partition"].tolist()
     older = json.loads((tmp_path / "s.json").read_text())  # a split saved before sizes alone
-    del older["layout_fingerprint"]
+    del older["relative_layout_fingerprint"]
     (tmp_path / "older.json").write_text(json.dumps(older))
     with pytest.raises(ConfigError, match="older split file"):
         load_split(tmp_path / "older.json", touched)

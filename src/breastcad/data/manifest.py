@@ -60,22 +60,29 @@ class Manifest:
         return self._fingerprint
 
     def layout_fingerprint(self) -> str:
-        """Like `fingerprint` without modification times: the same after the files are copied
-        or extracted again (paths, labels, groups and sizes unchanged). What a split needs."""
+        """Like `fingerprint` without modification times, over paths relative to the root:
+        the same after the files are copied or extracted again, elsewhere or under another
+        spelling of the root (relative paths, labels, groups and sizes unchanged). What a
+        split needs."""
         if self._layout is None:
             self._fingerprint, self._layout = self._compute_fingerprints()
         return self._layout
 
     def _compute_fingerprints(self) -> tuple[str, str]:
         full, layout = hashlib.sha256(), hashlib.sha256()
-        for path, label, group in self.frame[["path", "label", "group_id"]].itertuples(index=False):
+        rows = self.frame[["path", "label", "group_id"]].itertuples(index=False)
+        for (path, label, group), relative in zip(rows, self.relative_paths(), strict=True):
             file = Path(str(path).split("::")[0])
             stat = file.stat() if file.exists() else None
-            for h in (full, layout):
-                h.update(f"{path}\x1f{label}\x1f{group}\x1f".encode())
+            full.update(f"{path}\x1f{label}\x1f{group}\x1f".encode())
+            layout.update(f"{relative}\x1f{label}\x1f{group}\x1f".encode())
             full.update(f"{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else b"-\n")
             layout.update(f"{stat.st_size}\n".encode() if stat else b"-\n")
         return full.hexdigest(), layout.hexdigest()
+
+    def relative_paths(self) -> list[str]:
+        """Each sample's path relative to the root (see `relative_path`)."""
+        return [relative_path(p, self.root) for p in self.frame["path"]]
 
     def save(self, path: Path) -> None:
         self.frame.to_csv(path, index=False)
@@ -88,3 +95,17 @@ class Manifest:
             self.problems,
             self.patient_groups,
         )
+
+
+def relative_path(path: str | Path, root: str | Path) -> str:
+    """`path` relative to the dataset root it was found under, as text (`a/b.png`,
+    `file.npz::train/3`); a root that is the file itself (an .npz) counts from its folder.
+    Lexical, so the files need not exist here; a path outside the root stays as it is."""
+    file, sep, member = str(path).partition("::")
+    root = Path(root)
+    base = root.parent if Path(file) == root else root
+    try:
+        inner = Path(file).relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+    return inner + sep + member

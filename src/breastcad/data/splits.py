@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from breastcad.data.manifest import Manifest
+from breastcad.data.manifest import Manifest, relative_path
 from breastcad.errors import ConfigError, DataError
 
 
@@ -180,7 +180,7 @@ def save_split(
         "dataset": manifest.dataset,
         "root": str(manifest.root),
         "manifest_fingerprint": manifest.fingerprint(),
-        "layout_fingerprint": manifest.layout_fingerprint(),
+        "relative_layout_fingerprint": manifest.layout_fingerprint(),
         "settings": settings,
         "counts": {p: {k: int(v) for k, v in row.items()} for p, row in counts.iterrows()},
         "groups_per_partition": {
@@ -192,19 +192,26 @@ def save_split(
 
 
 def load_split(path: Path, manifest: Manifest | None = None) -> pd.DataFrame:
-    """A saved split; with `manifest`, refuse one made from other data. Files copied or
-    extracted again (same paths, labels, groups and sizes; new modification times) are the
+    """A saved split; with `manifest`, refuse one made from other data and give its rows the
+    manifest's paths. Files copied or extracted again, elsewhere or under another spelling of
+    the root (same relative paths, labels, groups and sizes; new modification times) are the
     same data for a split."""
     payload = json.loads(Path(path).read_text())
+    rows = pd.DataFrame(payload["rows"])
+    if manifest is None:
+        return rows
     if (
-        manifest is not None
-        and payload["manifest_fingerprint"] != manifest.fingerprint()
-        and payload.get("layout_fingerprint") != manifest.layout_fingerprint()
+        payload["manifest_fingerprint"] != manifest.fingerprint()
+        and payload.get("relative_layout_fingerprint") != manifest.layout_fingerprint()
     ):
         why = (
-            "paths, labels, groups or file sizes differ"
-            if "layout_fingerprint" in payload
-            else "or from a copy of it: this older split file records modification times too"
+            "relative paths, labels, groups or file sizes differ"
+            if "relative_layout_fingerprint" in payload
+            else "or from a copy of it elsewhere: this older split file records where the "
+            "files lay and when they were written; make the split again"
         )
         raise ConfigError(f"{path}: made from other data ({why})")
-    return pd.DataFrame(payload["rows"])
+    here = dict(zip(manifest.relative_paths(), manifest.frame["path"], strict=True))
+    saved_root = payload.get("root", str(manifest.root))
+    rows["path"] = [here.get(relative_path(p, saved_root), p) for p in rows["path"]]
+    return rows
