@@ -42,16 +42,24 @@ class ImageModel:
     def load(cls, folder: Path, name: str, arch: dict[str, Any], **_: Any) -> ImageModel:
         import torch
 
-        from breastcad.models import create_model
-        from breastcad.models.ensemble import NAME as ENSEMBLE
-        from breastcad.models.ensemble import build_ensemble
-
-        params = {k: v for k, v in arch.items() if k != "name"}
-        if "weights" in params:
-            params["weights"] = "random"  # the bundle's weights replace any initialisation
-        net = build_ensemble(**params) if name == ENSEMBLE else create_model(name, **params)
+        net = rebuild_network(arch)
         net.load_state_dict(torch.load(Path(folder) / "weights.pt", weights_only=True))
         return cls(net.eval())
+
+
+def rebuild_network(arch: dict[str, Any]) -> Any:
+    """The network an `arch` record describes (an ensemble: each member's), before its trained
+    weights are loaded: the bundle's weights replace any recorded initialisation."""
+    from breastcad.models import create_model
+    from breastcad.models.ensemble import NAME as ENSEMBLE
+    from breastcad.models.ensemble import EnsembleNetwork
+
+    if arch["name"] == ENSEMBLE:
+        return EnsembleNetwork([rebuild_network(member) for member in arch["members"]])
+    params = {k: v for k, v in arch.items() if k != "name"}
+    if "weights" in params:
+        params["weights"] = "random"
+    return create_model(arch["name"], **params)
 
 
 @dataclass

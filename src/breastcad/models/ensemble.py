@@ -71,17 +71,3 @@ class EnsembleNetwork(nn.Module):
         """A lesion-supervised ensemble's cell scores: the mean of its members'."""
         maps = [m.head.score_map(m.forward_features(x)).float() for m in self.members]
         return torch.stack(maps).mean(dim=0)
-
-
-def build_ensemble(members: Sequence[dict[str, Any]], **_: Any) -> EnsembleNetwork:
-    """An untrained ensemble of the architectures a bundle records (`arch["members"]`); the
-    bundle's weights then replace every member's initialisation."""
-    from breastcad.models import create_model
-
-    nets = []
-    for arch in members:
-        params = {k: v for k, v in arch.items() if k != "name"}
-        if "weights" in params:
-            params["weights"] = "random"
-        nets.append(create_model(arch["name"], **params))
-    return EnsembleNetwork(nets)
