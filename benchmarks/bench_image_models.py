@@ -72,6 +72,7 @@ CONFIGS: dict[str, dict] = {
     "breastmnist-full_finetune-128": run("breastmnist", "full_finetune", 128),
     "breastmnist-full_finetune-128-x3": run("breastmnist", "full_finetune", 128, members=3),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
+    "mias-mammo_cnn-x3": run("mini-mias", "mammo_cnn", members=3, **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),
     "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
     "mias-full_finetune-320": run("mini-mias", "full_finetune", 320, **MIAS_SPLIT),
