@@ -48,6 +48,9 @@ def test_health_models_page_and_docs(api, bundles):
     page = api.get("/")
     assert page.status_code == 200 and "not a medical device" in page.text.lower()
     assert api.get("/static/app.js").status_code == 200
+    docs = api.get("/docs").text  # served from the package, not a CDN
+    assert "cdn" not in docs.lower() and "/static-offline-docs/swagger-ui-bundle.js" in docs
+    assert api.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/api/v1/predict", "/api/v1/predict/tabular", "/api/v1/models", "/healthz"} <= set(
         paths

@@ -144,3 +144,26 @@ def test_enter_the_wdbc_features_and_read_the_result(server, browser, tmp_path, 
     assert f"{api['p_malignant']:.3f}" in page.inner_text("#probabilities")
     screenshot(page, tmp_path, "tabular.png")
     page.close()
+
+
+def test_api_docs_render_with_no_request_leaving_the_machine(server, browser, tmp_path):
+    """/docs (Swagger UI) draws the API from files the server ships itself: every request
+    outside the server is refused, and the page still lists the endpoints."""
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(server + "/docs")
+    page.get_by_text("/api/v1/predict/tabular").first.wait_for(state="attached", timeout=30_000)
+    assert "breastcad" in page.title()
+    assert outside == []
+    screenshot(page, tmp_path, "api-docs.png")
+    assert httpx.get(f"{server}/redoc").status_code == 404  # its bundle fetches from a CDN
+    page.close()

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from breastcad import __version__
@@ -331,7 +332,11 @@ def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = N
         yield
         models.close()
 
-    app = FastAPI(
+    # /docs (Swagger UI) from files shipped in the fastapi-offline package, not a CDN: it
+    # works on a network without internet and asks nothing of a third party. No /redoc: its
+    # bundle still fetches a logo from cdn.redoc.ly.
+    app = FastAPIOffline(
+        redoc_url=None,
         lifespan=lifespan,
         title="breastcad",
         version=__version__,
