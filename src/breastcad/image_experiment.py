@@ -28,7 +28,13 @@ from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
-from breastcad.data.splits import load_split, save_split, split_dataset, train_val_test
+from breastcad.data.splits import (
+    load_split,
+    save_split,
+    shared_with_training,
+    split_dataset,
+    train_val_test,
+)
 from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
@@ -96,6 +102,9 @@ def make_partition(
         parts[train[carved == "test"]] = "val"
         settings["note"] = "official val used as test; val carved from official train"
     split["partition"] = parts
+    shared = shared_with_training(split, "test")
+    if shared:  # an official split made image by image: kept as published, and said so
+        settings["test_images_sharing_a_group"] = shared
     settings["skipped"] = skipped
     return split, settings
 

@@ -215,3 +215,48 @@ def test_evaluate_with_a_split_resamples_its_groups_not_images(busi_tree, tmp_pa
     assert out["test"]["n"] == len(readable)
     assert out["test"]["ci"]["n_groups"]["value"] == readable["split_group"].nunique()
     assert readable["split_group"].nunique() < len(readable)  # the duplicate pair is one group
+
+
+def test_breastmnist_val_carve_keeps_near_duplicates_together_and_counts_official_leaks(
+    tmp_path,
+):
+    """BreastMNIST has no patient ids and its images (from BUSI) include near duplicates: the
+    validation part carved from the official train part keeps each cluster on one side, and
+    the official val part (the test set here), which the official split drew image by image,
+    is kept as it is and its images with a near duplicate in training are counted."""
+    from breastcad.config import ImageRunConfig
+    from breastcad.evaluation.image_report import _split_text
+    from breastcad.image_experiment import make_partition
+
+    distinct = [blob_image(seed, (28, 28)) for seed in range(40)]
+    copies = [np.clip(distinct[k].astype(int) + 1, 0, 255).astype(np.uint8) for k in range(10)]
+    train = np.stack(distinct + copies)
+    val = np.stack([blob_image(100 + k, (28, 28)) for k in range(10)] + [distinct[20]])
+    np.savez(
+        tmp_path / "breastmnist.npz",
+        train_images=train,
+        train_labels=(np.arange(len(train)) % 2)[:, None],
+        val_images=val,
+        val_labels=(np.arange(len(val)) % 2)[:, None],
+    )
+    manifest = scan("breastmnist", tmp_path)
+    assert not manifest.patient_groups
+    in_val = 0
+    for seed in range(3):
+        cfg = ImageRunConfig.model_validate(
+            {
+                "data": {"dataset": "breastmnist", "root": str(tmp_path), "val_size": 0.25},
+                "model": "transfer",
+                "seed": seed,
+                "train": {"jobs": 1},
+            }
+        )
+        split, settings = make_partition(manifest, cfg, progress=False)
+        part = split["partition"].to_numpy()
+        assert (part[:50] != "test").all() and (part[50:] == "test").all()  # official kept
+        for k in range(10):
+            assert part[k] == part[40 + k], (seed, k)  # a cluster never straddles train/val
+            in_val += part[k] == "val"
+        assert settings["test_images_sharing_a_group"] == 1  # the copy of train image 20
+        assert "1 test images have a near duplicate" in _split_text(settings)
+    assert in_val > 0  # the carve did put clusters into validation

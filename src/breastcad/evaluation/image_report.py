@@ -214,7 +214,14 @@ def _split_text(split: dict[str, Any]) -> str:
         f"grouped by patient or near-duplicate cluster (pHash distance "
         f"{split.get('duplicate_distance')}), official splits {split.get('official')}"
     )
-    return text + (f"; {split['note']}" if split.get("note") else "")
+    text += f"; {split['note']}" if split.get("note") else ""
+    if split.get("test_images_sharing_a_group"):
+        text += (
+            f"; {split['test_images_sharing_a_group']} test images have a near duplicate (or "
+            "their patient) in training or validation, because the official split kept here "
+            "was made image by image: their figures may be optimistic"
+        )
+    return text
 
 
 def model_card(results: dict[str, Any]) -> list[Block]:

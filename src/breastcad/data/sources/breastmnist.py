@@ -2,7 +2,8 @@
 
 Keys `train_images`, `train_labels`, `val_*` and, in the official file, `test_*`; a file without
 the test arrays is valid. Label 0 = malignant, 1 = normal or benign. The official split is kept
-in the `official_split` column.
+in the `official_split` column. There are no patient ids (each image is its own group), and the
+images come from BUSI, near duplicates included: splits merge near-duplicate clusters.
 """
 
 from __future__ import annotations
@@ -45,4 +46,4 @@ def scan(root: Path) -> Manifest:
                         "size": images.shape[1],
                     }
                 )
-    return Manifest(pd.DataFrame(rows), root, CLASSES, problems)
+    return Manifest(pd.DataFrame(rows), root, CLASSES, problems, patient_groups=False)
