@@ -79,3 +79,27 @@ def test_real_data_caches_with_channels_from_the_data(tmp_path, dataset, folder,
     assert cache.pixels.shape == (len(m), size, size, channels)
     assert cache.readable.all() and not cache.problems
     assert cache.pixels[len(m) - 1].std() > 0  # real content, not the zero fill
+
+
+def test_breastmnist_official_split_straddles_near_duplicates_and_our_carve_does_not():
+    """BreastMNIST comes from BUSI, near duplicates included, and its official split was drawn
+    image by image: some official val images (our test set) have a near duplicate in official
+    train. Our validation part, carved from official train, keeps every cluster on one side."""
+    from breastcad.config import ImageRunConfig
+    from breastcad.image_experiment import make_partition
+
+    manifest = scan("breastmnist", shared_dir("breastmnist"))
+    cfg = ImageRunConfig.model_validate(
+        {
+            "data": {"dataset": "breastmnist", "root": str(shared_dir("breastmnist"))},
+            "model": "transfer",
+        }
+    )
+    split, settings = make_partition(manifest, cfg, progress=False)
+    pairs = audit(manifest, max_distance=4, progress=False).pairs
+    part = dict(zip(split["path"], split["partition"], strict=True))
+    paths = manifest.frame["path"].tolist()
+    kinds = {tuple(sorted((part[paths[i]], part[paths[j]]))) for i, j in pairs[["i", "j"]].values}
+    assert ("train", "val") not in kinds  # the carve keeps clusters together
+    assert ("test", "train") in kinds  # the official split does not
+    assert settings["test_images_sharing_a_group"] > 0
