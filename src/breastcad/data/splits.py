@@ -95,6 +95,11 @@ def kfold(
     return folds
 
 
+def keeps_official_split(manifest: Manifest, official: bool) -> bool:
+    """Whether a split takes the dataset's own partitions (asked for, and the data has them)."""
+    return official and "official_split" in manifest.frame.columns
+
+
 def make_split(
     manifest: Manifest,
     duplicate_pairs: np.ndarray | None = None,
@@ -108,7 +113,7 @@ def make_split(
     frame = manifest.frame[["path", "label", "group_id"]].copy()
     groups = split_groups(manifest, duplicate_pairs)
     frame["split_group"] = groups
-    if official and "official_split" in manifest.frame.columns:
+    if keeps_official_split(manifest, official):
         frame["partition"] = manifest.frame["official_split"].to_numpy()
     elif folds:
         frame["fold"] = kfold(frame["label"], groups, folds, seed)
@@ -153,7 +158,7 @@ def split_dataset(
         bad = result.records.loc[~readable, ["path", "error"]]
         skipped = [f"{path}: {problem}" for path, problem in bad.itertuples(index=False)]
     split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)[readable]
-    if not (official and "official_split" in manifest.frame.columns):
+    if not keeps_official_split(manifest, official):
         check_no_leak(split)  # an official split is the dataset's: kept, its leaks counted
     settings = {
         "test_size": test_size,
