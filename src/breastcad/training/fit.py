@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 from torch import nn
 
+from breastcad.training.allocator import keep_freed_memory
 from breastcad.training.module import BinaryClassifier
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -101,7 +102,9 @@ def make_trainer(
     epochs: int, settings: Any, callbacks: list[Callback], checkpointing: bool
 ) -> L.Trainer:
     """The one Trainer configuration: no logger or model summary, no sanity validation, one
-    device; `settings` gives accelerator, deterministic and progress."""
+    device; `settings` gives accelerator, deterministic and progress. The process keeps freed
+    tensor memory from here on (`allocator.keep_freed_memory`)."""
+    keep_freed_memory()
     return L.Trainer(
         max_epochs=epochs,
         accelerator=settings.accelerator,
