@@ -28,8 +28,8 @@ def worker(case: str, keep: bool, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from breastcad.allocator import keep_freed_memory
     from breastcad.models import create_model
-    from breastcad.training.allocator import keep_freed_memory
 
     applied = keep_freed_memory() if keep else False
     name, kwargs, size, batch = CASES[case]

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from breastcad.allocator import keep_freed_memory
 from breastcad.bundle import Bundle, load_bundle
 from breastcad.data.imaging import IMAGE_SUFFIXES, prepare, read_image
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
@@ -196,6 +197,7 @@ class Predictor:
     ) -> pd.DataFrame:
         """One row per image: path, P(class) per class, predicted class, threshold, and the
         problem for files that could not be read (reported, skipped, never a crash)."""
+        keep_freed_memory()
         files = expand_paths(paths)
         rows: list[dict] = []
         batch: list[tuple[Path, np.ndarray]] = []

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from breastcad.allocator import keep_freed_memory
 from breastcad.config import PreprocessConfig
 from breastcad.data.lesions import annotated, has_lesion_annotations, lesion_cells, lesion_masks
 from breastcad.data.sources import MODALITY, scan
@@ -205,6 +206,7 @@ def evaluate_image_bundle(
 ) -> dict[str, Any]:
     """A bundle on any supported dataset (including data never seen in training), at its
     stored temperature and operating point: nothing is refitted."""
+    keep_freed_memory()
     from breastcad.data.cache import ImageCache
     from breastcad.data.splits import load_split
     from breastcad.errors import DataError

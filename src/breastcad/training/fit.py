@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 from torch import nn
 
-from breastcad.training.allocator import keep_freed_memory
+from breastcad.allocator import keep_freed_memory
 from breastcad.training.module import BinaryClassifier
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):

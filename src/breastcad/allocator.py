@@ -1,18 +1,20 @@
-"""Keep freed tensor memory in the process while training, instead of handing it to the kernel.
+"""Keep freed tensor memory in the process, instead of handing it back to the kernel each step.
 
 glibc's malloc returns every freed block above its mmap threshold (128 KiB, raised dynamically
 to at most 32 MiB) straight to the kernel, and trims the heap top above twice that. A training
 step frees its activations and gradients and the next step maps the same amount afresh, so
 every step page-faults on every large tensor: on the 2-core development machine,
-EfficientNet-Lite0 trained whole at 160 px (batch 32) took about 2.5 million page faults per 12
-steps and a third of its time more (`benchmarks/bench_allocator.py`). Raising both thresholds
-to `KEEP_BELOW` lets malloc reuse those blocks: no page faults after the first step, a peak
-resident size a few percent higher. Blocks above `KEEP_BELOW` are still mapped and unmapped.
+EfficientNet-Lite0 trained whole at 160 px (batch 32) took about 200,000 page faults a step and
+a third of its time more (`benchmarks/bench_allocator.py`); batched inference (evaluation,
+`predict`) gains more still. Raising both thresholds to `KEEP_BELOW` lets malloc reuse those
+blocks: almost no page faults after the first steps, a peak resident size a few percent higher.
+Blocks above `KEEP_BELOW` are still mapped and unmapped.
 
 The setting is per process and cannot be undone (glibc stops adjusting its thresholds once they
-are set), so it is applied where a process trains (`make_trainer`), never on import or in the
-web service. It does nothing where malloc is not glibc's, where the user has set
-`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or `GLIBC_TUNABLES` themselves, or where
+are set), so it is applied where a process trains (`make_trainer`) or runs a batch job
+(`evaluate_image_bundle`, `Predictor.predict_paths`), never on import or in the web service.
+It does nothing where malloc is not glibc's, where the user has set `MALLOC_MMAP_THRESHOLD_`,
+`MALLOC_TRIM_THRESHOLD_` or `GLIBC_TUNABLES` themselves, or where
 `BREASTCAD_KEEP_FREED_MEMORY=0`.
 """
 

@@ -19,12 +19,12 @@ pytestmark = pytest.mark.skipif(
 CHILD = """
 import json, resource, sys
 import torch
-from breastcad.training.allocator import keep_freed_memory
+from breastcad.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "1" else False
 for _ in range(5):  # 64 MiB, above glibc's largest dynamic mmap threshold; the heap settles
     torch.ones(16 << 20).sum()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+for _ in range(20):
     torch.ones(16 << 20).sum()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 print(json.dumps({"applied": applied, "again": keep_freed_memory(), "faults": faults}))
@@ -45,9 +45,11 @@ def run_child(keep: bool, env: dict[str, str] | None = None) -> dict:
 def test_freed_tensors_are_reused_without_page_faults() -> None:
     default, kept = run_child(False), run_child(True)
     pages = (64 << 20) // 4096
-    assert default["faults"] >= 10 * pages * 0.9  # each 64 MiB tensor mapped afresh
+    assert default["faults"] >= 18 * pages  # each 64 MiB tensor mapped afresh
     assert kept["applied"] and kept["again"]
-    assert kept["faults"] < pages  # the next ten reuse the warm-up's memory
+    # Most of the next twenty reuse freed memory (measured: 0-2 of 10 mapped afresh, as small
+    # allocations shift the heap's top).
+    assert kept["faults"] <= 5 * pages
 
 
 def test_users_own_malloc_settings_and_the_switch_are_respected() -> None:
@@ -55,4 +57,4 @@ def test_users_own_malloc_settings_and_the_switch_are_respected() -> None:
         env = {**os.environ, key: value}
         result = run_child(True, env)
         assert not result["applied"], key
-        assert result["faults"] >= 9 * (64 << 20) // 4096, key  # glibc's behaviour left alone
+        assert result["faults"] >= 18 * (64 << 20) // 4096, key  # glibc's behaviour left alone
