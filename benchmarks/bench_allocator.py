@@ -1,9 +1,11 @@
-"""Training steps with glibc's default malloc thresholds against `keep_freed_memory`.
+"""Training and inference steps with glibc's default malloc thresholds against `keep_freed_memory`.
 
-Each measurement is a fresh process (the setting cannot be undone) that trains a network on
-random uint8 batches for a fixed number of steps after two warm-up steps; the two settings
+Each measurement is a fresh process (the setting cannot be undone) that trains a network (or
+runs it in inference mode) on random uint8 batches for a fixed number of steps after two
+warm-up steps; the two settings
 alternate, so slow phases of a shared machine hit both. Prints images/s, page faults and system
-time per measured step, and peak resident memory, as medians over the repeats.
+time per batch, and peak resident memory, as medians over the repeats. One case runs the real
+training path (`fit_image`) instead of a plain loop.
 
     .venv/bin/python benchmarks/bench_allocator.py [--repeats 3] [--steps 12]
 """
@@ -12,53 +14,122 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-CASES = {  # name: (registry model, keyword arguments, input size, batch)
-    "idc_cnn 50 px, batch 35": ("idc_cnn", {}, 50, 35),
-    "full_finetune Lite0 160 px, batch 32": ("full_finetune", {"size": 160}, 160, 32),
+CASES = {  # name: (registry model, keyword arguments, input size, batch, mode)
+    "idc_cnn 50 px, batch 35, training steps": ("idc_cnn", {}, 50, 35, "train"),
+    "full_finetune Lite0 160 px, batch 32, training steps": (
+        "full_finetune",
+        {"size": 160},
+        160,
+        32,
+        "train",
+    ),
+    "full_finetune Lite0 160 px, batch 32, fit_image (1 epoch, setup included)": (
+        "full_finetune",
+        {"size": 160, "num_classes": 2},
+        160,
+        32,
+        "fit",
+    ),
+    "transfer Lite0 224 px, batch 64, inference": ("transfer", {"size": 224}, 224, 64, "infer"),
 }
 
 
 def worker(case: str, keep: bool, steps: int) -> dict:
+    if not keep:
+        os.environ["BREASTCAD_KEEP_FREED_MEMORY"] = "0"  # fit_image would apply it otherwise
     import torch
-    import torch.nn.functional as F
 
     from breastcad.allocator import keep_freed_memory
     from breastcad.models import create_model
 
-    applied = keep_freed_memory() if keep else False
-    name, kwargs, size, batch = CASES[case]
+    applied = keep_freed_memory()
+    name, kwargs, size, batch, mode = CASES[case]
     torch.manual_seed(0)
-    net = create_model(name, **kwargs).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randint(0, 256, (batch * (steps + 2), size, size, 3), dtype=torch.uint8)
-    y = torch.randint(0, 2, (len(x),))
-
-    def step(i: int) -> None:
-        opt.zero_grad()
-        part = slice(i * batch, (i + 1) * batch)
-        F.cross_entropy(net(x[part]), y[part]).backward()
-        opt.step()
-
-    for i in range(2):
+    net = create_model(name, **kwargs).train(mode != "infer")
+    if mode == "fit":
+        step, warmup, steps = fit_step(net, size, batch, steps), 0, 1
+        images = batch * 10
+    else:
+        step, warmup, images = direct_step(net, size, batch, steps, mode), 2, batch * steps
+    for i in range(warmup):
         step(i)
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    for i in range(2, steps + 2):
+    for i in range(warmup, warmup + steps):
         step(i)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "applied": applied,
-        "images_per_s": steps * batch / seconds,
-        "faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
-        "sys_ms_per_step": 1e3 * (after.ru_stime - before.ru_stime) / steps,
+        "images_per_s": images / seconds,
+        "faults_per_step": (after.ru_minflt - before.ru_minflt) * batch / images,
+        "sys_ms_per_step": 1e3 * (after.ru_stime - before.ru_stime) * batch / images,
         "peak_rss_mb": after.ru_maxrss / 1024,
     }
+
+
+def direct_step(net, size: int, batch: int, steps: int, mode: str):
+    """A plain loop's step i: AdamW training or inference on random uint8 batches."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    x = torch.randint(0, 256, (batch * (steps + 2), size, size, 3), dtype=torch.uint8)
+    y = torch.randint(0, 2, (len(x),))
+
+    def step(i: int) -> None:
+        part = slice(i * batch, (i + 1) * batch)
+        if mode == "infer":
+            with torch.inference_mode():
+                net(x[part])
+            return
+        opt.zero_grad()
+        F.cross_entropy(net(x[part]), y[part]).backward()
+        opt.step()
+
+    return step
+
+
+def fit_step(net, size: int, batch: int, steps: int):
+    """The real path, once: one epoch of `fit_image` (Lightning, augmentation, checkpoints) on
+    ten batches of generated IDC-style patches resized to `size`."""
+    from bench_image_cache import generate_tree
+    from breastcad.config import PreprocessConfig
+    from breastcad.data.datamodule import ImageDataModule
+    from breastcad.data.sources import scan
+    from breastcad.training.image_fit import ImageFitSettings, fit_image
+
+    work = Path(tempfile.mkdtemp(prefix="bench-alloc-"))
+    generate_tree(work / "idc", batch * 10, 2)
+    manifest = scan("idc", work / "idc")
+    config = PreprocessConfig(size=size, channels=3)
+    dm = ImageDataModule(
+        manifest,
+        ["train"] * len(manifest),
+        config,
+        batch_size=batch,
+        cache_dir=work / "cache",
+        progress=False,
+    )
+    dm.setup()
+    settings = ImageFitSettings(
+        epochs=1, lr=1e-4, augment="histo", progress=False, optim=net.recipe.optim_settings()
+    )
+
+    def step(i: int) -> None:
+        fit_image(net, dm, settings, work / "run")
+        shutil.rmtree(work, ignore_errors=True)
+
+    return step
 
 
 def measure(case: str, keep: bool, steps: int) -> dict:
@@ -75,6 +146,7 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
         print(json.dumps(worker(args.worker, bool(args.keep), args.steps)))
         return
     print("\n| network | malloc | images/s | page faults / step | system ms / step | peak RSS MB |")
