@@ -149,7 +149,8 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         print(json.dumps(worker(args.worker, bool(args.keep), args.steps)))
         return
-    print("\n| network | malloc | images/s | page faults / step | system ms / step | peak RSS MB |")
+    columns = ["network", "malloc", "images/s", "page faults / batch", "system ms / batch"]
+    print("\n| " + " | ".join([*columns, "peak RSS MB"]) + " |")
     print("|---|---|---|---|---|---|")
     for case in CASES:
         runs: dict[bool, list[dict]] = {False: [], True: []}

@@ -4,10 +4,10 @@ glibc's malloc returns every freed block above its mmap threshold (128 KiB, rais
 to at most 32 MiB) straight to the kernel, and trims the heap top above twice that. A training
 step frees its activations and gradients and the next step maps the same amount afresh, so
 every step page-faults on every large tensor: on the 2-core development machine,
-EfficientNet-Lite0 trained whole at 160 px (batch 32) took about 200,000 page faults a step and
-a third of its time more (`benchmarks/bench_allocator.py`); batched inference (evaluation,
-`predict`) gains more still. Raising both thresholds to `KEEP_BELOW` lets malloc reuse those
-blocks: almost no page faults after the first steps, a peak resident size a few percent higher.
+EfficientNet-Lite0 trained whole at 160 px (batch 32) took about 200,000 page faults a step
+and ran 1.4-1.55x slower than with the setting below (`benchmarks/bench_allocator.py`), and
+inference at 224 px 2.5x slower. Raising both thresholds to `KEEP_BELOW` lets malloc reuse those
+blocks: almost no page faults after the first steps, a peak resident size 2-30% higher.
 Blocks above `KEEP_BELOW` are still mapped and unmapped.
 
 The setting is per process and cannot be undone (glibc stops adjusting its thresholds once they
