@@ -47,6 +47,7 @@ from breastcad.evaluation.image_evaluation import (
     evaluation_plots,
     lesion_localisation,
     predict_logits,
+    predict_member_logits,
     write_predictions,
 )
 from breastcad.evaluation.metrics import choose_threshold, operating_point_support
@@ -258,7 +259,11 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
 
     val_logits, val_y = predict_logits(net, dm.val_dataloader())
-    test_logits, test_y = predict_logits(net, dm.test_dataloader())
+    if members:  # each member's test logits, kept for its own figures below
+        member_logits, test_y = predict_member_logits(net, dm.test_dataloader())
+        test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
+    else:
+        test_logits, test_y = predict_logits(net, dm.test_dataloader())
     temperature = fit_temperature(val_logits, val_y)
     val_probs = softmax(val_logits, temperature)
     threshold = choose_threshold(
@@ -287,7 +292,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             cfg.seed,
         )
     if members:  # each member alone on the same test images, beside the ensemble
-        _member_figures(members, net, dm, test_y, classes, positive)
+        _member_figures(members, member_logits, test_y, classes, positive)
     probs = softmax(test_logits, temperature)
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
@@ -400,8 +405,7 @@ def _fit_ensemble(
 
 def _member_figures(
     members: list[dict[str, Any]],
-    ensemble: EnsembleNetwork,
-    dm: ImageDataModule,
+    member_logits: np.ndarray,
     y: np.ndarray,
     classes: list[str],
     positive: int,
@@ -409,14 +413,8 @@ def _member_figures(
     """Each member's own test figures (argmax accuracy, macro AUC), in its record."""
     from breastcad.evaluation.classification import classification_metrics
 
-    per_member = []
-    ensemble.eval()
-    with torch.inference_mode():
-        for x, _ in dm.test_dataloader():
-            per_member.append(ensemble.member_logits(x).numpy())
-    logits = np.concatenate(per_member, axis=1)
-    for record, member_logits in zip(members, logits, strict=True):
-        scores = classification_metrics(y, softmax(member_logits), classes, positive)["scalars"]
+    for record, logits in zip(members, member_logits, strict=True):
+        scores = classification_metrics(y, softmax(logits), classes, positive)["scalars"]
         record["test_alone"] = {k: scores[k] for k in ("accuracy", "macro_auc", "auc_positive")}
         record.pop("history", None)  # already in the run's history, with a member column
 

@@ -35,13 +35,23 @@ from breastcad.training.image_fit import positive_index
 
 
 def predict_logits(net: ImageNetwork, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, classes) and labels of every batch of `loader`."""
+    return _collect(lambda x: net(x).float(), net, loader, axis=0)
+
+
+def predict_member_logits(net: EnsembleNetwork, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's logits (members, N, classes) and the labels of every batch of `loader`."""
+    return _collect(net.member_logits, net, loader, axis=1)
+
+
+def _collect(forward, net, loader, axis: int) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
     logits, ys = [], []
     with torch.inference_mode():
         for x, y in loader:
-            logits.append(net(x).float().numpy())
+            logits.append(forward(x).numpy())
             ys.append(y.numpy())
-    return np.concatenate(logits), np.concatenate(ys)
+    return np.concatenate(logits, axis=axis), np.concatenate(ys)
 
 
 def lesion_localisation(

@@ -60,12 +60,18 @@ class EnsembleNetwork(nn.Module):
         return self.members[0].preprocessing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+        return self.combine(self.member_logits(x))
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's own logits, (members, N, num_classes)."""
         return torch.stack([m(x).float() for m in self.members])
+
+    @staticmethod
+    def combine(member_logits: torch.Tensor) -> torch.Tensor:
+        """The ensemble's output from its members' logits (members, N, num_classes): the log of
+        their mean softmax."""
+        log_probs = torch.log_softmax(member_logits, dim=2)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(member_logits))
 
     def score_map(self, x: torch.Tensor) -> torch.Tensor:
         """A lesion-supervised ensemble's cell scores: the mean of its members'."""
