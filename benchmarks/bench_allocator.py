@@ -57,7 +57,7 @@ def worker(case: str, keep: bool, steps: int) -> dict:
     torch.manual_seed(0)
     net = create_model(name, **kwargs).train(mode != "infer")
     if mode == "fit":
-        step, warmup, steps = fit_step(net, size, batch, steps), 0, 1
+        step, warmup, steps = fit_step(net, size, batch), 0, 1
         images = batch * 10
     else:
         step, warmup, images = direct_step(net, size, batch, steps, mode), 2, batch * steps
@@ -99,28 +99,14 @@ def direct_step(net, size: int, batch: int, steps: int, mode: str):
     return step
 
 
-def fit_step(net, size: int, batch: int, steps: int):
+def fit_step(net, size: int, batch: int):
     """The real path, once: one epoch of `fit_image` (Lightning, augmentation, checkpoints) on
     ten batches of generated IDC-style patches resized to `size`."""
-    from bench_image_cache import generate_tree
-    from breastcad.config import PreprocessConfig
-    from breastcad.data.datamodule import ImageDataModule
-    from breastcad.data.sources import scan
+    from bench_image_cache import generated_training_data
     from breastcad.training.image_fit import ImageFitSettings, fit_image
 
     work = Path(tempfile.mkdtemp(prefix="bench-alloc-"))
-    generate_tree(work / "idc", batch * 10, 2)
-    manifest = scan("idc", work / "idc")
-    config = PreprocessConfig(size=size, channels=3)
-    dm = ImageDataModule(
-        manifest,
-        ["train"] * len(manifest),
-        config,
-        batch_size=batch,
-        cache_dir=work / "cache",
-        progress=False,
-    )
-    dm.setup()
+    dm = generated_training_data(work, batch * 10, size, batch)
     settings = ImageFitSettings(
         epochs=1, lr=1e-4, augment="histo", progress=False, optim=net.recipe.optim_settings()
     )

@@ -26,9 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breastcad.config import PreprocessConfig
-from breastcad.data.datamodule import ImageDataModule
-from breastcad.data.sources import scan
 from breastcad.models import create_model
 from breastcad.training.image_fit import ImageFitSettings, fit_image
 
@@ -85,21 +82,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_image_cache import generate_tree  # the generated IDC tree of the cache benchmark
+    from bench_image_cache import generated_training_data
 
     work = Path(tempfile.mkdtemp(prefix="bench-idc-"))
     try:
-        generate_tree(work / "idc", args.n, 2)
-        manifest = scan("idc", work / "idc")
-        dm = ImageDataModule(
-            manifest,
-            ["train"] * len(manifest),
-            PreprocessConfig(size=50, channels=3),
-            batch_size=35,
-            cache_dir=work / "cache",
-            progress=False,
-        )
-        dm.setup()
+        dm = generated_training_data(work, args.n, 50, 35)
         net = create_model("idc_cnn")
         flops = forward_flops(net, torch.zeros(2, 50, 50, 3, dtype=torch.uint8))
         settings = ImageFitSettings(epochs=args.epochs, lr=1e-4, augment="histo", progress=False)

@@ -111,6 +111,23 @@ class MemoryPeak:
         self._thread.join()
 
 
+def generated_training_data(work: Path, n: int, size: int, batch: int) -> ImageDataModule:
+    """`n` generated IDC-style patches under `work`, all in the training part, cached at
+    `size` px: the data of the training-speed benchmarks."""
+    generate_tree(work / "idc", n, 2)
+    manifest = scan("idc", work / "idc")
+    dm = ImageDataModule(
+        manifest,
+        ["train"] * len(manifest),
+        PreprocessConfig(size=size, channels=3),
+        batch_size=batch,
+        cache_dir=work / "cache",
+        progress=False,
+    )
+    dm.setup()
+    return dm
+
+
 def timed_build(
     manifest, config, cache_dir: Path, jobs: int
 ) -> tuple[ImageCache, float, MemoryPeak]:
