@@ -77,9 +77,10 @@ def make_image_bundle(
     classes: tuple[str, ...] = ("benign", "idc"),
     size: int = 50,
     channels: int = 3,
+    **overrides,
 ) -> Path:
     """A real image bundle (seeded random weights) for tests that need a model but not a
-    trained one: service, export, explanations."""
+    trained one: service, export, explanations; `overrides` replace manifest entries."""
     from breastcad.bundle import untrained_image_bundle
 
     return untrained_image_bundle(
@@ -94,6 +95,7 @@ def make_image_bundle(
         metrics={"macro_auc": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}},
         trained_on={"dataset": "synthetic"},
         intended_use="Research use only; not a medical device.",
+        **overrides,
     )
 
 

@@ -86,3 +86,26 @@ def test_parity_on_real_images_with_real_imagenet_weights(tmp_path):
     assert record["parity_max_abs_diff"] <= 1e-4
     assert record["parity_checked_on"].startswith("12 images")
     assert "ImageNet" in load_bundle(folder).manifest["model"]["init"]
+
+
+def test_a_flip_tta_bundle_averages_views_on_both_runtimes(tmp_path):
+    """The ONNX graph is one view; the Predictor averages the bundle's views around it, so
+    both runtimes give the same averaged answer, and a mirror image gets the same answer."""
+    folder = make_image_bundle(tmp_path / "idc", test_time_augmentation="flip")
+    record = export_onnx(folder)
+    assert record["parity_max_abs_diff"] <= 1e-4  # measured on the single view
+    assert "(flip)" in record["views"]
+    torch_p, onnx_p = Predictor.from_bundle(folder), Predictor.from_bundle(folder, "onnx")
+    assert torch_p.tta == onnx_p.tta == "flip"
+    pixels = np.random.default_rng(3).integers(0, 256, (5, 50, 50, 3), dtype=np.uint8)
+    averaged = torch_p.predict_pixels(pixels)
+    np.testing.assert_allclose(onnx_p.predict_pixels(pixels), averaged, atol=1e-5)
+    np.testing.assert_allclose(torch_p.predict_pixels(pixels[:, :, ::-1]), averaged, atol=1e-5)
+    one_view = torch_p.predict_logits(pixels, views=False)
+    assert not np.allclose(one_view, torch_p.predict_logits(pixels), atol=1e-3)
+
+
+def test_an_unknown_tta_in_a_bundle_is_a_clear_error(tmp_path):
+    folder = make_image_bundle(tmp_path / "idc", test_time_augmentation="rotate")
+    with pytest.raises(BundleError, match="unknown test-time augmentation 'rotate'"):
+        Predictor.from_bundle(folder)

@@ -72,10 +72,12 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert test["ci"]["macro_auc"]["value"] > 0.9  # the classes differ in brightness
     assert test["calibration"]["temperature"] > 0
     assert results["model"]["init"] == "random"
+    assert results["model"]["test_time_augmentation"] == "none"
     for plot in ("learning_curves", "confusion", "roc", "reliability", "filters", "predictions"):
         assert (out / results["plots"][plot]).is_file()
     report = (out / "report.md").read_text()
     assert "Model card" in report and "Research use only" in report
+    assert "Test-time augmentation: none" in report
     # accelerator "auto": the GPU where there is one, and the run says which device it used
     device = results["training"]["device"]
     assert device.startswith("cuda:0 (") if torch.cuda.is_available() else device == "cpu"
@@ -141,6 +143,7 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert all((tmp_path / "eval" / path).is_file() for path in ev["plots"].values())
     assert {"roc", "confusion", "reliability"} <= set(ev["plots"])
     assert ev["operating_point"]["validation"] == support  # carried by the bundle
+    assert ev["model"]["test_time_augmentation"] == "none"
     assert (out / "history.csv").read_text().startswith("epoch,")
     wrong = runner.invoke(app, ["evaluate", "--model", str(out / "bundle")])  # no image data
     assert wrong.exit_code == 2 and "--dataset" in wrong.output
@@ -154,6 +157,45 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert bad_model.exit_code == 2 and "sampling" in bad_model.output
     no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
     assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
+
+
+def test_a_flip_tta_run_fits_and_deploys_the_averaged_answer(two_class_tree, tmp_path):
+    """`--tta flip`: the run's figures, the bundle, predict and evaluate all average each
+    image with its mirror image; a mirror image gets the same probabilities."""
+    out = tmp_path / "tta"
+    result = _train(two_class_tree, out, 2, "--tta", "flip")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["test_time_augmentation"] == "flip"
+    assert "Test-time augmentation: flip" in (out / "report.md").read_text()
+    predictor = Predictor.from_bundle(out / "bundle")
+    assert predictor.tta == "flip"
+    measured = pd.read_csv(out / "predictions.csv")
+    again = predictor.predict_paths(measured["path"].tolist(), progress=False)
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    from breastcad.data.imaging import read_image
+
+    image = predictor.prepare(read_image(measured["path"].iloc[0]))
+    pair = predictor.predict_pixels(np.stack([image, image[:, ::-1]]))
+    assert np.allclose(pair[0], pair[1], atol=1e-5)
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            *("--model", str(out / "bundle"), "--dataset", "folder"),
+            *("--root", str(two_class_tree), "--split", str(out / "splits" / "split.json")),
+            *("--out", str(tmp_path / "eval"), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    ev = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert ev["model"]["test_time_augmentation"] == "flip"
+    assert ev["test"]["ci"]["macro_auc"]["value"] == pytest.approx(
+        results["test"]["ci"]["macro_auc"]["value"], abs=1e-6
+    )
+    bad = _train(two_class_tree, tmp_path / "bad", 1, "--tta", "rotate")
+    assert bad.exit_code == 2 and "tta" in bad.output
 
 
 def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp_path):

@@ -56,6 +56,14 @@ def train_image(
             "average their probabilities: a deep ensemble in one bundle (default 1)."
         ),
     ] = None,
+    tta: Annotated[
+        str | None,
+        typer.Option(
+            help="Test-time augmentation: none (default) or flip (average each image with its "
+            "mirror image; calibration and operating point fitted on the average, recorded in "
+            "the bundle)."
+        ),
+    ] = None,
     split_file: Annotated[
         Path | None,
         typer.Option(
@@ -99,6 +107,7 @@ def train_image(
         "class_weight": class_weight,
         "accelerator": accelerator,
         "members": members,
+        "tta": tta,
     }.items():
         if value is not None:
             train[key] = value

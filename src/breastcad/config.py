@@ -193,6 +193,11 @@ class ImageTrainConfig(_Strict):
         description="Networks trained on the one split, seeded seed, seed+1, ...; more than "
         "one are averaged into a deep ensemble (one bundle).",
     )
+    tta: Literal["none", "flip"] = Field(
+        "none",
+        description="Test-time augmentation: flip averages each image's probabilities with "
+        "its mirror image's; calibration and the operating point are fitted on the average.",
+    )
     progress: bool = True
     resume: bool = False
     jobs: int = Field(2, ge=1, description="Processes decoding images into the cache.")

@@ -258,12 +258,13 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         net, history, fit_info, members = _fit_ensemble(cfg, net, params, dm, settings, out)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
 
-    val_logits, val_y = predict_logits(net, dm.val_dataloader())
+    tta = cfg.train.tta  # calibration and operating point are fitted on what is deployed
+    val_logits, val_y = predict_logits(net, dm.val_dataloader(), tta)
     if members:  # each member's test logits, kept for its own figures below
-        member_logits, test_y = predict_member_logits(net, dm.test_dataloader())
+        member_logits, test_y = predict_member_logits(net, dm.test_dataloader(), tta)
         test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
     else:
-        test_logits, test_y = predict_logits(net, dm.test_dataloader())
+        test_logits, test_y = predict_logits(net, dm.test_dataloader(), tta)
     temperature = fit_temperature(val_logits, val_y)
     val_probs = softmax(val_logits, temperature)
     threshold = choose_threshold(
@@ -321,6 +322,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             "arch": net.arch,
             "init": net.init,
             "recipe": net.recipe.to_dict(),
+            "test_time_augmentation": tta,
         },
         "training": {
             "settings": settings.__dict__,
@@ -453,5 +455,6 @@ def _write_image_bundle(
         modality=data["modality"],
         run=results["run"],
         intended_use="Research use only; not a medical device.",
+        test_time_augmentation=results["model"]["test_time_augmentation"],
     )
     save_bundle(folder, ImageModel(net), manifest)

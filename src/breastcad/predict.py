@@ -72,6 +72,13 @@ class Predictor:
         if bundle.kind != "image" and runtime != "onnx":  # a tabular model runs as it was fitted
             runtime = get_spec(bundle.manifest["model"]["name"]).family  # sklearn or torch
         self.bundle, self.runtime = bundle, runtime
+        from breastcad.models.tta import MODES
+
+        if self.tta not in MODES:
+            raise BundleError(
+                f"{bundle.path}: unknown test-time augmentation '{self.tta}' in the manifest "
+                f"(known: {', '.join(MODES)}); a newer breastcad may have written it"
+            )
         self._session = None
         if runtime == "onnx":
             self._session = self._onnx_session()
@@ -137,15 +144,29 @@ class Predictor:
 
         return overlay_on_image(image, cam, self.bundle.manifest["preprocessing"]["resize"])
 
-    def predict_logits(self, pixels: np.ndarray) -> np.ndarray:
-        """Uncalibrated logits for a prepared uint8 batch (N, H, W, C)."""
+    @property
+    def tta(self) -> str:
+        """The bundle's test-time augmentation (`breastcad.models.tta`): none or flip."""
+        return str(self.bundle.manifest.get("test_time_augmentation", "none"))
+
+    def predict_logits(self, pixels: np.ndarray, views: bool = True) -> np.ndarray:
+        """Uncalibrated logits for a prepared uint8 batch (N, H, W, C), averaged over the
+        bundle's test-time views (`views=False`: the network's own logits of the image as
+        given)."""
         import torch
 
+        from breastcad.models.tta import with_views
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if self._session is not None:
+                x_np = np.ascontiguousarray(x.numpy())
+                return torch.from_numpy(self._session.run(None, {"pixels": x_np})[0]).float()
+            return self.network(x).float()
+
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-        if self._session is not None:
-            return self._session.run(None, {"pixels": pixels})[0].astype(np.float32)
         with torch.inference_mode():
-            return self.network(torch.from_numpy(pixels)).float().numpy()
+            x = torch.from_numpy(pixels)
+            return with_views(forward, x, self.tta if views else "none").numpy()
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities for a prepared uint8 batch (N, H, W, C)."""

@@ -30,26 +30,31 @@ from breastcad.evaluation.classification import (
 from breastcad.evaluation.plots import pr_curves, reliability_diagram, roc_curves
 from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
+from breastcad.models.tta import with_views
 from breastcad.runinfo import run_info, to_jsonable
 from breastcad.training.image_fit import positive_index
 
 
-def predict_logits(net: ImageNetwork, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N, classes) and labels of every batch of `loader`."""
-    return _collect(lambda x: net(x).float(), net, loader, axis=0)
+def predict_logits(net: ImageNetwork, loader, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, classes) and labels of every batch of `loader`, averaged over the test-time
+    views `tta` asks for (`breastcad.models.tta`)."""
+    return _collect(lambda x: net(x).float(), net, loader, 0, tta)
 
 
-def predict_member_logits(net: EnsembleNetwork, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Each member's logits (members, N, classes) and the labels of every batch of `loader`."""
-    return _collect(net.member_logits, net, loader, axis=1)
+def predict_member_logits(
+    net: EnsembleNetwork, loader, tta: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's logits (members, N, classes), each averaged over the test-time views, and
+    the labels of every batch of `loader`."""
+    return _collect(net.member_logits, net, loader, 1, tta)
 
 
-def _collect(forward, net, loader, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def _collect(forward, net, loader, axis: int, tta: str) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
     logits, ys = [], []
     with torch.inference_mode():
         for x, y in loader:
-            logits.append(forward(x).numpy())
+            logits.append(with_views(forward, x, tta).numpy())
             ys.append(y.numpy())
     return np.concatenate(logits, axis=axis), np.concatenate(ys)
 
@@ -300,6 +305,7 @@ def evaluate_image_bundle(
             "name": bm["model"]["name"],
             "arch": bm["model"]["arch"],
             "init": bm["model"]["init"],
+            "test_time_augmentation": predictor.tta,
         },
         "operating_point": {
             "policy": bm["threshold"].get("policy", ""),

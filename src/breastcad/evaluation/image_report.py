@@ -88,6 +88,15 @@ def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
     ]
 
 
+def _tta_line(tta: str) -> str:
+    if tta == "flip":
+        return (
+            "Test-time augmentation: flip (each image's probabilities averaged with its mirror "
+            "image's; calibration, operating point and every figure below use the average)"
+        )
+    return "Test-time augmentation: none (each image seen once, as given)"
+
+
 def image_blocks(results: dict[str, Any]) -> list[Block]:
     run, data, test = results["run"], results["data"], results["test"]
     model, op = results["model"], results["operating_point"]
@@ -105,6 +114,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"Input: {data['preprocessing']}",
                 f"Model: `{model['name']}` {model['arch']}; initialisation: {model['init']}",
                 *_training_line(results.get("training")),
+                _tta_line(model.get("test_time_augmentation", "none")),
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
                 f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
                 f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "

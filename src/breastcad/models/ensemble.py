@@ -31,6 +31,13 @@ from breastcad.models.image import ImageNetwork
 NAME = "ensemble"
 
 
+def mean_probability_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (K, ..., num_classes) of K answers for the same images -> the log of their mean
+    softmax (..., num_classes): what an ensemble's members or test-time views average to."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
+
+
 class EnsembleNetwork(nn.Module):
     """The mean of the members' class probabilities, as log-probabilities (N, num_classes)."""
 
@@ -70,8 +77,7 @@ class EnsembleNetwork(nn.Module):
     def combine(member_logits: torch.Tensor) -> torch.Tensor:
         """The ensemble's output from its members' logits (members, N, num_classes): the log of
         their mean softmax."""
-        log_probs = torch.log_softmax(member_logits, dim=2)
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(member_logits))
+        return mean_probability_logits(member_logits)
 
     def score_map(self, x: torch.Tensor) -> torch.Tensor:
         """A lesion-supervised ensemble's cell scores: the mean of its members'."""

@@ -1,0 +1,118 @@
+"""What test-time flip averaging (`--tta flip`) does to trained models, measured paired: each
+bundle of `bench_image_models.py` runs once on its validation and test images as they are
+and once averaged with their mirror images, same weights. Prints one table and a summary.
+
+    .venv/bin/python benchmarks/bench_tta.py [--runs runs/bench] [--only busi-transfer ...]
+
+Each run's split is made again from its config (seed, sizes, duplicate audit) and compared,
+image by image, with the split the run saved; a run whose split does not come out the same is
+skipped and said so. Figures are macro AUC and argmax accuracy (temperature and operating point
+do not change either); a run trained with `--tta flip` would also fit its temperature and
+operating point on the averaged answers. Decide on validation; the test columns are what that
+decision did, not a reason for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from breastcad.allocator import keep_freed_memory
+from breastcad.config import ImageRunConfig, PreprocessConfig
+from breastcad.data.cache import ImageCache
+from breastcad.data.sources import scan
+from breastcad.evaluation.classification import classification_metrics, softmax
+from breastcad.image_experiment import make_partition
+from breastcad.models.tta import with_views
+from breastcad.predict import Predictor
+from breastcad.training.image_fit import positive_index
+
+
+def same_split(split, out: Path) -> bool:
+    """Whether the split made again assigns every image to the partition the run saved."""
+    saved = json.loads((out / "splits" / "split.json").read_text())["rows"]
+    root = str(json.loads((out / "results.json").read_text())["data"]["root"])
+
+    def parts(paths, partitions) -> dict[Path, str]:
+        return {Path(p).relative_to(root): s for p, s in zip(paths, partitions, strict=True)}
+
+    return parts(saved["path"], saved["partition"]) == parts(split["path"], split["partition"])
+
+
+def figures(net, pixels: np.ndarray, y: np.ndarray, classes: list[str], mode: str):
+    """Macro AUC and argmax accuracy of `net` on `pixels` with the test-time views `mode`."""
+    logits = []
+    with torch.inference_mode():
+        for i in range(0, len(pixels), 32):
+            x = torch.from_numpy(np.ascontiguousarray(pixels[i : i + 32]))
+            logits.append(with_views(lambda v: net(v).float(), x, mode).numpy())
+    probs = softmax(np.concatenate(logits))
+    scalars = classification_metrics(y, probs, classes, positive_index(classes))["scalars"]
+    return scalars["macro_auc"], float((probs.argmax(1) == y).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--only", nargs="*", help="run folder names (default: every run with a bundle)")
+    args = ap.parse_args()
+    keep_freed_memory()
+    folders = sorted(p.parent.parent for p in args.runs.glob("*/bundle/bundle.json"))
+    if args.only:
+        folders = [f for f in folders if f.name in args.only]
+    splits: dict[str, tuple] = {}  # runs sharing data, seed and sizes share their split
+    rows = []
+    print(
+        "| run | val AUC | val AUC, flip | val acc | val acc, flip "
+        "| test AUC | test AUC, flip | test acc | test acc, flip |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for out in folders:
+        cfg = ImageRunConfig.from_yaml(out / "config.yaml")
+        if not Path(cfg.data.root).exists():
+            print(f"| {out.name} | skipped: {cfg.data.root} not here |")
+            continue
+        key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
+        if key not in splits:
+            manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+            splits[key] = (manifest, make_partition(manifest, cfg, False)[0])
+        manifest, split = splits[key]
+        if not same_split(split, out):
+            print(f"| {out.name} | skipped: its split does not come out the same again |")
+            continue
+        predictor = Predictor.from_bundle(out / "bundle")
+        pre = predictor.bundle.manifest["preprocessing"]
+        config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
+        lookup = {c: i for i, c in enumerate(manifest.classes)}
+        row = []
+        for part in ("val", "test"):
+            keep = set(split.loc[split["partition"] == part, "path"])
+            subset = manifest.subset(manifest.frame["path"].isin(keep))
+            cache = ImageCache.build(subset, config, None, 2, False)
+            readable = np.flatnonzero(cache.readable)
+            y = subset.frame["label"].iloc[readable].map(lookup).to_numpy()
+            plain = figures(predictor.network, cache.pixels[readable], y, manifest.classes, "none")
+            flip = figures(predictor.network, cache.pixels[readable], y, manifest.classes, "flip")
+            row += [plain[0], flip[0], plain[1], flip[1]]
+        rows.append(row)
+        print(f"| {out.name} | " + " | ".join(f"{v:.3f}" for v in row) + " |", flush=True)
+    if not rows:
+        return
+    table = np.array(rows)
+    print("\n| figure | flip better | same | worse | mean change | median change |")
+    print("|---|---|---|---|---|---|")
+    for name, col in (("val AUC", 0), ("val acc", 2), ("test AUC", 4), ("test acc", 6)):
+        d = table[:, col + 1] - table[:, col]
+        print(
+            f"| {name} | {(d > 1e-9).sum()} | {(np.abs(d) <= 1e-9).sum()} | {(d < -1e-9).sum()} "
+            f"| {d.mean():+.4f} | {np.median(d):+.4f} |"
+        )
+    print(f"\n{len(rows)} runs; same weights with and without the mirror image.")
+
+
+if __name__ == "__main__":
+    main()
