@@ -63,8 +63,15 @@ def test_full_finetune_trains_body_and_batch_norm_with_a_decaying_rate(tmp_path)
     assert not torch.equal(net.body.model.bn1.running_mean, bn)  # and its batch norm too
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     groups = ckpt["optimizer_states"][0]["param_groups"]
-    assert len(groups) == 2  # head and body
-    head_lr, body_lr = groups[0]["lr"], groups[1]["lr"]
+    # head and body, each as weights (decayed) and 1-D norm scales, shifts and biases (not)
+    assert [(g["name"], g["weight_decay"]) for g in groups] == [
+        ("head", 0.01),
+        ("head", 0.0),
+        ("body", 0.01),
+        ("body", 0.0),
+    ]
+    head_lr, body_lr = groups[0]["lr"], groups[2]["lr"]
+    assert groups[1]["lr"] == head_lr and groups[3]["lr"] == body_lr
     assert body_lr == pytest.approx(head_lr * 0.1)
     assert head_lr < 1e-3 * 0.1  # cosine decay: near 0 after the last of 3 epochs
     steps = 3 * len(dm.train_dataloader())  # stepped every batch
@@ -119,3 +126,18 @@ def test_deterministic_switch_repeats_a_run_exactly_on_any_device(tmp_path):
     assert h1 == h2
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert not torch.equal(w1["head.3.weight"], w0)  # and they did train)
+
+
+def test_weight_decay_spares_norm_parameters_and_biases():
+    """Every trainable parameter is in exactly one group; weight matrices and kernels decay,
+    1-D parameters (batch-norm scales and shifts, biases) do not."""
+    from breastcad.training.image_module import ImageClassifier, Optim
+
+    torch.manual_seed(0)
+    net = create_model("full_finetune", num_classes=3, size=32, weights="random")
+    module = ImageClassifier(net, Optim(lr=1e-3, optimizer="adamw", weight_decay=0.05))
+    optimizer = module.configure_optimizers()
+    grouped = [(p, g) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(id(p) for p, _ in grouped) == sorted(id(p) for p in net.parameters())
+    assert all((p.ndim > 1) == (g["weight_decay"] == 0.05) for p, g in grouped)
+    assert any(p.ndim == 1 for p, _ in grouped)  # there were norm parameters to spare

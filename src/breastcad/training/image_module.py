@@ -149,11 +149,19 @@ class ImageClassifier(L.LightningModule):
         o = self.optim
         trainable = [p for p in self.net.parameters() if p.requires_grad]
         in_body = {id(p) for p in self.net.body.parameters()}
-        body = [p for p in trainable if id(p) in in_body]
-        rest = [p for p in trainable if id(p) not in in_body]
-        groups = [{"params": rest, "lr": o.lr}]
-        if body:
-            groups.append({"params": body, "lr": o.lr * o.body_lr_factor})
+        groups = []
+        for name, lr, in_body_part in (
+            ("head", o.lr, False),
+            ("body", o.lr * o.body_lr_factor, True),
+        ):
+            params = [p for p in trainable if (id(p) in in_body) == in_body_part]
+            # weight decay shrinks weight matrices and kernels; norm scales and shifts and
+            # biases (1-D) are left alone, as usual (decaying a batch-norm scale only rescales)
+            for decays in (True, False):
+                chosen = [p for p in params if (p.ndim > 1) == decays]
+                if chosen:
+                    wd = o.weight_decay if decays else 0.0
+                    groups.append({"params": chosen, "lr": lr, "weight_decay": wd, "name": name})
         if o.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
         else:  # Keras' Adam (epsilon 1e-7), weight decay as an L2 term
