@@ -43,6 +43,8 @@ def test_health_models_page_and_docs(api, bundles):
     assert image["threshold"] == pytest.approx(0.3)
     assert image["metrics"]["macro_auc"]["ci_low"] == pytest.approx(0.4)
     assert image["input"]["size"] == 50 and image["runtime"] == "torch"
+    assert image["test_time_augmentation"] == "none"
+    assert models["tabular"]["test_time_augmentation"] is None
     assert len(models["tabular"]["input"]["features"]) == 30
     assert models["tabular"]["runtime"] == "sklearn" and "test set" in image["evaluation"]
     page = api.get("/")
@@ -188,6 +190,25 @@ def test_tabular_prediction_and_field_errors(api, bundles, wdbc):
             "/api/v1/predict/tabular", content=body, headers={"content-type": "application/json"}
         )
         assert answer.status_code == 422 and "finite" in answer.json()["detail"], value
+
+
+def test_a_flip_tta_bundle_serves_the_averaged_answer(tmp_path):
+    """The service predicts through the Predictor, so a bundle trained with `--tta flip`
+    answers with the average of the upload and its mirror image, and says so."""
+    from tests.conftest import make_image_bundle
+
+    folder = make_image_bundle(tmp_path / "idc", test_time_augmentation="flip")
+    api = TestClient(create_app(ServiceSettings(models=[folder])))
+    assert api.get("/api/v1/models").json()[0]["test_time_augmentation"] == "flip"
+    data = png(4)
+    answer = upload(api, data).json()["probabilities"]
+    expected = Predictor.from_bundle(folder).predict_image(decode_image(data)).probabilities
+    assert answer == pytest.approx(expected, abs=1e-6)
+    mirrored = io.BytesIO()
+    Image.open(io.BytesIO(data)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "PNG")
+    assert upload(api, mirrored.getvalue()).json()["probabilities"] == pytest.approx(
+        answer, abs=1e-5
+    )
 
 
 def test_api_key_when_configured(bundles):

@@ -145,6 +145,7 @@ def _info(key: str, predictor: Predictor) -> ModelInfo:
         operating_point=_policy(predictor),
         input=m["preprocessing"] if image else {"features": predictor.bundle.feature_names},
         init=m["model"].get("init"),
+        test_time_augmentation=predictor.tta if image else None,
         trained_on=m.get("trained_on") or m.get("training_data"),
         metrics=metrics,
         evaluation=evaluation,

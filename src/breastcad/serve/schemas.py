@@ -79,6 +79,11 @@ class ModelInfo(BaseModel):
     operating_point: str | None
     input: dict[str, Any] = Field(description="Preprocessing (image) or feature names (tabular).")
     init: str | None = Field(description="Where the weights started from (e.g. ImageNet).")
+    test_time_augmentation: str | None = Field(
+        None,
+        description="Image models: none, or flip (each image's probabilities averaged with its "
+        "mirror image's).",
+    )
     trained_on: dict[str, Any] | None
     metrics: dict[str, Any] = Field(
         description="Metric -> value, ci_low, ci_high (95%), as recorded in the bundle."

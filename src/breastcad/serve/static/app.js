@@ -30,6 +30,7 @@ function describe(m) {
   if (auc) parts.push(`AUC ${fmt(auc.value)} (95% CI ${fmt(auc.ci_low)}-${fmt(auc.ci_high)}; ${m.evaluation})`);
   if (m.threshold !== null) parts.push(`operating point: P(${m.positive_class}) &ge; ${fmt(m.threshold)} (${m.operating_point || ""})`);
   if (m.init) parts.push(`initialisation: ${m.init}`);
+  if (m.test_time_augmentation === "flip") parts.push("each image averaged with its mirror image (test-time flip)");
   parts.push(m.intended_use);
   $("card").innerHTML = parts.join("<br>");
 }
