@@ -108,7 +108,7 @@ def test_lesion_map_learns_where_the_lesion_is(tmp_path):
     net = create_model("lesion_map", num_classes=2, size=128)
     assert net.recipe.lesion_masks and all(p.requires_grad for p in net.parameters())
     settings = ImageFitSettings(
-        epochs=6, lr=5e-3, progress=False, optim=net.recipe.optim_settings()
+        epochs=8, lr=5e-3, progress=False, optim=net.recipe.optim_settings()
     )
     history, _ = fit_image(net, dm, settings, tmp_path / "run")
     assert "train_lesion_loss" in history[-1]
