@@ -26,16 +26,15 @@ from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.cache import ImageCache
 from breastcad.data.sources import scan
 from breastcad.evaluation.classification import classification_metrics, softmax
+from breastcad.evaluation.image_evaluation import predict_logits
 from breastcad.image_experiment import make_partition
-from breastcad.models.tta import with_views
 from breastcad.predict import Predictor
 from breastcad.training.image_fit import positive_index
 
 
-def same_split(split, out: Path) -> bool:
+def same_split(split, out: Path, root: Path) -> bool:
     """Whether the split made again assigns every image to the partition the run saved."""
     saved = json.loads((out / "splits" / "split.json").read_text())["rows"]
-    root = str(json.loads((out / "results.json").read_text())["data"]["root"])
 
     def parts(paths, partitions) -> dict[Path, str]:
         return {Path(p).relative_to(root): s for p, s in zip(paths, partitions, strict=True)}
@@ -45,12 +44,14 @@ def same_split(split, out: Path) -> bool:
 
 def figures(net, pixels: np.ndarray, y: np.ndarray, classes: list[str], mode: str):
     """Macro AUC and argmax accuracy of `net` on `pixels` with the test-time views `mode`."""
-    logits = []
-    with torch.inference_mode():
-        for i in range(0, len(pixels), 32):
-            x = torch.from_numpy(np.ascontiguousarray(pixels[i : i + 32]))
-            logits.append(with_views(lambda v: net(v).float(), x, mode).numpy())
-    probs = softmax(np.concatenate(logits))
+    batches = [
+        (
+            torch.from_numpy(np.ascontiguousarray(pixels[i : i + 32])),
+            torch.tensor(y[i : i + 32]),
+        )
+        for i in range(0, len(pixels), 32)
+    ]
+    probs = softmax(predict_logits(net, batches, mode)[0])
     scalars = classification_metrics(y, probs, classes, positive_index(classes))["scalars"]
     return scalars["macro_auc"], float((probs.argmax(1) == y).mean())
 
@@ -81,7 +82,7 @@ def main() -> None:
             manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
             splits[key] = (manifest, make_partition(manifest, cfg, False)[0])
         manifest, split = splits[key]
-        if not same_split(split, out):
+        if not same_split(split, out, cfg.data.root):
             print(f"| {out.name} | skipped: its split does not come out the same again |")
             continue
         predictor = Predictor.from_bundle(out / "bundle")
