@@ -326,6 +326,54 @@ def test_a_killed_run_resumes_from_its_last_epoch(two_class_tree, tmp_path):
     assert [row["epoch"] for row in results["training"]["history"]] == list(range(1, done + 2))
 
 
+def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class_tree, tmp_path):
+    """`--members 3 --cross-fit`: training and validation images pooled into 3 folds that
+    keep each duplicate cluster whole; member k stops early on fold k and learns from the
+    others; temperature and operating point are fitted on all development images, each scored
+    by the member that never learnt from it, and the report says so."""
+    root = two_class_tree  # this test's own copy
+    for name in ("benign/b01", "benign/b02", "malignant/m03", "malignant/m04"):
+        shutil.copy(root / f"{name}.png", root / f"{name}_copy.png")  # a duplicate cluster each
+    out = tmp_path / "cross"
+    result = _train(root, out, 1, "--members", "3", "--cross-fit")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    rows = pd.DataFrame(json.loads((out / "splits" / "split.json").read_text())["rows"])
+    folds = pd.read_csv(out / "splits" / "folds.csv")
+    dev = rows[rows["partition"].isin(["train", "val"])]
+    assert sorted(folds["path"]) == sorted(dev["path"])  # every development image, once
+    assert set(folds["fold"]) == {1, 2, 3}
+    merged = dev.merge(folds, on="path")
+    assert (merged.groupby("split_group")["fold"].nunique() == 1).all()
+    assert merged.groupby("split_group").size().max() >= 2  # the copies did form clusters
+
+    counts = results["data"]["counts"]
+    assert set(counts) == {"train", "test"}  # validation is pooled into the folds
+    developed = sum(counts["train"].values())
+    members = results["training"]["members"]
+    for k, m in enumerate(members, start=1):
+        fold = m["fold"]
+        assert fold["validation_fold"] == k
+        seen = {part: sum(c.values()) for part, c in fold["counts"].items()}
+        assert seen["train"] + seen["val"] == developed  # its fold held out, the rest learnt
+        assert seen["val"] == (folds["fold"] == k).sum()
+    support = results["operating_point"]["validation"]
+    assert support["positives"] + support["negatives"] == developed
+    assert support["positives"] == counts["train"]["malignant"]
+    assert "out-of-fold predictions of the" in results["operating_point"]["chosen_on"]
+    assert "cross-fitted" in results["training"]["ensemble"]
+    report = (out / "report.md").read_text()
+    assert "temperature" in report and f"out-of-fold predictions of the {developed}" in report
+    measured = pd.read_csv(out / "predictions.csv")
+    again = Predictor.from_bundle(out / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+
+    refused = _train(root, tmp_path / "one", 1, "--cross-fit")
+    assert refused.exit_code == 2 and "members >= 2" in refused.output, refused.output
+
+
 def test_an_ensemble_trains_on_a_saved_split_and_resumes_member_by_member(two_class_tree, tmp_path):
     """`--members 2 --split-file`: two networks of one recipe on an earlier run's split
     (exactly), seeds 5 and 6, averaged into one bundle that reproduces the run's test

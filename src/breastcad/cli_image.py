@@ -56,6 +56,14 @@ def train_image(
             "average their probabilities: a deep ensemble in one bundle (default 1)."
         ),
     ] = None,
+    cross_fit: Annotated[
+        bool,
+        typer.Option(
+            help="With --members K: cut the training and validation images into K folds by "
+            "group, train member i on the other folds with fold i for early stopping, and fit "
+            "calibration and operating point on the out-of-fold predictions of all of them."
+        ),
+    ] = False,
     tta: Annotated[
         str | None,
         typer.Option(
@@ -112,6 +120,8 @@ def train_image(
         if value is not None:
             train[key] = value
     train.update(resume=resume, progress=not quiet)
+    if cross_fit:
+        train["cross_fit"] = True
     if sensitivity is not None:
         base["operating_point"] = {"policy": "min_sensitivity", "value": sensitivity}
     if seed is not None:

@@ -193,6 +193,13 @@ class ImageTrainConfig(_Strict):
         description="Networks trained on the one split, seeded seed, seed+1, ...; more than "
         "one are averaged into a deep ensemble (one bundle).",
     )
+    cross_fit: bool = Field(
+        False,
+        description="With members = k >= 2: the development images (train and validation "
+        "parts) are cut into k folds by group; member i trains on the others and stops early "
+        "on fold i, and temperature and operating point are fitted on the out-of-fold "
+        "predictions of all development images instead of the validation part alone.",
+    )
     tta: Literal["none", "flip"] = Field(
         "none",
         description="Test-time augmentation: flip averages each image's probabilities with "
@@ -202,6 +209,14 @@ class ImageTrainConfig(_Strict):
     resume: bool = False
     jobs: int = Field(2, ge=1, description="Processes decoding images into the cache.")
     cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _cross_fit_needs_members(self) -> ImageTrainConfig:
+        if self.cross_fit and self.members < 2:
+            raise ValueError(
+                "cross-fitting needs members >= 2 (the number of folds), e.g. --members 5"
+            )
+        return self
 
 
 class ImageRunConfig(_Strict):

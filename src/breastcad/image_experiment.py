@@ -1,6 +1,9 @@
 """An image run, end to end: scan -> audit and split (patient / duplicate-cluster groups) ->
 cache -> train -> temperature scaling and operating point on validation -> test metrics with
-group-bootstrap intervals -> plots, report with model card, bundle.
+group-bootstrap intervals -> plots, report with model card, bundle. A cross-fitted ensemble
+(`train.cross_fit`) pools training and validation parts into k grouped folds, one member per
+fold, and fits temperature and operating point on the out-of-fold predictions instead
+(`splits/folds.csv` lists each development image's fold).
 
 Run folder: config.yaml, results.json, metrics.json, splits/split.json, predictions.csv,
 checkpoints/{best,last}.ckpt, plots/*.png, report.md/html, bundle/.
@@ -29,6 +32,7 @@ from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
 from breastcad.data.splits import (
+    kfold,
     load_split,
     save_split,
     shared_with_training,
@@ -108,6 +112,25 @@ def make_partition(
         settings["test_images_sharing_a_group"] = shared
     settings["skipped"] = skipped
     return split, settings
+
+
+def _cross_fit_folds(
+    manifest: Manifest, split: pd.DataFrame, partition: np.ndarray, cfg: ImageRunConfig
+) -> np.ndarray:
+    """A fold 0..k-1 per manifest row of the development images (train and validation parts;
+    -1 elsewhere): stratified, every split group (patient, duplicate cluster) in one fold."""
+    k = cfg.train.members
+    dev = np.isin(partition, ["train", "val"])
+    paths = manifest.frame["path"]
+    groups = paths.map(dict(zip(split["path"], split["split_group"], strict=True))).to_numpy()
+    if len(set(groups[dev])) < k:
+        raise ConfigError(
+            f"{cfg.data.root}: {len(set(groups[dev]))} groups among the training and "
+            f"validation images, too few for {k} cross-fitting folds; use fewer --members"
+        )
+    folds = np.full(len(partition), -1)
+    folds[dev] = kfold(manifest.frame["label"].to_numpy()[dev], groups[dev], k, cfg.seed)
+    return folds
 
 
 def _policy_text(cfg: ImageRunConfig, positive: str) -> str:
@@ -225,9 +248,18 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     split, split_settings = make_partition(manifest, cfg, progress)
     (out / "splits").mkdir(exist_ok=True)
     save_split(split, out / "splits" / "split.json", manifest, split_settings)
-    partition = manifest.frame["path"].map(
-        dict(zip(split["path"], split["partition"], strict=True))
+    partition = (
+        manifest.frame["path"]
+        .map(dict(zip(split["path"], split["partition"], strict=True)))
+        .fillna("")
+        .to_numpy(dtype=object)
     )
+    folds = _cross_fit_folds(manifest, split, partition, cfg) if cfg.train.cross_fit else None
+    if folds is not None:  # members are trained on folds; the run's own loaders see them pooled
+        pd.DataFrame({"path": manifest.frame["path"], "fold": folds + 1})[folds >= 0].to_csv(
+            out / "splits" / "folds.csv", index=False
+        )
+        partition = np.where(folds >= 0, "train", partition)
     classes, positive = manifest.classes, positive_index(manifest.classes)
     params = _model_params(cfg, classes, positive)
     torch.manual_seed(cfg.seed)
@@ -240,7 +272,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
     dm = ImageDataModule(
         manifest,
-        partition.fillna("").to_numpy(),
+        partition,
         preprocess,
         batch_size=cfg.train.batch_size or net.recipe.batch_size,
         sampling=cfg.train.sampling,
@@ -251,21 +283,43 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         masks=masks,
     )
     settings = _fit_settings(cfg, net, modality)
+    member_data = None
+    if folds is not None:  # member i: fold i for early stopping, the other folds to learn
+        member_data = [
+            dm.repartitioned(np.where(folds == i, "val", partition), cfg.seed + i)
+            for i in range(cfg.train.members)
+        ]
     if cfg.train.members == 1:
         history, fit_info = fit_image(net, dm, settings, out)
         members: list[dict[str, Any]] = []
     else:
-        net, history, fit_info, members = _fit_ensemble(cfg, net, params, dm, settings, out)
+        net, history, fit_info, members = _fit_ensemble(
+            cfg, net, params, dm, settings, out, member_data
+        )
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
 
     tta = cfg.train.tta  # calibration and operating point are fitted on what is deployed
-    val_logits, val_y = predict_logits(net, dm.val_dataloader(), tta)
+    if member_data is None:
+        val_logits, val_y = predict_logits(net, dm.val_dataloader(), tta)
+    else:  # each development image scored by the one member that did not learn from it
+        scored = [
+            predict_logits(m, d.val_dataloader(), tta)
+            for m, d in zip(net.members, member_data, strict=True)
+        ]
+        val_logits = np.concatenate([logits for logits, _ in scored])
+        val_y = np.concatenate([y for _, y in scored])
     if members:  # each member's test logits, kept for its own figures below
         member_logits, test_y = predict_member_logits(net, dm.test_dataloader(), tta)
         test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
     else:
         test_logits, test_y = predict_logits(net, dm.test_dataloader(), tta)
     temperature = fit_temperature(val_logits, val_y)
+    fitted_on = (
+        "the validation part"
+        if member_data is None
+        else f"out-of-fold predictions of the {len(val_y)} development images "
+        f"({cfg.train.members} folds)"
+    )
     val_probs = softmax(val_logits, temperature)
     threshold = choose_threshold(
         (val_y == positive).astype(int), val_probs[:, positive], cfg.operating_point
@@ -283,6 +337,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         cfg.bootstrap,
         cfg.seed,
     )
+    evaluation["calibration"]["fitted_on"] = fitted_on
     if masks is not None:  # annotations of the test images judge where the model looks
         evaluation["localisation"] = lesion_localisation(
             net,
@@ -333,10 +388,11 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         "operating_point": {
             "policy": _policy_text(cfg, classes[positive]),
             "threshold": threshold,
-            "chosen_on": "validation part, after temperature scaling",
-            "validation": operating_point_support(
-                val_y == positive, val_probs[:, positive], threshold
-            ),
+            "chosen_on": f"{fitted_on}, after temperature scaling",
+            "validation": {
+                **operating_point_support(val_y == positive, val_probs[:, positive], threshold),
+                "scored": fitted_on,
+            },
         },
         "test": evaluation,
         "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},
@@ -358,12 +414,14 @@ def _fit_ensemble(
     dm: ImageDataModule,
     settings: ImageFitSettings,
     out: Path,
+    member_data: list[ImageDataModule] | None = None,
 ) -> tuple[EnsembleNetwork, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """`cfg.train.members` networks on the one split, member k seeded `seed + k - 1` (its
     initialisation, batches and augmentation), each in `members/<k>/` with its own checkpoints
-    and learning curves. A finished member is kept (`member.pt`, `member.json`) and not
-    trained again by `--resume`. Returns the ensemble, the history of all members (a `member`
-    column), what happened and a record per member."""
+    and learning curves; with `member_data` (cross-fitting) member k learns from and stops
+    early on its own partition of the images. A finished member is kept (`member.pt`,
+    `member.json`) and not trained again by `--resume`. Returns the ensemble, the history of
+    all members (a `member` column), what happened and a record per member."""
     nets, history, records = [], [], []
     for k in range(1, cfg.train.members + 1):
         seed = cfg.seed + k - 1
@@ -381,11 +439,14 @@ def _fit_ensemble(
             record["resumed"] = "finished before; not trained again"
         else:
             dm.seed = seed  # the member's own batch order
+            data = dm if member_data is None else member_data[k - 1]
             member_history, info = fit_image(
-                net, dm, dataclasses.replace(settings, seed=seed), folder
+                net, data, dataclasses.replace(settings, seed=seed), folder
             )
             pd.DataFrame(member_history).to_csv(folder / "history.csv", index=False)
             record = {"member": k, "seed": seed, **info, "history": member_history}
+            if member_data is not None:
+                record["fold"] = {"validation_fold": k, "counts": data.counts()}
             torch.save(net.state_dict(), folder / "member.pt")
             done.write_text(json.dumps(to_jsonable(record), indent=1))
         nets.append(net.cpu().eval())
@@ -400,7 +461,14 @@ def _fit_ensemble(
         "resumed_from": [r.get("resumed_from") or r.get("resumed") for r in records],
         "stage_switch_epoch": None,
         "ensemble": f"{len(nets)} members, seeds {cfg.seed}-{cfg.seed + len(nets) - 1}, "
-        "one split; class probabilities averaged",
+        + (
+            "one split"
+            if member_data is None
+            else f"cross-fitted: the training and validation parts pooled and cut into "
+            f"{len(nets)} folds by group, member k early-stopped on fold k and trained on the "
+            "rest"
+        )
+        + "; class probabilities averaged",
     }
     return EnsembleNetwork(nets), history, info, records
 

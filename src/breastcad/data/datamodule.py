@@ -137,13 +137,38 @@ class ImageDataModule(L.LightningDataModule):
         self.cache = ImageCache.build(
             self.manifest, self.preprocess, self.cache_dir, self.jobs, self.progress
         )
+        self._make_datasets()
+
+    def _make_datasets(self) -> None:
         lookup = {c: i for i, c in enumerate(self.classes)}
         targets = self.manifest.frame["label"].map(lookup).to_numpy(dtype=np.int64)
+        self.datasets = {}
         for name in ("train", "val", "test"):
             rows = np.flatnonzero((self.partition == name) & self.cache.readable)
             if len(rows):
                 masks = self.masks if name == "train" else None
                 self.datasets[name] = CachedImages(self.cache, rows, targets[rows], masks)
+
+    def repartitioned(self, partition: Sequence[str] | np.ndarray, seed: int) -> ImageDataModule:
+        """The same images, cache and settings under another partition (a cross-fitting
+        fold's), batches seeded `seed`; the cache is set up once, here if not yet."""
+        self.setup()
+        other = ImageDataModule(
+            self.manifest,
+            partition,
+            self.preprocess,
+            self.batch_size,
+            self.sampling,
+            self.cache_dir,
+            self.jobs,
+            self.num_workers,
+            seed,
+            self.progress,
+            self.masks,
+        )
+        other.cache = self.cache
+        other._make_datasets()
+        return other
 
     def _loader(self, name: str, sampler: Sampler[int]) -> DataLoader:
         batches = BatchSampler(sampler, self.batch_size, drop_last=False)

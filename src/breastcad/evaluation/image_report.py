@@ -42,7 +42,8 @@ def _support_text(v: dict[str, Any] | None) -> str:
     if not v or not v.get("positives"):
         return ""
     return (
-        f"; on validation it flags {v['detected']} of {v['positives']} positives (sensitivity "
+        f"; on {v.get('scored', 'validation')} it flags {v['detected']} of {v['positives']} "
+        f"positives (sensitivity "
         f"{_f(v['sensitivity'])}, one-sided 95% lower bound {_f(v['sensitivity_lower_95'])}) "
         f"and clears {_f(v['specificity'])} of {v['negatives']} negatives"
     )
@@ -118,7 +119,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
                 f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
                 f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "
-                "the validation part",
+                f"{test['calibration'].get('fitted_on', 'the validation part')}",
                 f"Intervals: 95% percentile bootstrap resampling whole groups "
                 f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
             ],
@@ -254,8 +255,8 @@ def model_card(results: dict[str, Any]) -> list[Block]:
                 f"Metrics on held-out test data (95% group-bootstrap CI): {headline}.",
                 "Limits: one dataset, one site; small test sets give wide intervals; "
                 "performance on other scanners, populations or magnifications is unknown until "
-                "measured with `breastcad evaluate`; probabilities are calibrated on the "
-                "validation part only.",
+                "measured with `breastcad evaluate`; probabilities are calibrated on "
+                f"{test['calibration'].get('fitted_on', 'the validation part')} only.",
             ],
         ),
     ]
