@@ -8,8 +8,10 @@ validation, group-bootstrap CIs on test). Prints one table; every run folder kee
 `--seeds` repeats each run with other seeds (the seed draws the split, the initialisation of
 new layers, the batches and the augmentation): the spread between seeds is how far one run's
 figure can be trusted. Seed 0 runs are named as before, others get `-seedN`. Runs named
-`-x3` are deep ensembles (three members on one split, seeds seed..seed+2); the table after
-the goals gives each member's own test figures beside the ensemble's.
+`-x3` are deep ensembles (three members on one split, seeds seed..seed+2), `-cv5` cross-fitted
+ones (five members, member k early-stopped on fold k of the pooled training and validation
+images; calibration and operating point on the out-of-fold predictions); the table after the
+goals gives each member's own test figures beside the ensemble's.
 
 Accuracy, balanced accuracy, sensitivity and specificity are at the operating point chosen on
 validation (sensitivity >= 0.95 for the positive class); "accuracy (argmax)" is the plain
@@ -40,16 +42,18 @@ def run(
     epochs: int | None = None,
     members: int = 1,
     backbone: str | None = None,
+    cross_fit: bool = False,
     **data,
 ) -> dict:
     """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
     the epochs allowed (default: the recipe's), the members of a deep ensemble (1: none), the
-    backbone (default: the recipe's, EfficientNet-Lite0)."""
+    backbone (default: the recipe's, EfficientNet-Lite0), whether the members are
+    cross-fitted on folds of the training and validation images."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
     params = {"size": size, "backbone": backbone}
     if any(v is not None for v in params.values()):
         cfg["model_params"] = {k: v for k, v in params.items() if v is not None}
-    cfg["train"] = {"epochs": epochs, "members": members}
+    cfg["train"] = {"epochs": epochs, "members": members, "cross_fit": cross_fit}
     return cfg
 
 
@@ -67,6 +71,10 @@ CONFIGS: dict[str, dict] = {
     # deep ensembles: three networks of one recipe on the split of seed 0, seeds 0, 1, 2
     "busi-transfer-224-x3": run("busi", "transfer", 224, members=3),
     "busi-full_finetune-x3": run("busi", "full_finetune", members=3),
+    # cross-fitted ensembles: training and validation pooled into five grouped folds, one
+    # member per fold; calibration and operating point on all out-of-fold predictions
+    "busi-transfer-cv5": run("busi", "transfer", members=5, cross_fit=True),
+    "busi-full_finetune-cv5": run("busi", "full_finetune", members=5, cross_fit=True),
     # EfficientNet-Lite2 (offline ImageNet weights, pretrained at 260 px) instead of Lite0
     "busi-transfer-lite2-260": run("busi", "transfer", 260, backbone="tf_efficientnet_lite2"),
     # the same model on a random split (each image its own group, no duplicate audit): what
@@ -76,6 +84,12 @@ CONFIGS: dict[str, dict] = {
     "breastmnist-transfer-128": run("breastmnist", "transfer", 128),
     "breastmnist-full_finetune-128": run("breastmnist", "full_finetune", 128),
     "breastmnist-full_finetune-128-x3": run("breastmnist", "full_finetune", 128, members=3),
+    # the same five members on one split (seeds 0-4), against which cross-fitting is judged
+    "breastmnist-full_finetune-128-x5": run("breastmnist", "full_finetune", 128, members=5),
+    "breastmnist-transfer-128-cv5": run("breastmnist", "transfer", 128, members=5, cross_fit=True),
+    "breastmnist-full_finetune-128-cv5": run(
+        "breastmnist", "full_finetune", 128, members=5, cross_fit=True
+    ),
     "breastmnist-full_finetune-lite2-128": run(
         "breastmnist", "full_finetune", 128, backbone="tf_efficientnet_lite2"
     ),
