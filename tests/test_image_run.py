@@ -369,6 +369,20 @@ def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    # evaluating the bundle elsewhere says what its calibration was fitted on
+    evaluated = runner.invoke(
+        app,
+        [
+            *("evaluate", "--model", str(out / "bundle"), "--dataset", "folder"),
+            *("--root", str(root), "--out", str(tmp_path / "eval"), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert (
+        f"fitted on out-of-fold predictions of the {developed} development images (3 folds) of "
+        "the bundle's training run" in (tmp_path / "eval" / "report.md").read_text()
+    )
 
     refused = _train(root, tmp_path / "one", 1, "--cross-fit")
     assert refused.exit_code == 2 and "members >= 2" in refused.output, refused.output

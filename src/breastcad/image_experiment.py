@@ -513,6 +513,7 @@ def _write_image_bundle(
         data["classes"].index(data["positive"]),
         {k: dm.cache.settings[k] for k in ("size", "resize", "channels")},
         temperature=results["test"]["calibration"]["temperature"],
+        calibration_fitted_on=results["test"]["calibration"]["fitted_on"],
         threshold={
             "value": results["operating_point"]["threshold"],
             "policy": results["operating_point"]["policy"],

@@ -271,6 +271,9 @@ def evaluate_image_bundle(
         n_boot,
         0,
     )
+    bm = predictor.bundle.manifest
+    fitted_on = bm.get("calibration_fitted_on", "the validation part")
+    evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
     net = predictor.network
     if net.recipe.lesion_masks and has_lesion_annotations(manifest):  # where it looks
         background = manifest.classes[net.arch["background"]]
@@ -284,7 +287,6 @@ def evaluate_image_bundle(
     plots = evaluation_plots(
         out, evaluation, logits, y, probs, pred, manifest.classes, cache.pixels[rows]
     )
-    bm = predictor.bundle.manifest
     results = {
         "kind": "image",
         "title": f"breastcad: bundle {predictor.bundle.model_id} evaluated on {dataset}",

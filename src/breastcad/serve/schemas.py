@@ -33,7 +33,8 @@ class ImagePredictionOut(BaseModel):
     model: ModelRef
     classes: list[str]
     probabilities: dict[str, float] = Field(
-        description="Calibrated (temperature scaling fitted on validation) class probabilities."
+        description="Calibrated class probabilities (temperature scaling fitted in the "
+        "model's training run)."
     )
     prediction: str = Field(description="The class decided at the model's operating point.")
     positive_class: str
