@@ -6,7 +6,8 @@ and once averaged with their mirror images, same weights. Prints one table and a
 
 Each run's split is made again from its config (seed, sizes, duplicate audit) and compared,
 image by image, with the split the run saved; a run whose split does not come out the same is
-skipped and said so. Figures are macro AUC and argmax accuracy (temperature and operating point
+skipped and said so, as is a cross-fitted run (its members learnt from the validation part).
+Figures are macro AUC and argmax accuracy (temperature and operating point
 do not change either); a run trained with `--tta flip` would also fit its temperature and
 operating point on the averaged answers. Decide on validation; the test columns are what that
 decision did, not a reason for it.
@@ -76,6 +77,9 @@ def main() -> None:
         cfg = ImageRunConfig.from_yaml(out / "config.yaml")
         if not Path(cfg.data.root).exists():
             print(f"| {out.name} | skipped: {cfg.data.root} not here |")
+            continue
+        if cfg.train.cross_fit:  # no validation image is unseen by the whole ensemble
+            print(f"| {out.name} | skipped: cross-fitted, its members learnt from validation |")
             continue
         key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
         if key not in splits:
