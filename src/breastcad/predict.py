@@ -201,7 +201,7 @@ class Predictor:
             index = np.flatnonzero(flags)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a NaN map says it already
-                maps = grad_cam(self.network, pixels[index], target=decided[index])
+                maps = grad_cam(self.network, pixels[index], decided[index], self.tta)
             cams = dict(zip(index.tolist(), maps, strict=True))
         return [
             ImagePrediction(

@@ -125,3 +125,27 @@ def test_gradcam_of_lesion_map_is_its_cell_score_map():
         expected = F.interpolate(cells, size=(128, 128), mode="bilinear", align_corners=False)
         expected = expected[:, 0] / expected.flatten(1).amax(dim=1)[:, None, None]
     assert np.allclose(cam, expected.numpy(), atol=1e-5)
+
+
+def test_a_flip_bundle_explains_the_average_of_both_views(tmp_path):
+    """With test-time flips the answer explained is the average of the image and its mirror
+    image, which the mirror image shares, so its map is the mirror of the image's map (the
+    single view's is not); `explain` and the service get it through the Predictor."""
+    from breastcad.predict import Predictor
+
+    predictor = Predictor.from_bundle(
+        make_image_bundle(tmp_path / "flip", test_time_augmentation="flip")
+    )
+    pixels = np.random.default_rng(5).integers(0, 256, (3, 50, 50, 3), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
+    shown = [p.cam for p in predictor.predict_batch(pixels, [True] * 3)]
+    shown_mirrored = [p.cam for p in predictor.predict_batch(mirrored, [True] * 3)]
+    assert all(np.isfinite(cam).all() for cam in shown)
+    for cam, cam_of_mirror in zip(shown, shown_mirrored, strict=True):
+        np.testing.assert_allclose(cam_of_mirror, cam[:, ::-1], atol=1e-5)
+    decided = [predictor.classes.index(p.prediction) for p in predictor.predict_batch(pixels)]
+    one_view = grad_cam(predictor.network, pixels, decided)
+    one_view_of_mirror = grad_cam(predictor.network, mirrored, decided)
+    assert not np.allclose(one_view_of_mirror, one_view[:, :, ::-1], atol=1e-3)
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
+        grad_cam(predictor.network, pixels, decided, "rotate")

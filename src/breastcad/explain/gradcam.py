@@ -5,7 +5,8 @@ last convolutional block), averaged over space, weights that feature map; the Re
 upsampled to the input size. A forward hook, attached by layer name and removed afterwards,
 makes the layer's output a leaf that records its gradient, so frozen backbones work too; the
 network's train/eval mode is restored afterwards. An ensemble's map is the mean of its
-members' maps, each scaled to its own maximum.
+members' maps, each scaled to its own maximum; a bundle with test-time flips explains the
+average of the image and its mirror image, and its map is the mean of both views' maps.
 
 Example:
     >>> cam = grad_cam(net, pixels)  # pixels: uint8 (N, H, W, C)  # doctest: +SKIP
@@ -25,28 +26,34 @@ from torch import nn
 
 
 def grad_cam(
-    net: nn.Module, pixels: np.ndarray | torch.Tensor, target: int | Sequence[int] | None = None
+    net: nn.Module,
+    pixels: np.ndarray | torch.Tensor,
+    target: int | Sequence[int] | None = None,
+    tta: str = "none",
 ) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1] at the input's size, for class `target` (one per
     image, or the predicted class when None). An image whose map is zero everywhere (no
     positive evidence) warns and gets NaN, as MONAI does, rather than a misleading picture.
     For an ensemble (a network with `members`), the mean of its members' maps, each scaled to
-    its own maximum, for the class the ensemble predicts."""
+    its own maximum, for the class the ensemble predicts. With test-time views (`tta` flip,
+    `breastcad.models.tta`) the answer explained is the views' average, so the map is too:
+    the mirror image's map, mirrored back, averaged with the image's (each scaled)."""
+    from breastcad.models.tta import MODES, mirror, with_views
+
+    if tta not in MODES:
+        raise ValueError(f"unknown test-time augmentation '{tta}'; choose from {MODES}")
     x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
     height, width = (x.shape[1], x.shape[2]) if x.dtype == torch.uint8 else x.shape[2:]
-    members = getattr(net, "members", None)
-    if members is None:
-        cam = _cam(net, x, target, (int(height), int(width)))
-    else:
-        if target is None:
-            was_training = net.training
-            with torch.inference_mode():
-                target = net.eval()(x.clone()).argmax(dim=1).tolist()
-            net.train(was_training)
-        maps = np.stack([_scaled(_cam(m, x, target, (int(height), int(width)))) for m in members])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # no member with evidence: NaN
-            cam = np.nan_to_num(np.nanmean(maps, axis=0), nan=0.0)
+    size = (int(height), int(width))
+    if target is None and (hasattr(net, "members") or tta != "none"):  # what is deployed
+        was_training = net.training
+        with torch.inference_mode():
+            target = with_views(net.eval(), x.clone(), tta).argmax(dim=1).tolist()
+        net.train(was_training)
+    cam = _view_cam(net, x, target, size)
+    if tta == "flip":
+        back = np.ascontiguousarray(_view_cam(net, mirror(x), target, size)[:, :, ::-1])
+        cam = _mean_of_scaled([cam, back])
     top = cam.reshape(len(cam), -1).max(axis=1)
     if np.any(top <= 0):
         warnings.warn(
@@ -55,6 +62,25 @@ def grad_cam(
             stacklevel=2,
         )
     return _scaled(cam)
+
+
+def _view_cam(
+    net: nn.Module, x: torch.Tensor, target: int | Sequence[int] | None, size: tuple[int, int]
+) -> np.ndarray:
+    """The unscaled map of one view: the network's, or the mean of an ensemble's members'
+    maps, each scaled to its own maximum."""
+    members = getattr(net, "members", None)
+    if members is None:
+        return _cam(net, x, target, size)
+    return _mean_of_scaled([_cam(m, x, target, size) for m in members])
+
+
+def _mean_of_scaled(maps: list[np.ndarray]) -> np.ndarray:
+    """The mean of maps each scaled to its maximum; 0 where none has positive evidence."""
+    stacked = np.stack([_scaled(m) for m in maps])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no map with evidence: NaN
+        return np.nan_to_num(np.nanmean(stacked, axis=0), nan=0.0)
 
 
 def _scaled(cam: np.ndarray) -> np.ndarray:

@@ -4,8 +4,9 @@
 is trained to accept (histology, ultrasound and mammograms are all augmented with left-right
 flips, and a left breast's mammogram is a mirrored right one). A run with `--tta flip` fits its
 temperature and operating point on the averaged answers, and its bundle records the setting, so
-`evaluate`, `predict`, the service and the ONNX runtime average the same views. Grad-CAM and
-lesion cell maps explain the unflipped view.
+`evaluate`, `predict`, the service and the ONNX runtime average the same views, and Grad-CAM
+explains the average (both views' maps, the mirror's mirrored back). The lesion localisation
+check of a run scores the cell maps of the image as given.
 
 Example:
     >>> from breastcad.models import create_model
