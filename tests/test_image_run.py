@@ -364,6 +364,7 @@ def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class
     assert "cross-fitted" in results["training"]["ensemble"]
     report = (out / "report.md").read_text()
     assert "temperature" in report and f"out-of-fold predictions of the {developed}" in report
+    assert "ensemble of 3 x {'name': 'idc_cnn'" in report  # one member's record, not three
     measured = pd.read_csv(out / "predictions.csv")
     again = Predictor.from_bundle(out / "bundle").predict_paths(
         measured["path"].tolist(), progress=False

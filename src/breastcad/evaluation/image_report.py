@@ -89,6 +89,14 @@ def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
     ]
 
 
+def _arch_text(arch: dict[str, Any]) -> str:
+    """The architecture record; an ensemble of identical members as one member times n."""
+    members = arch.get("members") or []
+    if arch.get("name") == "ensemble" and members and all(m == members[0] for m in members):
+        return f"ensemble of {len(members)} x {members[0]}"
+    return str(arch)
+
+
 def _tta_line(tta: str) -> str:
     if tta == "flip":
         return (
@@ -113,7 +121,8 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"positive class **{data['positive']}**",
                 f"Split: {_split_text(split)}; images per partition and class: {data['counts']}",
                 f"Input: {data['preprocessing']}",
-                f"Model: `{model['name']}` {model['arch']}; initialisation: {model['init']}",
+                f"Model: `{model['name']}` {_arch_text(model['arch'])}; initialisation: "
+                f"{model['init']}",
                 *_training_line(results.get("training")),
                 _tta_line(model.get("test_time_augmentation", "none")),
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
