@@ -385,6 +385,17 @@ def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class
         "the bundle's training run" in (tmp_path / "eval" / "report.md").read_text()
     )
 
+    # stopped during member 3: --resume keeps members 1-2 on the very same folds (a member
+    # kept on other folds would score images it learnt from as out-of-fold)
+    shutil.rmtree(out / "members" / "3")
+    resumed = _train(root, out, 1, "--members", "3", "--cross-fit", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert pd.read_csv(out / "splits" / "folds.csv").equals(folds)
+    again = json.loads((out / "results.json").read_text())["training"]["members"]
+    kept = [m.get("resumed", "").startswith("finished before") for m in again]
+    assert kept == [True, True, False]
+    assert [m["fold"] for m in again] == [m["fold"] for m in members]
+
     refused = _train(root, tmp_path / "one", 1, "--cross-fit")
     assert refused.exit_code == 2 and "members >= 2" in refused.output, refused.output
 
