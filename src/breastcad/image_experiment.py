@@ -286,7 +286,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     member_data = None
     if folds is not None:  # member i: fold i for early stopping, the other folds to learn
         member_data = [
-            dm.repartitioned(np.where(folds == i, "val", partition), cfg.seed + i)
+            dm.repartitioned(np.where(folds == i, "val", partition))
             for i in range(cfg.train.members)
         ]
     if cfg.train.members == 1:
@@ -438,8 +438,8 @@ def _fit_ensemble(
             record = json.loads(done.read_text())
             record["resumed"] = "finished before; not trained again"
         else:
-            dm.seed = seed  # the member's own batch order
             data = dm if member_data is None else member_data[k - 1]
+            data.seed = seed  # the member's own batch order
             member_history, info = fit_image(
                 net, data, dataclasses.replace(settings, seed=seed), folder
             )

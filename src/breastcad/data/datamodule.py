@@ -149,9 +149,9 @@ class ImageDataModule(L.LightningDataModule):
                 masks = self.masks if name == "train" else None
                 self.datasets[name] = CachedImages(self.cache, rows, targets[rows], masks)
 
-    def repartitioned(self, partition: Sequence[str] | np.ndarray, seed: int) -> ImageDataModule:
+    def repartitioned(self, partition: Sequence[str] | np.ndarray) -> ImageDataModule:
         """The same images, cache and settings under another partition (a cross-fitting
-        fold's), batches seeded `seed`; the cache is set up once, here if not yet."""
+        fold's); the cache is set up once, here if not yet."""
         self.setup()
         other = ImageDataModule(
             self.manifest,
@@ -162,7 +162,7 @@ class ImageDataModule(L.LightningDataModule):
             self.cache_dir,
             self.jobs,
             self.num_workers,
-            seed,
+            self.seed,
             self.progress,
             self.masks,
         )
