@@ -2,6 +2,7 @@
 bundle, predict on a folder with a corrupt file, evaluate on data never seen in training."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -398,6 +399,23 @@ def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class
 
     refused = _train(root, tmp_path / "one", 1, "--cross-fit")
     assert refused.exit_code == 2 and "members >= 2" in refused.output, refused.output
+
+
+def test_too_little_data_for_the_split_or_the_folds_is_a_clear_error(tmp_path):
+    """Six images a class: too few for a 10% validation part stratified by class, and, with
+    larger parts, 8 development images are too few for 12 cross-fitting folds."""
+    root = tmp_path / "few"
+    for i in range(6):
+        img = blob_image(i, (40, 44), rgb=True)
+        save(root / "benign" / f"b{i}.png", img // 3)
+        save(root / "malignant" / f"m{i}.png", 255 - img // 3)
+    small = _train(root, tmp_path / "run", 1)
+    assert small.exit_code == 2, small.output
+    assert re.search(r"few: class '\w+' has \d images, too few for a 12% partition", small.output)
+    sizes = ("--test-size", "0.3", "--val-size", "0.3")
+    folds = _train(root, tmp_path / "run", 1, *sizes, "--members", "12", "--cross-fit")
+    assert folds.exit_code == 2, folds.output
+    assert str(root) in folds.output and "too few for 12 cross-fitting folds" in folds.output
 
 
 def test_an_ensemble_trains_on_a_saved_split_and_resumes_member_by_member(two_class_tree, tmp_path):

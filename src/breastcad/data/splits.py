@@ -59,6 +59,12 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
             f"{len(np.unique(groups))} groups (patients or duplicate clusters) are too few for "
             f"a {fraction:.0%} partition; use a larger fraction, --val-size 0, or --folds"
         )
+    values, counts = np.unique(labels, return_counts=True)
+    if counts.min() < n_splits:  # stratification needs each class in every fold
+        raise DataError(
+            f"class '{values[counts.argmin()]}' has {counts.min()} images, too few for a "
+            f"{fraction:.0%} partition stratified by class; use a larger fraction or more data"
+        )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(cv.split(np.zeros(len(labels)), labels, groups))
     return held
@@ -157,7 +163,10 @@ def split_dataset(
         readable = result.readable
         bad = result.records.loc[~readable, ["path", "error"]]
         skipped = [f"{path}: {problem}" for path, problem in bad.itertuples(index=False)]
-    split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)[readable]
+    try:
+        split = make_split(manifest, pairs, test_size, val_size, folds, seed, official)[readable]
+    except DataError as exc:  # too little data for the partitions: say which data
+        raise DataError(f"{manifest.root}: {exc}") from None
     if not keeps_official_split(manifest, official):
         check_no_leak(split)  # an official split is the dataset's: kept, its leaks counted
     settings = {
