@@ -360,6 +360,10 @@ def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class
         assert seen["val"] == (folds["fold"] == k).sum()
     support = results["operating_point"]["validation"]
     assert support["positives"] + support["negatives"] == developed
+    scored = pd.read_csv(out / "out_of_fold_predictions.csv")  # what the fit saw, per image
+    assert sorted(scored["path"]) == sorted(folds["path"])
+    flagged = (scored["label"] == "malignant") & (scored["prediction"] == "malignant")
+    assert flagged.sum() == support["detected"]
     assert support["positives"] == counts["train"]["malignant"]
     assert "out-of-fold predictions of the" in results["operating_point"]["chosen_on"]
     assert "cross-fitted" in results["training"]["ensemble"]

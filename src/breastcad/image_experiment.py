@@ -3,7 +3,8 @@ cache -> train -> temperature scaling and operating point on validation -> test 
 group-bootstrap intervals -> plots, report with model card, bundle. A cross-fitted ensemble
 (`train.cross_fit`) pools training and validation parts into k grouped folds, one member per
 fold, and fits temperature and operating point on the out-of-fold predictions instead
-(`splits/folds.csv` lists each development image's fold).
+(`splits/folds.csv` lists each development image's fold, `out_of_fold_predictions.csv` what
+it was scored).
 
 Run folder: config.yaml, results.json, metrics.json, splits/split.json, predictions.csv,
 checkpoints/{best,last}.ckpt, plots/*.png, report.md/html, bundle/.
@@ -352,6 +353,20 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     probs = softmax(test_logits, temperature)
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
+    if member_data is not None:  # what calibration and operating point were fitted on
+        oof_rows = np.concatenate([d.datasets["val"].rows for d in member_data])
+        oof_pred = decide(val_probs, positive, threshold)
+        write_predictions(
+            out,
+            manifest,
+            oof_rows,
+            val_y,
+            val_probs,
+            oof_pred,
+            classes,
+            threshold,
+            "out_of_fold_predictions.csv",
+        )
     plots = _plots(out, net, dm, history, evaluation, test_logits, test_y, probs, pred, classes)
     results = {
         "kind": "image",

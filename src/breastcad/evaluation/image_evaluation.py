@@ -163,7 +163,9 @@ def evaluate_predictions(
     }
 
 
-def write_predictions(out, manifest, rows, y, probs, pred, classes, threshold) -> None:
+def write_predictions(
+    out, manifest, rows, y, probs, pred, classes, threshold, name: str = "predictions.csv"
+) -> None:
     frame = pd.DataFrame({"path": manifest.frame["path"].iloc[rows].to_numpy()})
     frame["group_id"] = manifest.frame["group_id"].iloc[rows].to_numpy()
     frame["label"] = [classes[i] for i in y]
@@ -171,7 +173,7 @@ def write_predictions(out, manifest, rows, y, probs, pred, classes, threshold) -
         frame[f"p_{c}"] = probs[:, k]
     frame["prediction"] = [classes[i] for i in pred]
     frame["threshold"] = threshold
-    frame.to_csv(out / "predictions.csv", index=False)
+    frame.to_csv(out / name, index=False)
 
 
 def evaluation_plots(out, evaluation, logits, y, probs, pred, classes, pixels) -> dict[str, Any]:
