@@ -415,7 +415,9 @@ def test_too_little_data_for_the_split_or_the_folds_is_a_clear_error(tmp_path):
         save(root / "malignant" / f"m{i}.png", 255 - img // 3)
     small = _train(root, tmp_path / "run", 1)
     assert small.exit_code == 2, small.output
-    assert re.search(r"few: class '\w+' has \d images, too few for a 12% partition", small.output)
+    assert re.search(
+        r"few: every class has fewer than 8 images \(at most \d\), too few for a 12%", small.output
+    )
     sizes = ("--test-size", "0.3", "--val-size", "0.3")
     folds = _train(root, tmp_path / "run", 1, *sizes, "--members", "12", "--cross-fit")
     assert folds.exit_code == 2, folds.output

@@ -59,10 +59,10 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
             f"{len(np.unique(groups))} groups (patients or duplicate clusters) are too few for "
             f"a {fraction:.0%} partition; use a larger fraction, --val-size 0, or --folds"
         )
-    values, counts = np.unique(labels, return_counts=True)
-    if counts.min() < n_splits:  # stratification needs each class in every fold
+    largest = np.unique(labels, return_counts=True)[1].max()
+    if largest < n_splits:  # sklearn refuses this; a smaller class alone only thins the parts
         raise DataError(
-            f"class '{values[counts.argmin()]}' has {counts.min()} images, too few for a "
+            f"every class has fewer than {n_splits} images (at most {largest}), too few for a "
             f"{fraction:.0%} partition stratified by class; use a larger fraction or more data"
         )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
