@@ -134,6 +134,23 @@ def _cross_fit_folds(
     return folds
 
 
+def _out_of_fold_logits(
+    net: EnsembleNetwork, member_data: list[ImageDataModule], tta: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, labels and cache rows of every development image, each scored by the one
+    cross-fitted member that did not learn from it (member k on fold k)."""
+    scored = [
+        predict_logits(m, d.val_dataloader(), tta)
+        for m, d in zip(net.members, member_data, strict=True)
+    ]
+    rows = np.concatenate([d.datasets["val"].rows for d in member_data])
+    return (
+        np.concatenate([logits for logits, _ in scored]),
+        np.concatenate([y for _, y in scored]),
+        rows,
+    )
+
+
 def _policy_text(cfg: ImageRunConfig, positive: str) -> str:
     op = cfg.operating_point
     if op.policy == "fixed":
@@ -302,13 +319,8 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     tta = cfg.train.tta  # calibration and operating point are fitted on what is deployed
     if member_data is None:
         val_logits, val_y = predict_logits(net, dm.val_dataloader(), tta)
-    else:  # each development image scored by the one member that did not learn from it
-        scored = [
-            predict_logits(m, d.val_dataloader(), tta)
-            for m, d in zip(net.members, member_data, strict=True)
-        ]
-        val_logits = np.concatenate([logits for logits, _ in scored])
-        val_y = np.concatenate([y for _, y in scored])
+    else:
+        val_logits, val_y, oof_rows = _out_of_fold_logits(net, member_data, tta)
     if members:  # each member's test logits, kept for its own figures below
         member_logits, test_y = predict_member_logits(net, dm.test_dataloader(), tta)
         test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
@@ -354,7 +366,6 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
     if member_data is not None:  # what calibration and operating point were fitted on
-        oof_rows = np.concatenate([d.datasets["val"].rows for d in member_data])
         oof_pred = decide(val_probs, positive, threshold)
         write_predictions(
             out,
