@@ -89,6 +89,11 @@ def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
     ]
 
 
+def _calibrated_on(test: dict[str, Any]) -> str:
+    """What the temperature was fitted on (results made before this was recorded: validation)."""
+    return test["calibration"].get("fitted_on", "the validation part")
+
+
 def _arch_text(arch: dict[str, Any]) -> str:
     """The architecture record; an ensemble of identical members as one member times n."""
     members = arch.get("members") or []
@@ -128,7 +133,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
                 f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
                 f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "
-                f"{test['calibration'].get('fitted_on', 'the validation part')}",
+                f"{_calibrated_on(test)}",
                 f"Intervals: 95% percentile bootstrap resampling whole groups "
                 f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
             ],
@@ -265,7 +270,7 @@ def model_card(results: dict[str, Any]) -> list[Block]:
                 "Limits: one dataset, one site; small test sets give wide intervals; "
                 "performance on other scanners, populations or magnifications is unknown until "
                 "measured with `breastcad evaluate`; probabilities are calibrated on "
-                f"{test['calibration'].get('fitted_on', 'the validation part')} only.",
+                f"{_calibrated_on(test)} only.",
             ],
         ),
     ]

@@ -38,10 +38,9 @@ def grad_cam(
     its own maximum, for the class the ensemble predicts. With test-time views (`tta` flip,
     `breastcad.models.tta`) the answer explained is the views' average, so the map is too:
     the mirror image's map, mirrored back, averaged with the image's (each scaled)."""
-    from breastcad.models.tta import MODES, mirror, with_views
+    from breastcad.models.tta import check_mode, mirror, with_views
 
-    if tta not in MODES:
-        raise ValueError(f"unknown test-time augmentation '{tta}'; choose from {MODES}")
+    check_mode(tta)
     x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
     height, width = (x.shape[1], x.shape[2]) if x.dtype == torch.uint8 else x.shape[2:]
     size = (int(height), int(width))

@@ -40,8 +40,15 @@ def with_views(
     """`forward(x)` for `mode` none; for flip the log of the mean softmax of `forward` on `x`
     and on its mirror image. Works for any output whose last axis holds classes (an
     ensemble's member logits too)."""
+    check_mode(mode)
     if mode == "none":
         return forward(x)
-    if mode == "flip":
-        return mean_probability_logits(torch.stack([forward(x), forward(mirror(x))]))
-    raise ConfigError(f"unknown test-time augmentation '{mode}'; choose from {', '.join(MODES)}")
+    return mean_probability_logits(torch.stack([forward(x), forward(mirror(x))]))
+
+
+def check_mode(mode: str) -> None:
+    """A ConfigError unless `mode` is one of `MODES`."""
+    if mode not in MODES:
+        raise ConfigError(
+            f"unknown test-time augmentation '{mode}'; choose from {', '.join(MODES)}"
+        )
