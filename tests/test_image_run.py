@@ -274,8 +274,13 @@ def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
         env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
     )
     assert evaluated.exit_code == 0, evaluated.output
-    where = json.loads((tmp_path / "ev" / "results.json").read_text())["test"]["localisation"]
+    evaluation = json.loads((tmp_path / "ev" / "results.json").read_text())["test"]
+    where = evaluation["localisation"]
     assert where["images"] == 24 and where["images_with_lesion"] == 8  # annotations present
+    pair = evaluation["bilateral"]  # mdb001+mdb002 ... are one woman's two breasts
+    assert pair["images"] == 24 and pair["positives"] == 8 and pair["without_partner"] == 0
+    assert "12 women" in pair["interval"]
+    assert "other breast" in (tmp_path / "ev" / "report.md").read_text()
 
     folder = tmp_path / "plain"
     for k, label in enumerate(("benign", "malignant", "other")):

@@ -41,6 +41,8 @@ def test_mammogram_model_trains_on_mini_mias_by_woman_and_reads_a_real_dicom(tmp
     assert max(len(parts) for parts in by_woman.values()) == 1  # no woman in two partitions
     assert results["data"]["preprocessing"]["channels"] == 1  # gray modality, 1-channel cache
     assert results["test"]["n"] > 40 and results["test"]["ci"]["n_groups"]["value"] > 20
+    pair = results["test"]["bilateral"]  # a woman's breasts stay together in the test part
+    assert pair["images"] == results["test"]["n"] and pair["without_partner"] == 0
 
     predictor = Predictor.from_bundle(tmp_path / "run" / "bundle")
     table = predictor.predict_paths([dicom_dir], progress=False)

@@ -31,6 +31,7 @@ from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
+from breastcad.data.pairs import contralateral
 from breastcad.data.sources import GRAY_MODALITIES, MODALITY, scan
 from breastcad.data.splits import (
     kfold,
@@ -42,6 +43,7 @@ from breastcad.data.splits import (
 )
 from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
+from breastcad.evaluation.bilateral import bilateral_comparison
 from breastcad.evaluation.classification import (
     decide,
     fit_temperature,
@@ -363,6 +365,17 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     if members:  # each member alone on the same test images, beside the ensemble
         _member_figures(members, member_logits, test_y, classes, positive)
     probs = softmax(test_logits, temperature)
+    bilateral = bilateral_comparison(
+        test_y,
+        probs,
+        contralateral(manifest.frame.iloc[test_rows]),
+        groups.to_numpy(),
+        positive,
+        cfg.bootstrap,
+        cfg.seed,
+    )
+    if bilateral:  # each breast against the woman's other one (mammograms with sides)
+        evaluation["bilateral"] = bilateral
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
     if member_data is not None:  # what calibration and operating point were fitted on

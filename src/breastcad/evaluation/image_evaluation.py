@@ -17,8 +17,10 @@ from sklearn.metrics import roc_auc_score
 from breastcad.allocator import keep_freed_memory
 from breastcad.config import PreprocessConfig
 from breastcad.data.lesions import annotated, has_lesion_annotations, lesion_cells, lesion_masks
+from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
 from breastcad.evaluation import image_plots
+from breastcad.evaluation.bilateral import bilateral_comparison
 from breastcad.evaluation.classification import (
     classification_metrics,
     decide,
@@ -284,6 +286,11 @@ def evaluate_image_bundle(
             net, cache.pixels[rows], masks, groups, n_boot
         )
     probs = softmax(logits, predictor.temperature)
+    bilateral = bilateral_comparison(
+        y, probs, contralateral(manifest.frame.iloc[rows]), groups, positive, n_boot
+    )
+    if bilateral:  # each breast against the woman's other one (mammograms with sides)
+        evaluation["bilateral"] = bilateral
     pred = decide(probs, positive, predictor.threshold)
     write_predictions(out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold)
     plots = evaluation_plots(

@@ -207,6 +207,23 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 "for prediction.",
             )
         )
+    pair = test.get("bilateral")
+    if pair:
+        blocks.append(Block("h3", "Each breast against the woman's other breast"))
+        difference = pair.get("auc_difference_ci")
+        blocks.append(
+            Block(
+                "p",
+                f"On the {pair['images']} test images whose other breast is also in the test "
+                f"part ({pair['positives']} positive), ROC AUC of the image alone "
+                f"{_f(pair['auc_single'])}{_range(pair.get('auc_single_ci'))}; of its "
+                f"{pair['score']}: {_f(pair['auc_bilateral'])}"
+                f"{_range(pair.get('auc_bilateral_ci'))}; difference "
+                f"{_f(pair['auc_bilateral'] - pair['auc_single'])}{_range(difference)}. "
+                f"Intervals: {pair['interval']}. A reading aid computed at evaluation; the "
+                "model still predicts from one image.",
+            )
+        )
     group = test.get("group_level")
     if group:
         blocks.append(Block("h3", f"Patient level ({group['kind']})"))
