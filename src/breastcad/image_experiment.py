@@ -43,7 +43,6 @@ from breastcad.data.splits import (
 )
 from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
-from breastcad.evaluation.bilateral import bilateral_comparison
 from breastcad.evaluation.classification import (
     decide,
     fit_temperature,
@@ -351,6 +350,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         threshold,
         cfg.bootstrap,
         cfg.seed,
+        contralateral(manifest.frame.iloc[test_rows]),  # a woman's breasts, where known
     )
     evaluation["calibration"]["fitted_on"] = fitted_on
     if masks is not None:  # annotations of the test images judge where the model looks
@@ -365,17 +365,6 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     if members:  # each member alone on the same test images, beside the ensemble
         _member_figures(members, member_logits, test_y, classes, positive)
     probs = softmax(test_logits, temperature)
-    bilateral = bilateral_comparison(
-        test_y,
-        probs,
-        contralateral(manifest.frame.iloc[test_rows]),
-        groups.to_numpy(),
-        positive,
-        cfg.bootstrap,
-        cfg.seed,
-    )
-    if bilateral:  # each breast against the woman's other one (mammograms with sides)
-        evaluation["bilateral"] = bilateral
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
     if member_data is not None:  # what calibration and operating point were fitted on

@@ -41,6 +41,9 @@ def test_unpaired_images_are_left_out_and_degenerate_input_gives_none():
     assert np.isnan(scores[:2]).all() and not np.isnan(scores[2:]).any()
     out = bilateral_comparison(y, probs, other, groups, positive=1, n_boot=50)
     assert out["images"] == 18 and out["without_partner"] == 2
+    unresampled = bilateral_comparison(y, probs, other, groups, positive=1, n_boot=0)
+    assert unresampled["auc_bilateral"] == out["auc_bilateral"]
+    assert unresampled["auc_bilateral_ci"] is None and unresampled["auc_difference_ci"] is None
     assert bilateral_comparison(y, probs, np.full(20, -1), groups, 1) is None  # no pairs
     normal = np.zeros_like(y)
     assert bilateral_comparison(normal, probs, other, groups, 1) is None  # one class only

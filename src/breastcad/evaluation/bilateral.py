@@ -43,8 +43,9 @@ def bilateral_comparison(
 ) -> dict[str, Any] | None:
     """ROC AUC for the positive class of the single-image score and of the bilateral score
     over the images that have a partner, each with a 95% percentile interval from resampling
-    whole `groups` (women), and the interval of their difference from the same resamples.
-    None when fewer than two images have a partner or one class is missing among them."""
+    whole `groups` (women), and the interval of their difference from the same resamples
+    (no intervals when `n_boot` is 0). None when fewer than two images have a partner or one
+    class is missing among them."""
     paired = np.flatnonzero(other >= 0)
     label = (np.asarray(y)[paired] == positive).astype(int)
     if len(paired) < 2 or label.min() == label.max():
@@ -58,8 +59,9 @@ def bilateral_comparison(
         return roc_auc_score(label[idx], single[idx]), roc_auc_score(label[idx], both[idx])
 
     point = aucs(np.arange(len(paired)))
-    boot = np.array([aucs(i) for i in group_resamples(groups[paired], n_boot, seed)])
-    boot = boot[~np.isnan(boot).any(axis=1)].reshape(-1, 2)
+    drawn = [aucs(i) for i in group_resamples(np.asarray(groups)[paired], n_boot, seed)]
+    boot = np.array(drawn, dtype=float).reshape(-1, 2)
+    boot = boot[~np.isnan(boot).any(axis=1)]
 
     def interval(values: np.ndarray) -> list[float] | None:
         return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) else None

@@ -141,12 +141,20 @@ def evaluate_predictions(
     threshold: float | None,
     n_boot: int,
     seed: int,
+    other: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Test metrics at the chosen operating point with group-bootstrap CIs; ECE and Brier
-    before and after temperature scaling; patient-level results."""
+    before and after temperature scaling; patient-level results; where `other` pairs images
+    with the same woman's other breast (`data.pairs.contralateral`), each breast against it
+    (`bilateral`, only when some image has a partner)."""
     raw, calibrated = softmax(logits), softmax(logits, temperature)
     at_point = classification_metrics(y, calibrated, classes, positive, threshold)
     uncalibrated = classification_metrics(y, raw, classes, positive, threshold)["scalars"]
+    bilateral = (
+        None
+        if other is None
+        else bilateral_comparison(y, calibrated, other, groups, positive, n_boot, seed)
+    )
     return {
         "n": len(y),
         "metrics": at_point,
@@ -162,6 +170,7 @@ def evaluate_predictions(
             "brier_after": at_point["scalars"]["brier"],
         },
         "group_level": group_level(y, calibrated, groups, positive, threshold or 0.5),
+        **({"bilateral": bilateral} if bilateral else {}),
     }
 
 
@@ -274,6 +283,7 @@ def evaluate_image_bundle(
         predictor.threshold,
         n_boot,
         0,
+        contralateral(manifest.frame.iloc[rows]),
     )
     bm = predictor.bundle.manifest
     fitted_on = bm.get("calibration_fitted_on", "the validation part")
@@ -286,11 +296,6 @@ def evaluate_image_bundle(
             net, cache.pixels[rows], masks, groups, n_boot
         )
     probs = softmax(logits, predictor.temperature)
-    bilateral = bilateral_comparison(
-        y, probs, contralateral(manifest.frame.iloc[rows]), groups, positive, n_boot
-    )
-    if bilateral:  # each breast against the woman's other one (mammograms with sides)
-        evaluation["bilateral"] = bilateral
     pred = decide(probs, positive, predictor.threshold)
     write_predictions(out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold)
     plots = evaluation_plots(
