@@ -219,7 +219,8 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 f"{_f(pair['auc_single'])}{_range(pair.get('auc_single_ci'))}; of its "
                 f"{pair['score']}: {_f(pair['auc_bilateral'])}"
                 f"{_range(pair.get('auc_bilateral_ci'))}; difference "
-                f"{_f(pair['auc_bilateral'] - pair['auc_single'])}{_range(difference)}. "
+                f"{_f(pair['auc_bilateral'] - pair['auc_single'])}"
+                f"{f' ({_f(difference[0])} to {_f(difference[1])})' if difference else ''}. "
                 f"Intervals: {pair['interval']}. A reading aid computed at evaluation; the "
                 "model still predicts from one image.",
             )
