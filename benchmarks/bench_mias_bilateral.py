@@ -41,7 +41,7 @@ from breastcad.data.lesions import annotated, lesion_cells, lesion_masks
 from breastcad.data.pairs import contralateral
 from breastcad.data.sources import scan
 from breastcad.data.splits import split_dataset
-from breastcad.evaluation.bilateral import bilateral_comparison, bilateral_scores
+from breastcad.evaluation.bilateral import bilateral_comparison
 from breastcad.models.backbones import create_backbone
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-mias"
@@ -169,8 +169,7 @@ def main() -> None:
     if test_fig:
         diff = test_fig["auc_difference_ci"]
         print(f"\ntest difference (bilateral - alone), 95% CI over women: {diff}")
-        flagged = bilateral_scores(test_score, test_other)
-        print(f"test images without a partner: {int(np.isnan(flagged).sum())}")
+        print(f"test images without a partner: {test_fig['without_partner']}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from breastcad.evaluation.classification import group_resamples
+from breastcad.evaluation.metrics import roc_auc
 
 
 def log_odds(probs: np.ndarray, positive: int, eps: float = 1e-7) -> np.ndarray:
@@ -56,7 +56,7 @@ def bilateral_comparison(
     def aucs(idx: np.ndarray) -> tuple[float, float]:
         if label[idx].min() == label[idx].max():
             return np.nan, np.nan
-        return roc_auc_score(label[idx], single[idx]), roc_auc_score(label[idx], both[idx])
+        return roc_auc(label[idx], single[idx]), roc_auc(label[idx], both[idx])
 
     point = aucs(np.arange(len(paired)))
     drawn = [aucs(i) for i in group_resamples(np.asarray(groups)[paired], n_boot, seed)]
