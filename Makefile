@@ -47,6 +47,7 @@ bench: $(VENV)/.stamp-base-$(LOCK_HASH)
 	$(BIN)/python benchmarks/bench_image_models.py
 	$(BIN)/python benchmarks/bench_tta.py
 	$(BIN)/python benchmarks/bench_mias_bilateral.py
+	$(BIN)/python benchmarks/bench_mias_detector_variants.py
 	$(BIN)/python benchmarks/bench_service.py
 
 ## Re-pin every installed package after changing pyproject.toml.

@@ -48,12 +48,21 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-mias"
 IGNORE = -1
 
 
-def cell_features(paths, sides, size: int, backbone: str) -> tuple[np.ndarray, str]:
+def cell_features(
+    paths, sides, size: int, backbone: str, stride16: bool = False
+) -> tuple[np.ndarray, str] | tuple[np.ndarray, np.ndarray, str]:
     """N x cells_h x cells_w x C float16: the frozen backbone's last feature map per image,
-    input scaled to [-1, 1] (the offline EfficientNet-Lite weights' convention)."""
+    input scaled to [-1, 1] (the offline EfficientNet-Lite weights' convention). With
+    `stride16`, also the output of the last stride-16 stage (N x 2 cells_h x 2 cells_w x C')."""
     net, init = create_backbone(backbone)
     net.eval()
-    maps = []
+    captured: dict[str, torch.Tensor] = {}
+    hook = None
+    if stride16:
+        hook = _last_stride16_stage(net).register_forward_hook(
+            lambda m, i, o: captured.__setitem__("x", o)
+        )
+    maps, fine = [], []
     with torch.inference_mode():
         for path, side in tqdm(list(zip(paths, sides, strict=True)), desc="features", unit="img"):
             gray = resize(to_gray_float(read_image(path)), size, "pad")
@@ -62,7 +71,19 @@ def cell_features(paths, sides, size: int, backbone: str) -> tuple[np.ndarray, s
             x = torch.from_numpy(np.ascontiguousarray(gray) * 2.0 - 1.0)[None, None]
             fm = net.forward_features(x.expand(1, 3, -1, -1))[0]
             maps.append(fm.permute(1, 2, 0).numpy().astype(np.float16))
+            if stride16:
+                fine.append(captured["x"][0].permute(1, 2, 0).numpy().astype(np.float16))
+    if hook is not None:
+        hook.remove()
+        return np.stack(maps), np.stack(fine), init
     return np.stack(maps), init
+
+
+def _last_stride16_stage(net: torch.nn.Module) -> torch.nn.Module:
+    """The stage just before the network's last downsampling stage (EfficientNet's blocks)."""
+    strides = [getattr(stage[0], "conv_dw", stage[0]).stride[0] for stage in net.blocks]
+    last_down = max(i for i, s in enumerate(strides) if s == 2)
+    return net.blocks[last_down - 1]
 
 
 def cell_targets(manifest, size: int, sides, grid: tuple[int, int]) -> np.ndarray:
