@@ -43,17 +43,18 @@ def run(
     members: int = 1,
     backbone: str | None = None,
     cross_fit: bool = False,
+    tta: str = "none",
     **data,
 ) -> dict:
     """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
     the epochs allowed (default: the recipe's), the members of a deep ensemble (1: none), the
     backbone (default: the recipe's, EfficientNet-Lite0), whether the members are
-    cross-fitted on folds of the training and validation images."""
+    cross-fitted on folds of the training and validation images, the test-time views."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
     params = {"size": size, "backbone": backbone}
     if any(v is not None for v in params.values()):
         cfg["model_params"] = {k: v for k, v in params.items() if v is not None}
-    cfg["train"] = {"epochs": epochs, "members": members, "cross_fit": cross_fit}
+    cfg["train"] = {"epochs": epochs, "members": members, "cross_fit": cross_fit, "tta": tta}
     return cfg
 
 
@@ -93,6 +94,12 @@ CONFIGS: dict[str, dict] = {
     "breastmnist-full_finetune-lite2-128": run(
         "breastmnist", "full_finetune", 128, backbone="tf_efficientnet_lite2"
     ),
+    # the linear probe: frozen features of every stage, logistic regression (no epochs)
+    "busi-probe": run("busi", "probe"),
+    "busi-probe-224": run("busi", "probe", 224),
+    "breastmnist-probe-128": run("breastmnist", "probe", 128),
+    "breastmnist-probe-128-flip": run("breastmnist", "probe", 128, tta="flip"),
+    "mias-probe-512": run("mini-mias", "probe", 512, **MIAS_SPLIT),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
     "mias-mammo_cnn-x3": run("mini-mias", "mammo_cnn", members=3, **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),

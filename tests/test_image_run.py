@@ -224,6 +224,37 @@ def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
 
 
+def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measured(
+    two_class_tree, tmp_path
+):
+    """The linear probe through the CLI: ImageNet features, C chosen by cross-validation,
+    the report says so, and the bundle (a plain network) gives the run's own probabilities."""
+    out = tmp_path / "probe"
+    result = runner.invoke(
+        app,
+        [
+            "train-image",
+            *("--dataset", "folder", "--root", str(two_class_tree)),
+            *("--model", "probe", "--size", "32", "--out", str(out), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    probe = results["training"]["probe"]
+    assert results["training"]["epochs_run"] == 0 and probe["features"] == 1792
+    assert probe["cross_validation"]["cut_by"] == "group" and probe["C"] > 0
+    assert "ImageNet (efficientnet-lite0" in results["model"]["init"]
+    assert results["test"]["ci"]["macro_auc"]["value"] > 0.9  # dark against bright blobs
+    report = (out / "report.md").read_text()
+    assert "linear probe, no epochs" in report and f"C = {probe['C']} chosen by" in report
+    measured = pd.read_csv(out / "predictions.csv")
+    again = Predictor.from_bundle(out / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+
+
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     """mini-MIAS layout: the run records which lesions it trained on; its bundle needs no
     annotation to reproduce the run's test probabilities. Data without annotations, or

@@ -24,7 +24,9 @@ def train_image(
     root: Annotated[Path, typer.Option(help="The dataset folder (or .npz file).")],
     model: Annotated[
         str,
-        typer.Option(help="idc_cnn, mammo_cnn, transfer, finetune, full_finetune or lesion_map."),
+        typer.Option(
+            help="idc_cnn, mammo_cnn, transfer, finetune, full_finetune, lesion_map or probe."
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/image"),
     config: Annotated[

@@ -116,6 +116,12 @@ def make_partition(
     return split, settings
 
 
+def _split_groups(manifest: Manifest, split: pd.DataFrame) -> np.ndarray:
+    """The split's group (patient, woman, duplicate cluster) of each manifest row."""
+    lookup = dict(zip(split["path"], split["split_group"], strict=True))
+    return manifest.frame["path"].map(lookup).to_numpy()
+
+
 def _cross_fit_folds(
     manifest: Manifest, split: pd.DataFrame, partition: np.ndarray, cfg: ImageRunConfig
 ) -> np.ndarray:
@@ -123,8 +129,7 @@ def _cross_fit_folds(
     -1 elsewhere): stratified, every split group (patient, duplicate cluster) in one fold."""
     k = cfg.train.members
     dev = np.isin(partition, ["train", "val"])
-    paths = manifest.frame["path"]
-    groups = paths.map(dict(zip(split["path"], split["split_group"], strict=True))).to_numpy()
+    groups = _split_groups(manifest, split)
     if len(set(groups[dev])) < k:
         raise ConfigError(
             f"{cfg.data.root}: {len(set(groups[dev]))} groups among the training and "
@@ -308,12 +313,13 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             dm.repartitioned(np.where(folds == i, "val", partition))
             for i in range(cfg.train.members)
         ]
+    split_groups = _split_groups(manifest, split)
     if cfg.train.members == 1:
-        history, fit_info = fit_image(net, dm, settings, out)
+        history, fit_info = fit_image(net, dm, settings, out, split_groups)
         members: list[dict[str, Any]] = []
     else:
         net, history, fit_info, members = _fit_ensemble(
-            cfg, net, params, dm, settings, out, member_data
+            cfg, net, params, dm, settings, out, member_data, split_groups
         )
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
 
@@ -443,6 +449,7 @@ def _fit_ensemble(
     settings: ImageFitSettings,
     out: Path,
     member_data: list[ImageDataModule] | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[EnsembleNetwork, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """`cfg.train.members` networks on the one split, member k seeded `seed + k - 1` (its
     initialisation, batches and augmentation), each in `members/<k>/` with its own checkpoints
@@ -469,7 +476,7 @@ def _fit_ensemble(
             data = dm if member_data is None else member_data[k - 1]
             data.seed = seed  # the member's own batch order
             member_history, info = fit_image(
-                net, data, dataclasses.replace(settings, seed=seed), folder
+                net, data, dataclasses.replace(settings, seed=seed), folder, groups
             )
             pd.DataFrame(member_history).to_csv(folder / "history.csv", index=False)
             record = {"member": k, "seed": seed, **info, "history": member_history}

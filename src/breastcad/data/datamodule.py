@@ -189,17 +189,18 @@ class ImageDataModule(L.LightningDataModule):
             sampler = BalancedSampler(data.targets, self.sampling, self.seed)
         return self._loader("train", sampler)
 
-    def _ordered(self, name: str) -> DataLoader | list:
-        """In manifest order; an empty list (no loop) when the partition is absent."""
+    def ordered_dataloader(self, name: str) -> DataLoader | list:
+        """Partition `name` in manifest order, once each (no sampling); an empty list (no
+        loop) when the partition is absent."""
         if name not in self.datasets:
             return []
         return self._loader(name, torch.utils.data.SequentialSampler(self.datasets[name]))
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._ordered("val")
+        return self.ordered_dataloader("val")
 
     def test_dataloader(self) -> DataLoader | list:
-        return self._ordered("test")
+        return self.ordered_dataloader("test")
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each loaded partition."""

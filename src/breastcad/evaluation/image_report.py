@@ -49,12 +49,32 @@ def _support_text(v: dict[str, Any] | None) -> str:
     )
 
 
+def _probe_text(probe: dict[str, Any]) -> str:
+    """How a linear probe (`breastcad.training.probe_fit`) was fitted."""
+    cv = probe["cross_validation"]
+    if isinstance(cv, dict):
+        scores = ", ".join(f"{c}: {_f(v)}" for c, v in cv["by_C"].items())
+        how = (
+            f"chosen by {cv['folds']}-fold cross-validation within the training part, folds "
+            f"cut by {cv['cut_by']} ({cv['metric']} by C: {scores})"
+        )
+    else:
+        how = f"({cv})"
+    return (
+        f"linear probe, no epochs: a logistic regression on {probe['features']} frozen "
+        f"features of {probe['training_images']} training images ({probe['samples']}), "
+        f"C = {probe['C']} {how}"
+    )
+
+
 def _training_line(training: dict[str, Any] | None) -> list[str]:
     """Where and how long it trained (runs only; an evaluation of a bundle has no training)."""
     if not training or "epochs_run" not in training:
         return []
     device = training.get("device", "not recorded")
     members = training.get("members")
+    if not members and "probe" in training:
+        return [f"Training: {_probe_text(training['probe'])}, on {device}"]
     if not members:
         return [f"Training: {training['epochs_run']} epochs on {device}"]
     each = ", ".join(str(m["epochs_run"]) for m in members)

@@ -41,6 +41,9 @@ class Recipe:
     """The body's learning rate as a fraction of the head's, where the body trains."""
     lesion_masks: bool = False
     """Trains on lesion masks besides labels (the head has `supervised(features, masks)`)."""
+    closed_form: bool = False
+    """Fitted without epochs: the frozen body's features once, then a logistic regression
+    (`breastcad.training.probe_fit`); epochs, learning rate and patience do not apply."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

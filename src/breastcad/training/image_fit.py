@@ -151,11 +151,21 @@ def device_name(device: torch.device) -> str:
 
 
 def fit_image(
-    net: ImageNetwork, dm: ImageDataModule, settings: ImageFitSettings, run_dir: Path
+    net: ImageNetwork,
+    dm: ImageDataModule,
+    settings: ImageFitSettings,
+    run_dir: Path,
+    groups: np.ndarray | None = None,
 ) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """Train `net` in place on `dm`; return the per-epoch history and what happened (best
-    epoch, epochs run, stage switch, checkpoints)."""
+    epoch, epochs run, stage switch, checkpoints). A `closed_form` recipe (the linear probe)
+    is fitted without epochs instead (`breastcad.training.probe_fit`; `groups`, one per
+    manifest row, cut its cross-validation folds)."""
     L.seed_everything(settings.seed, verbose=False)
+    if net.recipe.closed_form:
+        from breastcad.training.probe_fit import fit_probe
+
+        return fit_probe(net, dm, settings, groups)
     dm.setup()
     weights = None
     if settings.class_weight == "balanced":

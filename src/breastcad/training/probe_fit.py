@@ -1,0 +1,201 @@
+"""Fit a network whose recipe is `closed_form` (the `probe` model): the frozen body's features
+of every training image once, then a logistic regression, written into the network's linear
+head so that the network alone gives its logits (bundle, `predict`, the service, Grad-CAM and
+ONNX export see an ordinary network).
+
+Each training image counts twice, as given and mirrored (the left-right flip every modality
+here is trained to accept), both in its own group. The regularisation `C` is chosen from
+`C_GRID` by stratified 5-fold cross-validation within the training part, folds cut by group
+(patient, woman or near-duplicate cluster: the split's groups), on the ROC AUC of the positive
+class (two classes) or the macro one-vs-rest AUC; held-out images are scored as given. The
+validation part is not used here: it stays for calibration and the operating point.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(40, 3))
+    >>> y = (x[:, 0] > 0).astype(int)
+    >>> w, b, _ = logistic_head(x, y, 2, 1.0, "none")
+    >>> bool(((x @ w.T + b).argmax(1) == y).mean() > 0.9)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from breastcad.data.datamodule import ImageDataModule
+from breastcad.errors import ConfigError
+from breastcad.models.image import ImageNetwork
+from breastcad.models.tta import mirror
+
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+DEFAULT_C = 0.01
+"""Used when the training part has too few groups of a class for cross-validation."""
+
+
+def body_features(
+    net: ImageNetwork, loader, device: torch.device, progress: bool, desc: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The body's features of each image as given and mirrored (N x 2 x D) and the labels."""
+    net.eval().to(device)
+    feats, labels = [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            x = batch[0].to(device)
+            views = [net.forward_features(x), net.forward_features(mirror(x))]
+            feats.append(torch.stack(views, 1).float().cpu().numpy())
+            labels.append(batch[1].numpy())
+    net.cpu()
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def logistic_head(
+    x: np.ndarray, y: np.ndarray, num_classes: int, c: float, class_weight: str
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """A logistic regression on standardised `x`, as the weights (classes x D) and biases of
+    one linear layer on the raw features: softmax of its logits gives the regression's
+    probabilities (two classes: logits -z/2 and z/2). Returns them and the fitted model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    present = np.unique(y)
+    if len(present) != num_classes:
+        raise ConfigError(
+            f"the training part has {len(present)} of {num_classes} classes; a linear probe "
+            "needs examples of every class"
+        )
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(
+            C=c, max_iter=5000, class_weight="balanced" if class_weight == "balanced" else None
+        ),
+    ).fit(x, y)
+    scaler, reg = model[0], model[1]
+    w = reg.coef_ / scaler.scale_
+    b = reg.intercept_ - w @ scaler.mean_
+    if num_classes == 2:
+        w, b = np.concatenate([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
+    return w, b, model
+
+
+def _auc(y: np.ndarray, probs: np.ndarray, num_classes: int, positive: int) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if num_classes == 2:
+        return float(roc_auc_score(y == positive, probs[:, positive]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+
+
+def choose_c(
+    feats: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    num_classes: int,
+    positive: int,
+    class_weight: str,
+    seed: int,
+) -> dict[str, Any]:
+    """Grouped stratified cross-validation of `C_GRID` on `feats` (N x views x D); the C
+    with the highest held-out AUC, and each C's."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    per_class = [len(set(groups[y == k])) for k in range(num_classes)]
+    folds = min(5, *per_class)
+    if folds < 2:
+        return {
+            "C": DEFAULT_C,
+            "cross_validation": f"not run: a class has {min(per_class)} group(s) in the "
+            f"training part; C = {DEFAULT_C}",
+        }
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    cuts = list(splitter.split(feats[:, 0], y, groups))
+    views = feats.shape[1]
+    by_c = {}
+    for c in C_GRID:
+        held_probs = np.zeros((len(y), num_classes))
+        for fit, held in cuts:
+            _, _, model = logistic_head(
+                feats[fit].reshape(-1, feats.shape[-1]),
+                np.repeat(y[fit], views),
+                num_classes,
+                c,
+                class_weight,
+            )
+            held_probs[held] = model.predict_proba(feats[held, 0])
+        by_c[c] = _auc(y, held_probs, num_classes, positive)
+    best = max(by_c, key=lambda c: (by_c[c], -abs(np.log(c / DEFAULT_C))))
+    return {
+        "C": best,
+        "cross_validation": {
+            "folds": folds,
+            "cut_by": "group",
+            "metric": "ROC AUC of the positive class" if num_classes == 2 else "macro AUC",
+            "by_C": {str(c): round(v, 4) for c, v in by_c.items()},
+        },
+    }
+
+
+def fit_probe(
+    net: ImageNetwork,
+    dm: ImageDataModule,
+    settings,
+    groups: np.ndarray | None = None,
+    positive: int | None = None,
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Fit `net`'s linear head in place on the training part of `dm` (`groups`: one per
+    manifest row, the split's; default the manifest's group ids). Returns an empty history
+    (no epochs) and what was fitted."""
+    from breastcad.training.image_fit import device_name, positive_index
+
+    dm.setup()
+    train = dm.datasets["train"]
+    if groups is None:
+        groups = dm.manifest.frame["group_id"].astype(str).to_numpy()
+    wanted = settings.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+    loader = dm.ordered_dataloader("train")
+    feats, y = body_features(net, loader, device, settings.progress, "probe features")
+    num_classes = net.num_classes
+    positive = positive_index(dm.classes) if positive is None else positive
+    chosen = choose_c(
+        feats,
+        y,
+        np.asarray(groups)[train.rows],
+        num_classes,
+        positive,
+        settings.class_weight,
+        settings.seed,
+    )
+    w, b, _ = logistic_head(
+        feats.reshape(-1, feats.shape[-1]),
+        np.repeat(y, feats.shape[1]),
+        num_classes,
+        chosen["C"],
+        settings.class_weight,
+    )
+    with torch.no_grad():
+        net.head.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+        net.head.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    net.eval()
+    info = {
+        "device": device_name(device),
+        "epochs_run": 0,
+        "best_checkpoint": None,
+        "best_val_loss": None,
+        "resumed_from": None,
+        "stage_switch_epoch": None,
+        "probe": {
+            "features": int(feats.shape[-1]),
+            "training_images": len(y),
+            "samples": "each training image as given and mirrored",
+            "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised features, "
+            f"class weights {settings.class_weight}, folded into the linear layer",
+            **chosen,
+        },
+    }
+    return [], info

@@ -1,0 +1,104 @@
+"""The linear probe: pooled stage features of a frozen backbone, a logistic regression chosen
+by grouped cross-validation and folded into the network's linear head."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from breastcad.data.datamodule import ImageDataModule
+from breastcad.data.manifest import Manifest
+from breastcad.errors import ConfigError
+from breastcad.explain.gradcam import grad_cam
+from breastcad.models import create_model
+from breastcad.models.image import ImageNetwork
+from breastcad.training.image_fit import ImageFitSettings, fit_image
+from breastcad.training.probe_fit import C_GRID, choose_c, logistic_head
+
+
+def test_probe_pools_every_stage_of_a_frozen_backbone():
+    net = create_model("probe", num_classes=3, size=64, weights="random")
+    stage_channels = sum(f["num_chs"] for f in net.body.model.feature_info)
+    assert net.head.in_features == 1280 + stage_channels  # EfficientNet-Lite0: 1280 + 512
+    assert net.recipe.closed_form and net.body_frozen
+    assert not any(p.requires_grad for p in net.body.parameters())
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    assert net.eval()(x).shape == (2, 3)
+    assert net.cam_layer == "body.model.bn2"  # the last feature map, which Grad-CAM explains
+    resnet = create_model("probe", backbone="resnet50", weights="random", size=64)
+    assert resnet.cam_layer == "body.model.layer4" and resnet.eval()(x).shape == (2, 2)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_the_folded_head_gives_the_regressions_probabilities(num_classes):
+    rng = np.random.default_rng(num_classes)
+    x = rng.normal(3.0, 2.0, size=(90, 5))  # far from standardised: the folding must undo it
+    y = np.arange(90) % num_classes
+    x[:, 0] += y
+    w, b, model = logistic_head(x, y, num_classes, 0.1, "balanced")
+    logits = torch.as_tensor(x @ w.T + b)
+    assert np.allclose(torch.softmax(logits, 1).numpy(), model.predict_proba(x), atol=1e-6)
+    with pytest.raises(ConfigError, match="2 of 3 classes"):
+        logistic_head(x, np.minimum(y, 1), 3, 0.1, "none")
+
+
+def test_c_is_chosen_by_grouped_cross_validation_or_said_to_be_default():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    feats = rng.normal(size=(60, 2, 8)) + y[:, None, None] * np.r_[1.5, np.zeros(7)]
+    groups = np.arange(60) // 2  # pairs of images share a group
+    chosen = choose_c(feats, y, groups, 2, 1, "none", 0)
+    assert chosen["C"] in C_GRID
+    by_c = chosen["cross_validation"]["by_C"]
+    assert set(by_c) == {str(c) for c in C_GRID} and max(by_c.values()) > 0.85
+    assert by_c[str(chosen["C"])] == max(by_c.values())
+    one_group = choose_c(feats, y, np.where(y == 1, 99, groups), 2, 1, "none", 0)
+    assert one_group["C"] == 0.01 and "not run" in one_group["cross_validation"]
+
+
+def _stripes(i: int, vertical: bool) -> np.ndarray:
+    """A noisy 32x32 gray picture of stripes, vertical or horizontal."""
+    rng = np.random.default_rng(i)
+    period = 4 + i % 4
+    stripes = (np.arange(32) // (period // 2)) % 2 * 140 + 50
+    img = np.tile(stripes, (32, 1)) if vertical else np.tile(stripes[:, None], (1, 32))
+    return np.clip(img + rng.normal(0, 25, (32, 32)), 0, 255).astype(np.uint8)
+
+
+def test_fit_probe_learns_a_texture_from_imagenet_features(tmp_path):
+    """Vertical against horizontal stripes, which ImageNet's edge detectors tell apart (a
+    mirror image keeps the orientation): the fitted network separates held-out images."""
+    from breastcad.config import PreprocessConfig
+    from tests.data.conftest import save
+
+    rows = []
+    for i in range(48):
+        for label, vertical in (("benign", False), ("malignant", True)):
+            path = tmp_path / label / f"{label}{i}.png"
+            save(path, _stripes(i if vertical else 100 + i, vertical))
+            group = f"{label}{i // 2}"
+            rows.append({"path": str(path), "label": label, "group_id": group, "dataset": "t"})
+    manifest = Manifest(pd.DataFrame(rows), tmp_path, ["benign", "malignant"])
+    partition = np.array(["train"] * 64 + ["test"] * 32)[np.random.default_rng(0).permutation(96)]
+    dm = ImageDataModule(
+        manifest,
+        partition,
+        PreprocessConfig(size=32, channels=1),
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    net = create_model("probe", size=32)
+    settings = ImageFitSettings(epochs=0, lr=0.0, accelerator="cpu", progress=False)
+    history, info = fit_image(net, dm, settings, tmp_path / "run")
+    assert history == [] and info["epochs_run"] == 0
+    assert info["probe"]["training_images"] == 64 and info["probe"]["C"] in C_GRID
+    assert isinstance(net, ImageNetwork) and not net.training
+    test = dm.datasets["test"]
+    x, y = test[list(range(len(test)))][:2]
+    with torch.inference_mode():
+        p = torch.softmax(net(x), 1)[:, 1].numpy()
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y.numpy(), p) > 0.9
+    cam = grad_cam(net, x[:2].numpy())
+    assert cam.shape == (2, 32, 32) and np.isfinite(cam).any()
