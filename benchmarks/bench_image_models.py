@@ -44,14 +44,16 @@ def run(
     backbone: str | None = None,
     cross_fit: bool = False,
     tta: str = "none",
+    branches: str | None = None,
     **data,
 ) -> dict:
     """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
     the epochs allowed (default: the recipe's), the members of a deep ensemble (1: none), the
     backbone (default: the recipe's, EfficientNet-Lite0), whether the members are
-    cross-fitted on folds of the training and validation images, the test-time views."""
+    cross-fitted on folds of the training and validation images, the test-time views, the
+    linear probe's extra backbones."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
-    params = {"size": size, "backbone": backbone}
+    params = {"size": size, "backbone": backbone, "branches": branches}
     if any(v is not None for v in params.values()):
         cfg["model_params"] = {k: v for k, v in params.items() if v is not None}
     cfg["train"] = {"epochs": epochs, "members": members, "cross_fit": cross_fit, "tta": tta}
@@ -59,6 +61,7 @@ def run(
 
 
 MIAS_SPLIT = {"test_size": 0.25, "val_size": 0.15}
+PROBE_BRANCHES = "tf_efficientnet_lite0@224,tf_efficientnet_lite2@{size}"
 
 CONFIGS: dict[str, dict] = {
     "busi-finetune": run("busi", "finetune"),
@@ -100,6 +103,14 @@ CONFIGS: dict[str, dict] = {
     "breastmnist-probe-128": run("breastmnist", "probe", 128),
     "breastmnist-probe-128-flip": run("breastmnist", "probe", 128, tta="flip"),
     "mias-probe-512": run("mini-mias", "probe", 512, **MIAS_SPLIT),
+    # three backbones' features: Lite0 at the input size and at 224 px, Lite2 at the input size
+    "busi-probe-3": run("busi", "probe", branches=PROBE_BRANCHES.format(size=160)),
+    "breastmnist-probe-3-128": run(
+        "breastmnist", "probe", 128, branches=PROBE_BRANCHES.format(size=128)
+    ),
+    "breastmnist-probe-3-128-flip": run(
+        "breastmnist", "probe", 128, tta="flip", branches=PROBE_BRANCHES.format(size=128)
+    ),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
     "mias-mammo_cnn-x3": run("mini-mias", "mammo_cnn", members=3, **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),

@@ -29,6 +29,24 @@ def test_probe_pools_every_stage_of_a_frozen_backbone():
     assert resnet.cam_layer == "body.model.layer4" and resnet.eval()(x).shape == (2, 2)
 
 
+def test_probe_branches_add_backbones_at_their_own_sizes_and_rebuild_from_the_bundle_arch():
+    net = create_model("probe", size=32, weights="random", branches="tf_efficientnet_lite0@48")
+    assert net.head.in_features == 2 * 1792 and net.arch["branches"] == ["tf_efficientnet_lite0@48"]
+    seen = []
+    stem = net.body.extra[0].conv_stem
+    stem.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    logits = net.eval()(x)
+    assert seen == [(48, 48)] and "branch tf_efficientnet_lite0 at (48, 48)" in net.init
+    again = create_model(**net.arch)
+    again.load_state_dict(net.state_dict())
+    assert torch.allclose(again.eval()(x), logits)
+    with pytest.raises(ConfigError, match="normalises its input differently"):
+        create_model("probe", size=32, weights="random", branches=["resnet50@32"])
+    with pytest.raises(ConfigError, match="backbone@size"):
+        create_model("probe", size=32, weights="random", branches="tf_efficientnet_lite0@big")
+
+
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_the_folded_head_gives_the_regressions_probabilities(num_classes):
     rng = np.random.default_rng(num_classes)

@@ -146,21 +146,42 @@ class _Features(nn.Module):
 class _PooledStages(nn.Module):
     """A timm model's global average of its last feature map and of each stage's output
     (`forward_intermediates`, the stages of `feature_info`), concatenated: N x
-    `num_features`. `cam_layer` names the module whose map Grad-CAM explains (the last one
-    `forward_features` passes through)."""
+    `num_features`; with `extra` models, theirs too, each on the input resized to its entry
+    of `sizes` (bilinear). `cam_layer` names the module whose map Grad-CAM explains (the last
+    one the first model's `forward_features` passes through)."""
 
     NOT_FEATURES = ("global_pool", "fc", "classifier", "head", "head_drop")
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        extra: Sequence[nn.Module] = (),
+        sizes: Sequence[tuple[int, int]] = (),
+    ) -> None:
         super().__init__()
         self.model = model
-        self.num_features = model.num_features + sum(f["num_chs"] for f in model.feature_info)
+        self.extra = nn.ModuleList(extra)
+        self.sizes = [tuple(s) for s in sizes]
+        self.num_features = sum(
+            m.num_features + sum(f["num_chs"] for f in m.feature_info) for m in [model, *extra]
+        )
         last = [n for n, _ in model.named_children() if n not in self.NOT_FEATURES][-1]
         self.cam_layer = f"body.model.{last}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        final, stages = self.model.forward_intermediates(x)
+    @staticmethod
+    def _pool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        final, stages = model.forward_intermediates(x)
         return torch.cat([final.mean((2, 3)), *(s.mean((2, 3)) for s in stages)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [self._pool(self.model, x)]
+        for model, size in zip(self.extra, self.sizes, strict=True):
+            if tuple(x.shape[-2:]) != size:
+                x_model = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            else:
+                x_model = x
+            pooled.append(self._pool(model, x_model))
+        return torch.cat(pooled, dim=1)
 
 
 def _network(
@@ -173,16 +194,22 @@ def _network(
     size: int | Sequence[int],
     frozen: bool = True,
     pooled_stages: bool = False,
+    extra_models: Sequence[tuple[nn.Module, tuple[int, int], str]] = (),
     **arch: Any,
 ) -> ImageNetwork:
     """A recipe's network: the backbone, `make_head(num_features, num_classes)`, the body
     frozen unless `frozen=False`; with `pooled_stages` the body gives the pooled stages
-    (`_PooledStages`) instead of the last feature map. `arch` (num_classes, backbone,
+    (`_PooledStages`, of `extra_models` too: (model, size, init) each) instead of the last feature
+    map. `arch` (num_classes, backbone,
     weights, size and the recipe's own parameters) is what a bundle stores to rebuild it.
     Input is 3-channel: gray arrives as a broadcast."""
     model, init = create_backbone(backbone, weights)
     cfg = model.pretrained_cfg
-    body = _PooledStages(model) if pooled_stages else _Features(model)
+    if pooled_stages:
+        body = _PooledStages(model, [m[0] for m in extra_models], [m[1] for m in extra_models])
+        init = "; ".join([init, *(m[2] for m in extra_models)])
+    else:
+        body = _Features(model)
     net = ImageNetwork(
         body,
         make_head(getattr(body, "num_features", model.num_features), num_classes),
@@ -246,13 +273,50 @@ def probe(
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "imagenet",
     size: int | Sequence[int] = 160,
+    branches: Sequence[str] | str | None = None,
 ) -> ImageNetwork:
+    """`branches`: more backbones whose pooled stages join the features, each 'name@size' (or
+    'name': the network's size), seeing the network's input resized; a list or one
+    comma-separated string. They must normalise their input as `backbone` does."""
     recipe = Recipe(epochs=0, batch_size=64, lr=0.0, size=size, resize="pad", closed_form=True)
+    if isinstance(branches, str):
+        branches = [b.strip() for b in branches.split(",") if b.strip()]
+    built = []
+    import timm.models
+
+    main_cfg = timm.models.get_pretrained_cfg(backbone) if branches else None
+    for spec in branches or []:
+        name, _, at = spec.partition("@")
+        try:
+            branch_size = as_hw(int(at)) if at else as_hw(size)
+        except ValueError:
+            raise ConfigError(
+                f"probe branch '{spec}': give 'backbone@size', e.g. '{name}@224'"
+            ) from None
+        model, init = create_backbone(name, weights)
+        cfg = model.pretrained_cfg
+        if (tuple(cfg["mean"]), tuple(cfg["std"])) != (main_cfg.mean, main_cfg.std):
+            raise ConfigError(
+                f"probe branch '{spec}' normalises its input differently from {backbone}; "
+                "branches must share the main backbone's mean and std"
+            )
+        built.append((model.eval(), branch_size, f"branch {name} at {branch_size}: {init}"))
 
     def head(num_features: int, num_classes: int) -> nn.Module:
         return nn.Linear(num_features, num_classes)
 
-    return _network("probe", head, recipe, num_classes, backbone, weights, size, pooled_stages=True)
+    return _network(
+        "probe",
+        head,
+        recipe,
+        num_classes,
+        backbone,
+        weights,
+        size,
+        pooled_stages=True,
+        extra_models=built,
+        **({"branches": list(branches)} if branches else {}),
+    )
 
 
 @register_model(
