@@ -25,8 +25,8 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
   textures as well as ImageNet's object parts), standardised; a logistic regression on them,
   its regularisation chosen by grouped cross-validation within the training part, folded into
   one linear layer (`breastcad.training.probe_fit`). No epochs, no early stopping: on
-  BreastMNIST's training part it cross-validates at AUC 0.84 where the fine-tuned networks'
-  folds reach 0.79 (README).
+  BreastMNIST's training part it cross-validates at AUC 0.83 where the fine-tuned networks'
+  folds reach 0.79 (README). `branches` adds more backbones, each at its own input size.
 - `lesion_map`: not a published recipe; for data that says where the lesions are (mini-MIAS
   centres and radii, BUSI masks) and has one class without lesions ('normal'). The whole
   network trains as in `full_finetune`, but the head scores every cell of the last feature map
