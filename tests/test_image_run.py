@@ -253,6 +253,14 @@ def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measure
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    from breastcad.export import export_onnx
+
+    record = export_onnx(out / "bundle", check=measured["path"].tolist())
+    assert record["parity_max_abs_diff"] <= 1e-4 * record["parity_logit_scale"]
+    onnx = Predictor.from_bundle(out / "bundle", runtime="onnx").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(onnx["p_malignant"], measured["p_malignant"], atol=1e-4)
 
 
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):

@@ -44,7 +44,9 @@ def export_onnx(
     absolute logit difference from PyTorch, and on which images it was measured (`check`:
     images or folders, the first 256 readable ones; without them, 16 seeded random images,
     and the record says so).
-    A difference above `tolerance` is refused (`BundleError`) and nothing is added."""
+    A difference above `tolerance` times the largest absolute logit (at least 1: float32
+    rounding grows with the logits, e.g. a linear probe's on random images) is refused
+    (`BundleError`) and nothing is added."""
     import onnxruntime as ort
     import torch
 
@@ -81,10 +83,11 @@ def export_onnx(
         onnx_logits = session.run(None, {"pixels": pixels})[0]
         torch_logits = predictor.predict_logits(pixels, views=False)
         diff = float(np.max(np.abs(onnx_logits - torch_logits)))
-        if not diff <= tolerance:
+        scale = max(1.0, float(np.max(np.abs(torch_logits))))
+        if not diff <= tolerance * scale:
             raise BundleError(
-                f"{bundle_dir}: ONNX logits differ from PyTorch by {diff:.2e} (> {tolerance:g}) "
-                f"on {source}; not added"
+                f"{bundle_dir}: ONNX logits differ from PyTorch by {diff:.2e} (> {tolerance:g}"
+                f" x {scale:.3g}, the largest logit) on {source}; not added"
             )
         record = {
             "format": "onnx",
@@ -92,6 +95,7 @@ def export_onnx(
             "input": "pixels: uint8 (batch, height, width, channels)",
             "parity_max_abs_diff": diff,
             "parity_tolerance": tolerance,
+            "parity_logit_scale": scale,
             "parity_checked_on": source,
             "views": "one: the network's logits of the image as given; breastcad's Predictor "
             f"averages the bundle's test-time views around it ({predictor.tta})",

@@ -24,9 +24,9 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
   last feature map and of every stage's output (timm's `forward_intermediates`: edges and
   textures as well as ImageNet's object parts), standardised; a logistic regression on them,
   its regularisation chosen by grouped cross-validation within the training part, folded into
-  one linear layer (`breastcad.training.probe_fit`). No epochs, no early stopping: on
-  BreastMNIST's training part it cross-validates at AUC 0.83 where the fine-tuned networks'
-  folds reach 0.79 (README). `branches` adds more backbones, each at its own input size.
+  one linear layer (`breastcad.training.probe_fit`). No epochs, no early stopping; on
+  BreastMNIST ahead of the trained recipes, on BUSI level with them (README). `branches` adds
+  more backbones, each at its own input size.
 - `lesion_map`: not a published recipe; for data that says where the lesions are (mini-MIAS
   centres and radii, BUSI masks) and has one class without lesions ('normal'). The whole
   network trains as in `full_finetune`, but the head scores every cell of the last feature map
@@ -199,10 +199,10 @@ def _network(
 ) -> ImageNetwork:
     """A recipe's network: the backbone, `make_head(num_features, num_classes)`, the body
     frozen unless `frozen=False`; with `pooled_stages` the body gives the pooled stages
-    (`_PooledStages`, of `extra_models` too: (model, size, init) each) instead of the last feature
-    map. `arch` (num_classes, backbone,
-    weights, size and the recipe's own parameters) is what a bundle stores to rebuild it.
-    Input is 3-channel: gray arrives as a broadcast."""
+    (`_PooledStages`, of `extra_models` too: (model, size, init) each) instead of the last
+    feature map. `arch` (num_classes, backbone, weights, size and the recipe's own
+    parameters) is what a bundle stores to rebuild it. Input is 3-channel: gray arrives as a
+    broadcast."""
     model, init = create_backbone(backbone, weights)
     cfg = model.pretrained_cfg
     if pooled_stages:
@@ -278,12 +278,12 @@ def probe(
     """`branches`: more backbones whose pooled stages join the features, each 'name@size' (or
     'name': the network's size), seeing the network's input resized; a list or one
     comma-separated string. They must normalise their input as `backbone` does."""
+    import timm.models
+
     recipe = Recipe(epochs=0, batch_size=64, lr=0.0, size=size, resize="pad", closed_form=True)
     if isinstance(branches, str):
         branches = [b.strip() for b in branches.split(",") if b.strip()]
     built = []
-    import timm.models
-
     main_cfg = timm.models.get_pretrained_cfg(backbone) if branches else None
     for spec in branches or []:
         name, _, at = spec.partition("@")

@@ -4,7 +4,7 @@ head so that the network alone gives its logits (bundle, `predict`, the service,
 ONNX export see an ordinary network).
 
 Each training image counts twice, as given and mirrored (the left-right flip every modality
-here is trained to accept), both in its own group. The regularisation `C` is chosen from
+here is trained to accept), both views in the image's group. The regularisation `C` is chosen from
 `C_GRID` by stratified 5-fold cross-validation within the training part, folds cut by group
 (patient, woman or near-duplicate cluster: the split's groups), on the ROC AUC of the positive
 class (two classes) or the macro one-vs-rest AUC; held-out images are scored as given. The
