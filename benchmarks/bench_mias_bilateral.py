@@ -48,6 +48,20 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-mias"
 IGNORE = -1
 
 
+def mias_split(seed: int):
+    """mini-MIAS and the split `bench_image_models.py` gives its runs (by woman; test 0.25,
+    validation 0.15 of the women); the script stops, saying why, without the data."""
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA}: mini-MIAS not found (see ../shared/data/README.md)")
+    manifest = scan("mini-mias", DATA)
+    split, skipped, _ = split_dataset(
+        manifest, test_size=0.25, val_size=0.15, seed=seed, progress=False
+    )
+    if skipped:
+        raise SystemExit(f"unreadable images: {skipped}")
+    return manifest, split
+
+
 def cell_features(
     paths, sides, size: int, backbone: str, stride16: bool = False
 ) -> tuple[np.ndarray, str] | tuple[np.ndarray, np.ndarray, str]:
@@ -136,15 +150,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--cv-repeats", type=int, default=2)
     args = parser.parse_args()
-    if not DATA.is_dir():
-        raise SystemExit(f"{DATA}: mini-MIAS not found (see ../shared/data/README.md)")
     start = time.perf_counter()
-    manifest = scan("mini-mias", DATA)
-    split, skipped, _ = split_dataset(
-        manifest, test_size=0.25, val_size=0.15, seed=args.seed, progress=False
-    )
-    if skipped:
-        raise SystemExit(f"unreadable images: {skipped}")
+    manifest, split = mias_split(args.seed)
     manifest = manifest.subset(manifest.frame["path"].isin(split["path"]))
     part = split.set_index("path").loc[manifest.frame["path"], "partition"].to_numpy()
     women = manifest.frame["group_id"].astype(str).to_numpy()

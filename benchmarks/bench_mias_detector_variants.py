@@ -36,10 +36,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bench_mias_bilateral import DATA, cell_features, cell_targets, fit_detector
+from bench_mias_bilateral import cell_features, cell_targets, fit_detector, mias_split
 from breastcad.data.pairs import contralateral
-from breastcad.data.sources import scan
-from breastcad.data.splits import split_dataset
 from breastcad.evaluation.metrics import roc_auc
 
 Fit = Callable[[np.ndarray, np.ndarray, int], object]
@@ -154,15 +152,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the split's seed")
     parser.add_argument("--cv-repeats", type=int, default=2)
     args = parser.parse_args()
-    if not DATA.is_dir():
-        raise SystemExit(f"{DATA}: mini-MIAS not found (see ../shared/data/README.md)")
     start = time.perf_counter()
-    manifest = scan("mini-mias", DATA)
-    split, skipped, _ = split_dataset(
-        manifest, test_size=0.25, val_size=0.15, seed=args.seed, progress=False
-    )
-    if skipped:
-        raise SystemExit(f"unreadable images: {skipped}")
+    manifest, split = mias_split(args.seed)
     dev_paths = split.loc[split["partition"] != "test", "path"]
     manifest = manifest.subset(manifest.frame["path"].isin(dev_paths))
     frame = manifest.frame
