@@ -108,6 +108,15 @@ CONFIGS: dict[str, dict] = {
     "breastmnist-probe-3-128": run(
         "breastmnist", "probe", 128, branches=PROBE_BRANCHES.format(size=128)
     ),
+    # five probes cross-fitted: calibration and operating point on out-of-fold answers
+    "breastmnist-probe-3-128-cv5": run(
+        "breastmnist",
+        "probe",
+        128,
+        members=5,
+        cross_fit=True,
+        branches=PROBE_BRANCHES.format(size=128),
+    ),
     "breastmnist-probe-3-128-flip": run(
         "breastmnist", "probe", 128, tta="flip", branches=PROBE_BRANCHES.format(size=128)
     ),
