@@ -58,6 +58,20 @@ def _train(root, out, epochs, *extra, size=24):
     return runner.invoke(app, _train_args(root, out, epochs, *extra, size=size), env=env)
 
 
+def _train_folder(root, out, *options):
+    """`train-image` on a folder dataset with the given model options, quiet, into `out`."""
+    return runner.invoke(
+        app,
+        [
+            "train-image",
+            *("--dataset", "folder", "--root", str(root)),
+            *options,
+            *("--out", str(out), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(out.parent / "cache")},
+    )
+
+
 def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     out = tmp_path / "run"
     first = _train(two_class_tree, out, 1)
@@ -203,15 +217,11 @@ def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp
     """The whole network trains (batch norm statistics included); the bundle must carry those
     statistics, so the Predictor reproduces the run's own test probabilities."""
     out = tmp_path / "ff"
-    result = runner.invoke(
-        app,
-        [
-            "train-image",
-            *("--dataset", "folder", "--root", str(two_class_tree)),
-            *("--model", "full_finetune", "--param", "weights=random", "--size", "32"),
-            *("--epochs", "2", "--batch-size", "16", "--out", str(out), "--quiet"),
-        ],
-        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    result = _train_folder(
+        two_class_tree,
+        out,
+        *("--model", "full_finetune", "--param", "weights=random", "--size", "32"),
+        *("--epochs", "2", "--batch-size", "16"),
     )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
@@ -230,15 +240,7 @@ def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measure
     """The linear probe through the CLI: ImageNet features, C chosen by cross-validation,
     the report says so, and the bundle (a plain network) gives the run's own probabilities."""
     out = tmp_path / "probe"
-    result = runner.invoke(
-        app,
-        [
-            "train-image",
-            *("--dataset", "folder", "--root", str(two_class_tree)),
-            *("--model", "probe", "--size", "32", "--out", str(out), "--quiet"),
-        ],
-        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
-    )
+    result = _train_folder(two_class_tree, out, "--model", "probe", "--size", "32")
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     probe = results["training"]["probe"]

@@ -145,7 +145,6 @@ def fit_probe(
     dm: ImageDataModule,
     settings,
     groups: np.ndarray | None = None,
-    positive: int | None = None,
 ) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """Fit `net`'s linear head in place on the training part of `dm` (`groups`: one per
     manifest row, the split's; default the manifest's group ids). Returns an empty history
@@ -161,7 +160,7 @@ def fit_probe(
     loader = dm.ordered_dataloader("train")
     feats, y = body_features(net, loader, device, settings.progress, "probe features")
     num_classes = net.num_classes
-    positive = positive_index(dm.classes) if positive is None else positive
+    positive = positive_index(dm.classes)
     chosen = choose_c(
         feats,
         y,
