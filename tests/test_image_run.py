@@ -265,6 +265,55 @@ def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measure
     assert np.allclose(onnx["p_malignant"], measured["p_malignant"], atol=1e-4)
 
 
+def test_a_reweighted_run_shifts_the_prior_back_and_its_bundle_applies_the_shift(tmp_path):
+    """Three benign images to each malignant one: balanced class weights (the default) train
+    towards equal classes, so calibration adds log pi_k of the training part before the
+    temperature; the run reports both argmax decisions and the bundle deploys the shift.
+    Without re-weighting there is nothing to undo."""
+    root = tmp_path / "images"
+    for i in range(48):
+        save(root / "benign" / f"b{i:02d}.png", blob_image(i, (40, 44), rgb=True) // 3)
+    for i in range(16):
+        save(root / "malignant" / f"m{i:02d}.png", 255 - blob_image(i, (40, 44), rgb=True) // 3)
+    out = tmp_path / "weighted"
+    result = _train_folder(root, out, "--model", "probe", "--size", "32")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    cal, train = results["test"]["calibration"], results["data"]["counts"]["train"]
+    shift = np.asarray(cal["prior_shift"])
+    assert np.isclose(shift[1] - shift[0], np.log(train["malignant"] / train["benign"]))
+    assert "undoing balanced class weights" in cal["prior_shift_from"]
+    assert {"accuracy", "sensitivity"} <= set(results["test"]["argmax_as_trained"])
+    report = (out / "report.md").read_text()
+    assert "after shifting the logits by" in report and "Argmax decision of the network" in report
+    predictor = Predictor.from_bundle(out / "bundle")
+    assert np.allclose(predictor.prior_shift, shift)
+    measured = pd.read_csv(out / "predictions.csv")
+    again = predictor.predict_paths(measured["path"].tolist(), progress=False)
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    # the shift is what separates the deployed probabilities from the unshifted ones
+    from breastcad.data.imaging import read_image
+    from breastcad.evaluation.classification import softmax
+
+    pixels = np.stack([predictor.prepare(read_image(p)) for p in measured["path"]])
+    logits = predictor.predict_logits(pixels)
+    deployed, unshifted = predictor.predict_pixels(pixels), softmax(logits, predictor.temperature)
+    assert np.allclose(deployed, softmax(logits, predictor.temperature, shift))
+    with np.errstate(divide="ignore"):  # separable blobs: some probabilities are 0 or 1
+        gap = np.log(deployed[:, 1] / deployed[:, 0]) - np.log(unshifted[:, 1] / unshifted[:, 0])
+    gap = gap[np.isfinite(gap)]
+    assert len(gap) and np.allclose(gap, (shift[1] - shift[0]) / predictor.temperature)
+
+    plain = tmp_path / "plain"
+    result = _train_folder(
+        root, plain, "--model", "probe", "--size", "32", "--class-weight", "none"
+    )
+    assert result.exit_code == 0, result.output
+    cal = json.loads((plain / "results.json").read_text())["test"]["calibration"]
+    assert cal["prior_shift"] == [0.0, 0.0] and cal["prior_shift_from"].startswith("none")
+    assert "after shifting the logits" not in (plain / "report.md").read_text()
+
+
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     """mini-MIAS layout: the run records which lesions it trained on; its bundle needs no
     annotation to reproduce the run's test probabilities. Data without annotations, or

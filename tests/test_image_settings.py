@@ -23,6 +23,15 @@ def test_recipe_defaults_and_overrides():
     assert plain.optim["optimizer"] == "adam" and plain.optim["schedule"] == "constant"  # Keras
 
 
+def test_a_probe_takes_resampling_as_the_class_weights_it_equals():
+    """The linear probe sees each training image once: re-sampling to equal classes becomes
+    balanced class weights (its expectation), so the run's prior shift still applies."""
+    net = create_model("probe", num_classes=2, size=32)
+    resampled = _fit_settings(_cfg(sampling="undersample", class_weight="none"), net, "image")
+    assert resampled.class_weight == "balanced"
+    assert _fit_settings(_cfg(class_weight="none"), net, "image").class_weight == "none"
+
+
 def test_full_finetune_recipe_reaches_the_optimiser():
     net = create_model("full_finetune", num_classes=3, weights="random", size=32)
     s = _fit_settings(_cfg(), net, "ultrasound")

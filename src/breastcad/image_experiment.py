@@ -46,6 +46,7 @@ from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
     decide,
     fit_temperature,
+    prior_shift,
     softmax,
 )
 from breastcad.evaluation.image_evaluation import (
@@ -168,9 +169,14 @@ def _policy_text(cfg: ImageRunConfig, positive: str) -> str:
 
 def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> ImageFitSettings:
     """The recipe, overridden by the run's settings. Class weights apply only without
-    re-sampling (both would correct the imbalance twice). With fewer epochs than the recipe,
-    the head stage of fine-tuning gets what the fine-tuning stage leaves."""
+    re-sampling (both would correct the imbalance twice); a closed-form fit (the linear
+    probe), which sees every training image once, takes re-sampling to equal classes as the
+    balanced class weights it equals in expectation. With fewer epochs than the recipe, the
+    head stage of fine-tuning gets what the fine-tuning stage leaves."""
     t, r = cfg.train, net.recipe
+    class_weight = t.class_weight if t.sampling == "none" else "none"
+    if r.closed_form and t.sampling != "none":
+        class_weight = "balanced"
     augment = MODALITY_AUGMENT.get(modality, "none") if t.augment == "auto" else t.augment
     epochs = t.epochs or r.epochs
     stages = [
@@ -182,7 +188,7 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
         lr=t.lr or r.lr,
         patience=t.patience or r.patience,
         seed=cfg.seed,
-        class_weight=t.class_weight if t.sampling == "none" else "none",
+        class_weight=class_weight,
         augment=augment,
         accelerator=t.accelerator,
         deterministic=t.deterministic,
@@ -333,14 +339,15 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
     else:
         test_logits, test_y = predict_logits(net, dm.test_dataloader(), tta)
-    temperature = fit_temperature(val_logits, val_y)
+    shift = _prior_shift(settings, cfg, dm, len(classes))
+    temperature = fit_temperature(val_logits + shift, val_y)
     fitted_on = (
         "the validation part"
         if member_data is None
         else f"out-of-fold predictions of the {len(val_y)} development images "
         f"({cfg.train.members} folds)"
     )
-    val_probs = softmax(val_logits, temperature)
+    val_probs = softmax(val_logits, temperature, shift)
     threshold = choose_threshold(
         (val_y == positive).astype(int), val_probs[:, positive], cfg.operating_point
     )
@@ -357,8 +364,10 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         cfg.bootstrap,
         cfg.seed,
         contralateral(manifest.frame.iloc[test_rows]),  # a woman's breasts, where known
+        shift,
     )
     evaluation["calibration"]["fitted_on"] = fitted_on
+    evaluation["calibration"]["prior_shift_from"] = _shift_text(settings, cfg, dm)
     if masks is not None:  # annotations of the test images judge where the model looks
         evaluation["localisation"] = lesion_localisation(
             net,
@@ -369,8 +378,8 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             cfg.seed,
         )
     if members:  # each member alone on the same test images, beside the ensemble
-        _member_figures(members, member_logits, test_y, classes, positive)
-    probs = softmax(test_logits, temperature)
+        _member_figures(members, member_logits, test_y, classes, positive, shift)
+    probs = softmax(test_logits, temperature, shift)
     pred = decide(probs, positive, threshold)
     write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
     if member_data is not None:  # what calibration and operating point were fitted on
@@ -422,7 +431,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         "operating_point": {
             "policy": _policy_text(cfg, classes[positive]),
             "threshold": threshold,
-            "chosen_on": f"{fitted_on}, after temperature scaling",
+            "chosen_on": f"{fitted_on}, after calibration",
             "validation": {
                 **operating_point_support(val_y == positive, val_probs[:, positive], threshold),
                 "scored": fitted_on,
@@ -514,14 +523,42 @@ def _member_figures(
     y: np.ndarray,
     classes: list[str],
     positive: int,
+    shift: np.ndarray,
 ) -> None:
-    """Each member's own test figures (argmax accuracy, macro AUC), in its record."""
+    """Each member's own test figures (argmax accuracy after the run's prior shift, macro
+    AUC), in its record."""
     from breastcad.evaluation.classification import classification_metrics
 
     for record, logits in zip(members, member_logits, strict=True):
-        scores = classification_metrics(y, softmax(logits), classes, positive)["scalars"]
+        probs = softmax(logits, 1.0, shift)
+        scores = classification_metrics(y, probs, classes, positive)["scalars"]
         record["test_alone"] = {k: scores[k] for k in ("accuracy", "macro_auc", "auc_positive")}
         record.pop("history", None)  # already in the run's history, with a member column
+
+
+def _reweighted(settings: ImageFitSettings, cfg: ImageRunConfig) -> str | None:
+    """How training was pulled towards equal classes, if it was."""
+    if cfg.train.sampling != "none":
+        return f"{cfg.train.sampling} to equal classes"
+    return "balanced class weights" if settings.class_weight == "balanced" else None
+
+
+def _prior_shift(
+    settings: ImageFitSettings, cfg: ImageRunConfig, dm: ImageDataModule, num_classes: int
+) -> np.ndarray:
+    """The logit shift that undoes re-weighting (`classification.prior_shift`, from the
+    training part's class counts); zeros where training saw the data's own frequencies."""
+    if _reweighted(settings, cfg) is None:
+        return np.zeros(num_classes)
+    return prior_shift(np.bincount(dm.datasets["train"].targets, minlength=num_classes))
+
+
+def _shift_text(settings: ImageFitSettings, cfg: ImageRunConfig, dm: ImageDataModule) -> str:
+    how = _reweighted(settings, cfg)
+    if how is None:
+        return "none (trained on the data's own class frequencies)"
+    counts = ", ".join(f"{c} {n}" for c, n in dm.counts()["train"].items())
+    return f"log class frequencies of the training part ({counts}), undoing {how}"
 
 
 def _plots(out, net, dm, history, evaluation, logits, y, probs, pred, classes) -> dict[str, Any]:
@@ -548,6 +585,7 @@ def _write_image_bundle(
         data["classes"].index(data["positive"]),
         {k: dm.cache.settings[k] for k in ("size", "resize", "channels")},
         temperature=results["test"]["calibration"]["temperature"],
+        prior_shift=results["test"]["calibration"]["prior_shift"],
         calibration_fitted_on=results["test"]["calibration"]["fitted_on"],
         threshold={
             "value": results["operating_point"]["threshold"],

@@ -125,6 +125,14 @@ class Predictor:
         return float(self.bundle.manifest.get("temperature", 1.0))
 
     @property
+    def prior_shift(self) -> np.ndarray:
+        """Per-class logit shift applied before the temperature (`classification.prior_shift`;
+        zeros for a model trained on the data's own class frequencies, or made before it was
+        recorded)."""
+        shift = self.bundle.manifest.get("prior_shift")
+        return np.zeros(len(self.classes)) if shift is None else np.asarray(shift, float)
+
+    @property
     def network(self):
         """The PyTorch image network (`BundleError` for a tabular bundle)."""
         if self.kind != "image":
@@ -172,7 +180,7 @@ class Predictor:
         """Calibrated class probabilities for a prepared uint8 batch (N, H, W, C)."""
         from breastcad.evaluation.classification import softmax
 
-        return softmax(self.predict_logits(pixels), self.temperature)
+        return softmax(self.predict_logits(pixels), self.temperature, self.prior_shift)
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         from breastcad.evaluation.classification import decide

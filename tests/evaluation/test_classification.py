@@ -8,6 +8,7 @@ from breastcad.evaluation.classification import (
     group_bootstrap,
     group_level,
     nll,
+    prior_shift,
     softmax,
 )
 
@@ -44,6 +45,30 @@ def test_temperature_scaling_fixes_overconfidence_without_changing_decisions():
     assert t > 2
     assert nll(hot, y, t) < nll(hot, y)
     assert (softmax(hot, t).argmax(1) == softmax(hot).argmax(1)).all()
+
+
+def test_the_prior_shift_turns_a_class_weighted_model_into_the_unweighted_ones_posterior():
+    """Balanced class weights train towards equal classes; adding log pi_k of the training
+    counts gives back the data's own posterior: mean P(positive) near the prevalence, the
+    unweighted fit's probabilities, and a better argmax accuracy (same ranking)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.2).astype(int)
+    x = rng.normal(0, 1, (4000, 2)) + y[:, None] * 1.2
+    balanced = LogisticRegression(class_weight="balanced").fit(x, y)
+    plain = LogisticRegression().fit(x, y)
+    z = balanced.decision_function(x)
+    logits = np.stack([-z / 2, z / 2], axis=1)
+    shift = prior_shift(np.bincount(y))
+    assert np.isclose(shift[1] - shift[0], np.log(y.mean() / (1 - y.mean())))
+    raw, shifted = softmax(logits), softmax(logits, 1.0, shift)
+    assert raw[:, 1].mean() > y.mean() + 0.1  # as trained: towards one half
+    assert abs(shifted[:, 1].mean() - y.mean()) < 0.02
+    assert np.abs(shifted[:, 1] - plain.predict_proba(x)[:, 1]).max() < 0.05
+    assert (shifted.argmax(1) == y).mean() > (raw.argmax(1) == y).mean() + 0.05
+    assert np.allclose(softmax(logits, 2.0, shift), softmax(logits + shift, 2.0))
+    assert np.isfinite(prior_shift(np.array([10, 0, 5]))).all()  # an absent class
 
 
 def test_group_bootstrap_resamples_groups_and_group_level_results():

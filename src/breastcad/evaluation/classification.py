@@ -5,9 +5,16 @@ positive when P(positive) >= threshold, otherwise the most probable other class.
 threshold at None the decision is the argmax. Sensitivity and specificity are those of the
 positive class against all others.
 
+Calibration is a prior shift, then a temperature: a model trained towards equal classes
+(balanced class weights, over- or undersampling) scores p(k|x) / pi_k up to a constant, so
+adding log pi_k of its training part (`prior_shift`) gives back the data's own class
+frequencies before temperature scaling; without re-weighting the shift is zero.
+
 Example:
-    >>> t = fit_temperature(val_logits, val_y)  # doctest: +SKIP
-    >>> m = classification_metrics(test_y, softmax(test_logits, t), classes, positive, 0.31)
+    >>> shift = prior_shift(train_counts)  # doctest: +SKIP
+    >>> t = fit_temperature(val_logits + shift, val_y)  # doctest: +SKIP
+    >>> probs = softmax(test_logits, t, shift)  # doctest: +SKIP
+    >>> m = classification_metrics(test_y, probs, classes, positive, 0.31)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,8 +40,14 @@ SCALARS = (
 )
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
+def softmax(
+    logits: np.ndarray, temperature: float = 1.0, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities of softmax((logits + shift) / temperature); no shift: zero."""
+    z = np.asarray(logits, dtype=np.float64)
+    if shift is not None:
+        z = z + np.asarray(shift, dtype=np.float64)
+    z = z / temperature
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -52,6 +65,19 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         lambda log_t: nll(logits, y, float(np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded"
     )
     return float(np.exp(res.x))
+
+
+def prior_shift(counts: np.ndarray) -> np.ndarray:
+    """Per-class logit shift, log of each class's share of `counts` (centred), for a model
+    trained towards equal classes: the minimiser of a loss weighted by 1 / pi_k (or of one on
+    class-balanced resamples) is p(k|x) / pi_k up to a constant, so adding log pi_k restores
+    the posterior under the training data's own class frequencies (Saerens et al. 2002;
+    Menon et al. 2021, post-hoc logit adjustment). The decision at probability 0.5 then
+    favours the likelier class, as accuracy wants; with two classes the ranking (AUC) is
+    unchanged."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)  # an absent class: one
+    log_prior = np.log(counts / counts.sum())
+    return log_prior - log_prior.mean()
 
 
 def brier(y: np.ndarray, probs: np.ndarray) -> float:

@@ -142,12 +142,16 @@ def evaluate_predictions(
     n_boot: int,
     seed: int,
     other: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Test metrics at the chosen operating point with group-bootstrap CIs; ECE and Brier
-    before and after temperature scaling; patient-level results; where `other` pairs images
-    with the same woman's other breast (`data.pairs.contralateral`), each breast against it
-    (`bilateral`, only when some image has a partner)."""
-    raw, calibrated = softmax(logits), softmax(logits, temperature)
+    before and after calibration (the prior `shift`, then the temperature); the argmax
+    decision of the calibrated model and, for comparison, of the network as trained;
+    patient-level results; where `other` pairs images with the same woman's other breast
+    (`data.pairs.contralateral`), each breast against it (`bilateral`, only when some image
+    has a partner)."""
+    shift = np.zeros(len(classes)) if shift is None else np.asarray(shift, dtype=np.float64)
+    raw, calibrated = softmax(logits), softmax(logits, temperature, shift)
     at_point = classification_metrics(y, calibrated, classes, positive, threshold)
     uncalibrated = classification_metrics(y, raw, classes, positive, threshold)["scalars"]
     bilateral = (
@@ -159,11 +163,13 @@ def evaluate_predictions(
         "n": len(y),
         "metrics": at_point,
         "argmax": classification_metrics(y, calibrated, classes, positive, None)["scalars"],
+        "argmax_as_trained": classification_metrics(y, raw, classes, positive, None)["scalars"],
         "ci": group_bootstrap(y, calibrated, groups, classes, positive, threshold, n_boot, seed)
         if n_boot
         else {},
         "calibration": {
             "temperature": temperature,
+            "prior_shift": shift.tolist(),
             "ece_before": uncalibrated["ece"],
             "ece_after": at_point["scalars"]["ece"],
             "brier_before": uncalibrated["brier"],
@@ -207,8 +213,8 @@ def evaluation_plots(out, evaluation, logits, y, probs, pred, classes, pixels) -
         ),
         "reliability": reliability_diagram(
             {
-                "before temperature": ((y == positive).astype(int), raw),
-                "after temperature": pos_curve[classes[positive]],
+                "as trained": ((y == positive).astype(int), raw),
+                "calibrated": pos_curve[classes[positive]],
             },
             p / "reliability.png",
             f"Reliability, P({classes[positive]})",
@@ -284,6 +290,7 @@ def evaluate_image_bundle(
         n_boot,
         0,
         contralateral(manifest.frame.iloc[rows]),
+        predictor.prior_shift,
     )
     bm = predictor.bundle.manifest
     fitted_on = bm.get("calibration_fitted_on", "the validation part")
@@ -295,7 +302,7 @@ def evaluate_image_bundle(
         evaluation["localisation"] = lesion_localisation(
             net, cache.pixels[rows], masks, groups, n_boot
         )
-    probs = softmax(logits, predictor.temperature)
+    probs = softmax(logits, predictor.temperature, predictor.prior_shift)
     pred = decide(probs, positive, predictor.threshold)
     write_predictions(out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold)
     plots = evaluation_plots(

@@ -101,7 +101,7 @@ def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
         for m in members
     ]
     return [
-        Block("h3", "Ensemble members alone (same test images, argmax, uncalibrated)"),
+        Block("h3", "Ensemble members alone (same test images, argmax after the prior shift)"),
         Block(
             "table",
             (["member", "seed", "epochs", "best val loss", "accuracy", "macro AUC"], rows),
@@ -109,9 +109,35 @@ def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
     ]
 
 
-def _calibrated_on(test: dict[str, Any]) -> str:
+def _calibrated_on(cal: dict[str, Any]) -> str:
     """What the temperature was fitted on (results made before this was recorded: validation)."""
-    return test["calibration"].get("fitted_on", "the validation part")
+    return cal.get("fitted_on", "the validation part")
+
+
+def _as_trained_text(test: dict[str, Any]) -> str:
+    """The argmax of the network as trained, where calibration shifted its classes' prior."""
+    shift = test["calibration"].get("prior_shift")
+    if not shift or not any(shift) or "argmax_as_trained" not in test:
+        return ""
+    before = test["argmax_as_trained"]
+    return (
+        f". Argmax decision of the network as trained (towards equal classes, no shift): "
+        f"accuracy {_f(before['accuracy'])}, balanced accuracy "
+        f"{_f(before['balanced_accuracy'])}, sensitivity {_f(before['sensitivity'])}"
+    )
+
+
+def _calibration_line(cal: dict[str, Any]) -> str:
+    """Calibration as applied: the prior shift (results made before it: none), then T."""
+    shift = cal.get("prior_shift")
+    line = f"Calibration: temperature {_f(cal['temperature'])} fitted on {_calibrated_on(cal)}"
+    if shift and any(shift):
+        values = ", ".join(f"{v:+.3f}" for v in shift)
+        line += (
+            f", after shifting the logits by ({values}): "
+            f"{cal.get('prior_shift_from', 'the log class frequencies of the training part')}"
+        )
+    return line
 
 
 def _arch_text(arch: dict[str, Any]) -> str:
@@ -152,8 +178,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
                 _tta_line(model.get("test_time_augmentation", "none")),
                 f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
                 f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
-                f"Calibration: temperature {_f(test['calibration']['temperature'])} fitted on "
-                f"{_calibrated_on(test)}",
+                _calibration_line(test["calibration"]),
                 f"Intervals: 95% percentile bootstrap resampling whole groups "
                 f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
             ],
@@ -199,12 +224,13 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
         Block("h3", "Calibration"),
         Block(
             "p",
-            "ECE {} -> {}, Brier {} -> {} (before -> after temperature scaling)".format(
+            "ECE {} -> {}, Brier {} -> {} (network as trained -> calibrated)".format(
                 *(
                     _f(test["calibration"][k])
                     for k in ("ece_before", "ece_after", "brier_before", "brier_after")
                 )
-            ),
+            )
+            + _as_trained_text(test),
         ),
     ]
     blocks += _members_blocks(results.get("training"))
@@ -308,7 +334,7 @@ def model_card(results: dict[str, Any]) -> list[Block]:
                 "Limits: one dataset, one site; small test sets give wide intervals; "
                 "performance on other scanners, populations or magnifications is unknown until "
                 "measured with `breastcad evaluate`; probabilities are calibrated on "
-                f"{_calibrated_on(test)} only.",
+                f"{_calibrated_on(test['calibration'])} only.",
             ],
         ),
     ]

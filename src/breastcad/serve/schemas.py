@@ -33,8 +33,8 @@ class ImagePredictionOut(BaseModel):
     model: ModelRef
     classes: list[str]
     probabilities: dict[str, float] = Field(
-        description="Calibrated class probabilities (temperature scaling fitted in the "
-        "model's training run)."
+        description="Calibrated class probabilities (the training run's prior shift, which "
+        "undoes class re-weighting, then its temperature)."
     )
     prediction: str = Field(description="The class decided at the model's operating point.")
     positive_class: str
