@@ -170,6 +170,8 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert first.exit_code == 0 and again.exit_code == 2 and "--resume" in again.output
     bad_model = _train(two_class_tree, tmp_path / "r", 1, "--sampling", "sideways")
     assert bad_model.exit_code == 2 and "sampling" in bad_model.output
+    copies = _train_folder(two_class_tree, tmp_path / "p", "--model", "probe", "--members", "3")
+    assert copies.exit_code == 2 and "--cross-fit" in copies.output  # three identical probes
     no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
     assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
 

@@ -294,6 +294,13 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     params = _model_params(cfg, classes, positive)
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.model, num_classes=len(classes), **params)
+    if net.recipe.closed_form and cfg.train.members > 1 and not cfg.train.cross_fit:
+        raise ConfigError(
+            f"--members {cfg.train.members}: `{cfg.model}` is fitted in closed form on fixed "
+            "features, so every member on the one split would be the same model; add "
+            "--cross-fit (each member fitted on its own folds) or leave --members out "
+            "(nothing was trained)"
+        )
     preprocess = cfg.preprocess or PreprocessConfig(
         size=net.recipe.size,
         resize=net.recipe.resize,
