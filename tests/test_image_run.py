@@ -316,6 +316,33 @@ def test_a_reweighted_run_shifts_the_prior_back_and_its_bundle_applies_the_shift
     assert "after shifting the logits" not in (plain / "report.md").read_text()
 
 
+def test_cross_fitted_probes_each_learn_from_the_other_folds_only(two_class_tree, tmp_path):
+    """`--model probe --members 3 --cross-fit`: each probe's logistic regression is fitted on
+    the development images outside its fold (its C chosen within them), every development
+    image is scored once by the probe that never saw it, and the bundle of three probes gives
+    the run's own test probabilities."""
+    out = tmp_path / "probes"
+    options = ("--model", "probe", "--size", "32", "--members", "3", "--cross-fit")
+    result = _train_folder(two_class_tree, out, *options)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    members = results["training"]["members"]
+    developed = sum(results["data"]["counts"]["train"].values())
+    assert len(members) == 3
+    for m in members:
+        learnt = sum(m["fold"]["counts"]["train"].values())
+        assert m["probe"]["training_images"] == learnt < developed and m["probe"]["C"] > 0
+    scored = pd.read_csv(out / "out_of_fold_predictions.csv")
+    folds = pd.read_csv(out / "splits" / "folds.csv")
+    assert sorted(scored["path"]) == sorted(folds["path"]) and len(scored) == developed
+    assert results["test"]["ci"]["macro_auc"]["value"] > 0.9  # dark against bright blobs
+    measured = pd.read_csv(out / "predictions.csv")
+    again = Predictor.from_bundle(out / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+
+
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     """mini-MIAS layout: the run records which lesions it trained on; its bundle needs no
     annotation to reproduce the run's test probabilities. Data without annotations, or
