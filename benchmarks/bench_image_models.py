@@ -49,18 +49,20 @@ def run(
     cross_fit: bool = False,
     tta: str = "none",
     branches: str | None = None,
+    calibration: str = "temperature",
     **data,
 ) -> dict:
     """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
     the epochs allowed (default: the recipe's), the members of a deep ensemble (1: none), the
     backbone (default: the recipe's, EfficientNet-Lite0), whether the members are
     cross-fitted on folds of the training and validation images, the test-time views, the
-    linear probe's extra backbones."""
+    linear probe's extra backbones, the calibration."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
     params = {"size": size, "backbone": backbone, "branches": branches}
     if any(v is not None for v in params.values()):
         cfg["model_params"] = {k: v for k, v in params.items() if v is not None}
     cfg["train"] = {"epochs": epochs, "members": members, "cross_fit": cross_fit, "tta": tta}
+    cfg["calibration"] = calibration
     return cfg
 
 
@@ -133,6 +135,19 @@ CONFIGS: dict[str, dict] = {
     "mias-lesion_map-384": run("mini-mias", "lesion_map", 384, **MIAS_SPLIT),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
+# the same runs calibrated with the prior shift (`--calibration prior-shift`): log class
+# frequencies of the training part added to the logits before the temperature
+SHIFTED = [
+    "breastmnist-probe-128",
+    "breastmnist-probe-128-flip",
+    "breastmnist-probe-3-128",
+    "breastmnist-probe-3-128-flip",
+    "breastmnist-transfer-128",
+    "busi-probe",
+    "busi-probe-224",
+    "busi-probe-3",
+]
+CONFIGS |= {f"{name}-shift": {**CONFIGS[name], "calibration": "prior-shift"} for name in SHIFTED}
 
 
 def leaked_test_images(out: Path, max_distance: int = 4) -> tuple[int, int, float, float]:

@@ -172,6 +172,8 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert bad_model.exit_code == 2 and "sampling" in bad_model.output
     copies = _train_folder(two_class_tree, tmp_path / "p", "--model", "probe", "--members", "3")
     assert copies.exit_code == 2 and "--cross-fit" in copies.output  # three identical probes
+    odd = _train(two_class_tree, tmp_path / "c", 1, "--calibration", "platt")
+    assert odd.exit_code == 2 and "calibration" in odd.output
     no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
     assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
 
@@ -267,18 +269,20 @@ def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measure
     assert np.allclose(onnx["p_malignant"], measured["p_malignant"], atol=1e-4)
 
 
-def test_a_reweighted_run_shifts_the_prior_back_and_its_bundle_applies_the_shift(tmp_path):
+def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(tmp_path):
     """Three benign images to each malignant one: balanced class weights (the default) train
-    towards equal classes, so calibration adds log pi_k of the training part before the
-    temperature; the run reports both argmax decisions and the bundle deploys the shift.
-    Without re-weighting there is nothing to undo."""
+    towards equal classes; `--calibration prior-shift` adds log pi_k of the training part
+    before the temperature, the run reports both argmax decisions and the bundle deploys the
+    shift. The default calibration (temperature only) and a run without re-weighting have no
+    shift."""
     root = tmp_path / "images"
     for i in range(48):
         save(root / "benign" / f"b{i:02d}.png", blob_image(i, (40, 44), rgb=True) // 3)
     for i in range(16):
         save(root / "malignant" / f"m{i:02d}.png", 255 - blob_image(i, (40, 44), rgb=True) // 3)
     out = tmp_path / "weighted"
-    result = _train_folder(root, out, "--model", "probe", "--size", "32")
+    probe = ("--model", "probe", "--size", "32")
+    result = _train_folder(root, out, *probe, "--calibration", "prior-shift")
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     cal, train = results["test"]["calibration"], results["data"]["counts"]["train"]
@@ -306,14 +310,15 @@ def test_a_reweighted_run_shifts_the_prior_back_and_its_bundle_applies_the_shift
     gap = gap[np.isfinite(gap)]
     assert len(gap) and np.allclose(gap, (shift[1] - shift[0]) / predictor.temperature)
 
-    plain = tmp_path / "plain"
-    result = _train_folder(
-        root, plain, "--model", "probe", "--size", "32", "--class-weight", "none"
-    )
-    assert result.exit_code == 0, result.output
-    cal = json.loads((plain / "results.json").read_text())["test"]["calibration"]
-    assert cal["prior_shift"] == [0.0, 0.0] and cal["prior_shift_from"].startswith("none")
-    assert "after shifting the logits" not in (plain / "report.md").read_text()
+    for name, options, why in (
+        ("default", (), "none (temperature only)"),
+        ("plain", ("--calibration", "prior-shift", "--class-weight", "none"), "none (trained"),
+    ):
+        result = _train_folder(root, tmp_path / name, *probe, *options)
+        assert result.exit_code == 0, result.output
+        cal = json.loads((tmp_path / name / "results.json").read_text())["test"]["calibration"]
+        assert cal["prior_shift"] == [0.0, 0.0] and cal["prior_shift_from"].startswith(why)
+        assert "after shifting the logits" not in (tmp_path / name / "report.md").read_text()
 
 
 def test_cross_fitted_probes_each_learn_from_the_other_folds_only(two_class_tree, tmp_path):

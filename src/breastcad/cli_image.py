@@ -47,6 +47,13 @@ def train_image(
     sensitivity: Annotated[
         float | None, typer.Option(help="Operating point: sensitivity target (default 0.95).")
     ] = None,
+    calibration: Annotated[
+        str | None,
+        typer.Option(
+            help="temperature (default) or prior-shift: add the training part's log class "
+            "frequencies to the logits of a re-weighted network before the temperature."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     accelerator: Annotated[
         str | None, typer.Option(help="auto (default: a GPU when present), cpu or gpu.")
@@ -128,6 +135,8 @@ def train_image(
         base["operating_point"] = {"policy": "min_sensitivity", "value": sensitivity}
     if seed is not None:
         base["seed"] = seed
+    if calibration is not None:
+        base["calibration"] = calibration
     cfg = ImageRunConfig.model_validate(base)
     results = run_image_experiment(cfg, out)
     _print_image_summary(results)

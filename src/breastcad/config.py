@@ -233,6 +233,14 @@ class ImageRunConfig(_Strict):
         ThresholdConfig(policy="min_sensitivity", value=0.95),
         description="Threshold on P(positive class), chosen on the validation part.",
     )
+    calibration: Literal["temperature", "prior-shift"] = Field(
+        "temperature",
+        description="temperature: temperature scaling on the validation part. prior-shift: "
+        "first add log pi_k of the training part to the logits of a network trained towards "
+        "equal classes (balanced weights or re-sampling), then the temperature; it assumes "
+        "the weighted fit reached the population optimum, and over-corrects where it did not "
+        "(see the README).",
+    )
     bootstrap: int = Field(1000, ge=0, description="Group bootstrap resamples for the CIs.")
     seed: int = 0
 

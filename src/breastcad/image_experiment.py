@@ -553,15 +553,18 @@ def _reweighted(settings: ImageFitSettings, cfg: ImageRunConfig) -> str | None:
 def _prior_shift(
     settings: ImageFitSettings, cfg: ImageRunConfig, dm: ImageDataModule, num_classes: int
 ) -> np.ndarray:
-    """The logit shift that undoes re-weighting (`classification.prior_shift`, from the
-    training part's class counts); zeros where training saw the data's own frequencies."""
-    if _reweighted(settings, cfg) is None:
+    """With `--calibration prior-shift`, the logit shift that undoes re-weighting
+    (`classification.prior_shift`, from the training part's class counts); zeros where it
+    was not asked for or training saw the data's own frequencies."""
+    if cfg.calibration != "prior-shift" or _reweighted(settings, cfg) is None:
         return np.zeros(num_classes)
     return prior_shift(np.bincount(dm.datasets["train"].targets, minlength=num_classes))
 
 
 def _shift_text(settings: ImageFitSettings, cfg: ImageRunConfig, dm: ImageDataModule) -> str:
     how = _reweighted(settings, cfg)
+    if cfg.calibration != "prior-shift":
+        return "none (temperature only)"
     if how is None:
         return "none (trained on the data's own class frequencies)"
     counts = ", ".join(f"{c} {n}" for c, n in dm.counts()["train"].items())
