@@ -532,8 +532,8 @@ def _member_figures(
     positive: int,
     shift: np.ndarray,
 ) -> None:
-    """Each member's own test figures (argmax accuracy after the run's prior shift, macro
-    AUC), in its record."""
+    """Each member's own test figures (argmax accuracy, after the run's prior shift where it
+    has one; macro AUC), in its record."""
     from breastcad.evaluation.classification import classification_metrics
 
     for record, logits in zip(members, member_logits, strict=True):

@@ -5,10 +5,11 @@ positive when P(positive) >= threshold, otherwise the most probable other class.
 threshold at None the decision is the argmax. Sensitivity and specificity are those of the
 positive class against all others.
 
-Calibration is a prior shift, then a temperature: a model trained towards equal classes
-(balanced class weights, over- or undersampling) scores p(k|x) / pi_k up to a constant, so
-adding log pi_k of its training part (`prior_shift`) gives back the data's own class
-frequencies before temperature scaling; without re-weighting the shift is zero.
+Calibration is temperature scaling, optionally after a prior shift: in theory a model
+trained towards equal classes (balanced class weights, over- or undersampling) scores
+p(k|x) / pi_k up to a constant, so adding log pi_k of its training part (`prior_shift`) gives
+back the data's own class frequencies (`--calibration prior-shift`; fits far from the
+population optimum are less biased than that, and the shift then over-corrects).
 
 Example:
     >>> shift = prior_shift(train_counts)  # doctest: +SKIP

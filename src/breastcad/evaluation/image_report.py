@@ -101,7 +101,7 @@ def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
         for m in members
     ]
     return [
-        Block("h3", "Ensemble members alone (same test images, argmax after the prior shift)"),
+        Block("h3", "Ensemble members alone (same test images, argmax, no temperature)"),
         Block(
             "table",
             (["member", "seed", "epochs", "best val loss", "accuracy", "macro AUC"], rows),
