@@ -309,6 +309,21 @@ def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(t
         gap = np.log(deployed[:, 1] / deployed[:, 0]) - np.log(unshifted[:, 1] / unshifted[:, 0])
     gap = gap[np.isfinite(gap)]
     assert len(gap) and np.allclose(gap, (shift[1] - shift[0]) / predictor.temperature)
+    # `evaluate` on the bundle applies the stored shift too: the same probabilities again
+    evaluated = runner.invoke(
+        app,
+        [
+            *("evaluate", "--model", str(out / "bundle"), "--dataset", "folder"),
+            *("--root", str(root), "--out", str(tmp_path / "eval"), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    ev = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert np.allclose(ev["test"]["calibration"]["prior_shift"], shift)
+    again = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("path")
+    direct = predictor.predict_paths([root], progress=False).set_index("path")
+    assert np.allclose(again.loc[direct.index, "p_malignant"], direct["p_malignant"], atol=1e-5)
 
     for name, options, why in (
         ("default", (), "none (temperature only)"),
