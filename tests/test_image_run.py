@@ -363,6 +363,52 @@ def test_cross_fitted_probes_each_learn_from_the_other_folds_only(two_class_tree
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
 
 
+def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path):
+    """`cell_probe` on a mini-MIAS layout whose abnormal mammograms hold a bright disc where
+    Info.txt says: the frozen ImageNet cells under the annotated discs against the cells of
+    normal images, no epochs; the image score (its most lesion-like cell) separates the test
+    images, the cell scores single out the annotated cells, and the bundle needs no annotation
+    to give the run's probabilities."""
+    root, size, lines = tmp_path / "mias", 256, []
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(1, 49):
+        img = rng.normal(70, 12, (size, size))
+        if i % 3 == 0:
+            row, col = rng.integers(32, size - 32, 2)
+            img += 140 * ((yy - row) ** 2 + (xx - col) ** 2 <= 14**2)
+            lines.append(f"mdb{i:03d} G CIRC B {col} {size - row} 14")
+        else:
+            lines.append(f"mdb{i:03d} G NORM")
+        save(root / f"mdb{i:03d}.png", np.clip(img, 0, 255).astype(np.uint8))
+    (root / "Info.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "cells"
+    result = runner.invoke(
+        app,
+        [
+            *("train-image", "--dataset", "mini-mias", "--root", str(root)),
+            *("--model", "cell_probe", "--size", str(size), "--out", str(out), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    fit = results["training"]["cell_probe"]
+    assert results["training"]["epochs_run"] == 0 and fit["grid"] == [8, 8]
+    normal_train = results["data"]["counts"]["train"]["normal"]
+    assert fit["images"]["background"] == normal_train and fit["images"]["lesion"] > 0
+    assert 0 < fit["cells"]["background"] < 64 * normal_train  # a seeded quarter of them
+    assert results["test"]["ci"]["macro_auc"]["value"] > 0.9
+    where = results["test"]["localisation"]
+    assert where["cell_auc"] > 0.9  # lesion cells above the rest, held-out annotations
+    assert "lesion-cell probe, no epochs" in (out / "report.md").read_text()
+    measured = pd.read_csv(out / "predictions.csv")
+    again = Predictor.from_bundle(out / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_abnormal"], measured["p_abnormal"], atol=1e-5)
+
+
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):
     """mini-MIAS layout: the run records which lesions it trained on; its bundle needs no
     annotation to reproduce the run's test probabilities. Data without annotations, or

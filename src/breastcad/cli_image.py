@@ -25,7 +25,8 @@ def train_image(
     model: Annotated[
         str,
         typer.Option(
-            help="idc_cnn, mammo_cnn, transfer, finetune, full_finetune, lesion_map or probe."
+            help="idc_cnn, mammo_cnn, transfer, finetune, full_finetune, lesion_map, probe or "
+            "cell_probe."
         ),
     ],
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/image"),

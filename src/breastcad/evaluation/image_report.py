@@ -67,6 +67,20 @@ def _probe_text(probe: dict[str, Any]) -> str:
     )
 
 
+def _cell_probe_text(fit: dict[str, Any]) -> str:
+    """How a lesion-cell probe (`probe_fit.fit_cell_probe`) was fitted."""
+    cells, images = fit["cells"], fit["images"]
+    return (
+        f"lesion-cell probe, no epochs: a logistic regression (C = {fit['C']}) on "
+        f"{fit['features']} frozen features per cell of a {fit['grid'][0]} x {fit['grid'][1]} "
+        f"grid, {cells['lesion']} lesion cells of {images['lesion']} images against "
+        f"{cells['background']} cells ({fit['background_fraction']:g} of them) of "
+        f"{images['background']} images without lesions; {images['left out']} training "
+        "images left out (lesion not annotated or off the grid); image score = its most "
+        "lesion-like cell"
+    )
+
+
 def _training_line(training: dict[str, Any] | None) -> list[str]:
     """Where and how long it trained (runs only; an evaluation of a bundle has no training)."""
     if not training or "epochs_run" not in training:
@@ -75,6 +89,8 @@ def _training_line(training: dict[str, Any] | None) -> list[str]:
     members = training.get("members")
     if not members and "probe" in training:
         return [f"Training: {_probe_text(training['probe'])}, on {device}"]
+    if not members and "cell_probe" in training:
+        return [f"Training: {_cell_probe_text(training['cell_probe'])}, on {device}"]
     if not members:
         return [f"Training: {training['epochs_run']} epochs on {device}"]
     each = ", ".join(str(m["epochs_run"]) for m in members)

@@ -474,6 +474,50 @@ def lesion_background(classes: Sequence[str], positive: int) -> int:
 
 
 @register_model(
+    "cell_probe",
+    family="pretrained",
+    modality="image",
+    description="Frozen pretrained backbone, a logistic regression on every feature-map cell "
+    "(lesion cells from the annotations against cells of images without lesions), image "
+    "logit = highest cell: the lesion_map head fitted in closed form, no epochs (the mini-MIAS "
+    "lesion-cell detector; not a published recipe)",
+)
+def cell_probe(
+    num_classes: int = 2,
+    backbone: str = "tf_efficientnet_lite0",
+    weights: str = "imagenet",
+    size: int | Sequence[int] = 1024,
+    background: int = 0,
+    c: float = 0.001,
+    background_fraction: float = 0.25,
+) -> ImageNetwork:
+    """`c`: the regression's inverse L2 strength (0.001 cross-validated best on mini-MIAS's
+    development women, `benchmarks/bench_mias_detector_variants.py`); `background_fraction`:
+    the seeded share of the background images' cells it learns from (memory)."""
+    if not 0 < background_fraction <= 1 or c <= 0:
+        raise ConfigError(
+            f"cell_probe: c must be > 0 and background_fraction in (0, 1], not {c} and "
+            f"{background_fraction}"
+        )
+    recipe = Recipe(
+        epochs=0, batch_size=8, lr=0.0, size=size, resize="pad", lesion_masks=True, closed_form=True
+    )
+    head = partial(LesionMapHead, background=background)
+    return _network(
+        "cell_probe",
+        head,
+        recipe,
+        num_classes,
+        backbone,
+        weights,
+        size,
+        background=background,
+        c=c,
+        background_fraction=background_fraction,
+    )
+
+
+@register_model(
     "lesion_map",
     family="pretrained",
     modality="image",

@@ -163,8 +163,10 @@ def fit_image(
     manifest row, cut its cross-validation folds)."""
     L.seed_everything(settings.seed, verbose=False)
     if net.recipe.closed_form:
-        from breastcad.training.probe_fit import fit_probe
+        from breastcad.training.probe_fit import fit_cell_probe, fit_probe
 
+        if net.recipe.lesion_masks:
+            return fit_cell_probe(net, dm, settings)
         return fit_probe(net, dm, settings, groups)
     dm.setup()
     weights = None

@@ -1,7 +1,8 @@
-"""Fit a network whose recipe is `closed_form` (the `probe` model): the frozen body's features
-of every training image once, then a logistic regression, written into the network's linear
-head so that the network alone gives its logits (bundle, `predict`, the service, Grad-CAM and
-ONNX export see an ordinary network).
+"""Fit a network whose recipe is `closed_form` (the `probe` and `cell_probe` models): the
+frozen body's features of every training image once, then a logistic regression, written into
+the network's linear head so that the network alone gives its logits (bundle, `predict`, the
+service, Grad-CAM and ONNX export see an ordinary network). `cell_probe` regresses the cells of
+the last feature map instead (`fit_cell_probe`).
 
 Each training image counts twice, as given and mirrored (the left-right flip every modality
 here is trained to accept), both views in the image's group. The regularisation `C` is chosen from
@@ -195,6 +196,90 @@ def fit_probe(
             "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised features, "
             f"class weights {settings.class_weight}, folded into the linear layer",
             **chosen,
+        },
+    }
+    return [], info
+
+
+def fit_cell_probe(
+    net: ImageNetwork, dm: ImageDataModule, settings
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Fit a `cell_probe`'s 1x1-convolution head (`LesionMapHead`) in place: every cell of the
+    frozen body's last feature map of the training images is a sample; a cell with a lesion
+    pixel is labelled with its image's class, every cell of an image of the background class
+    (a seeded `background_fraction` of them) with the background; cells of lesion images
+    off the lesion, and images whose lesion is not annotated, are left out. A logistic
+    regression (standardised, C from the network, class weights as the run's) on them gives,
+    per lesion class, its logit minus the background's: the cell score the head takes the
+    maximum of. Returns an empty history and what was fitted."""
+    from breastcad.data.lesions import annotated, lesion_cells
+    from breastcad.training.image_fit import device_name
+
+    dm.setup()
+    if dm.masks is None:
+        raise ConfigError("cell_probe needs lesion masks (data with lesion annotations)")
+    wanted = settings.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+    background, c = int(net.arch["background"]), float(net.arch["c"])
+    fraction = float(net.arch["background_fraction"])
+    rng = np.random.default_rng(settings.seed)
+    xs, labels, images = [], [], {"lesion": 0, "background": 0, "left out": 0}
+    net.eval().to(device)
+    loader = dm.ordered_dataloader("train")
+    with torch.inference_mode():
+        for x, y, masks in tqdm(
+            loader, desc="cell features", unit="batch", disable=not settings.progress, leave=False
+        ):
+            maps = net.forward_features(x.to(device)).float().cpu()  # N x D x h x w
+            lesion = lesion_cells(masks, maps.shape[-2:])
+            known = annotated(masks)
+            for i in range(len(y)):
+                cells = maps[i].flatten(1).T.numpy()  # h*w x D
+                if not known[i]:
+                    images["left out"] += 1
+                    continue
+                if int(y[i]) == background:
+                    keep = rng.random(len(cells)) < fraction
+                    label = background
+                    images["background"] += 1
+                else:
+                    keep = lesion[i].flatten().numpy()
+                    label = int(y[i])
+                    images["lesion"] += int(keep.any())
+                    images["left out"] += int(not keep.any())
+                xs.append(cells[keep])
+                labels.append(np.full(int(keep.sum()), label))
+    net.cpu()
+    x_cells, y_cells = np.concatenate(xs), np.concatenate(labels)
+    w, b, _ = logistic_head(x_cells, y_cells, net.num_classes, c, settings.class_weight)
+    others = [k for k in range(net.num_classes) if k != background]
+    with torch.no_grad():
+        score = net.head.score
+        score.weight.copy_(
+            torch.as_tensor(w[others] - w[background], dtype=torch.float32)[..., None, None]
+        )
+        score.bias.copy_(torch.as_tensor(b[others] - b[background], dtype=torch.float32))
+    net.eval()
+    info = {
+        "device": device_name(device),
+        "epochs_run": 0,
+        "best_checkpoint": None,
+        "best_val_loss": None,
+        "resumed_from": None,
+        "stage_switch_epoch": None,
+        "cell_probe": {
+            "features": int(x_cells.shape[1]),
+            "grid": list(maps.shape[-2:]),
+            "cells": {
+                "lesion": int((y_cells != background).sum()),
+                "background": int((y_cells == background).sum()),
+            },
+            "images": images,
+            "background_fraction": fraction,
+            "C": c,
+            "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised cell "
+            f"features, class weights {settings.class_weight}; each lesion class's logit "
+            "minus the background's folded into the 1x1 convolution",
         },
     }
     return [], info
