@@ -133,6 +133,8 @@ CONFIGS: dict[str, dict] = {
     "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
     "mias-full_finetune-320": run("mini-mias", "full_finetune", 320, **MIAS_SPLIT),
     "mias-lesion_map-384": run("mini-mias", "lesion_map", 384, **MIAS_SPLIT),
+    # the lesion-cell detector of bench_mias_bilateral.py as a model: full resolution
+    "mias-cell_probe-1024": run("mini-mias", "cell_probe", 1024, **MIAS_SPLIT),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 # the same runs calibrated with the prior shift (`--calibration prior-shift`): log class
