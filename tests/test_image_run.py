@@ -399,6 +399,11 @@ def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path
     assert fit["images"]["background"] == normal_train and fit["images"]["lesion"] > 0
     assert 0 < fit["cells"]["background"] < 64 * normal_train  # a seeded quarter of them
     assert results["test"]["ci"]["macro_auc"]["value"] > 0.9
+    # the highest of 64 cells is scaled to an image logit on the training images: the
+    # decisions are not all 'abnormal', and the temperature is not at its bound
+    assert fit["image_scale"]["abnormal"]["scale"] > 0
+    assert results["test"]["argmax"]["accuracy"] > 0.8
+    assert results["test"]["calibration"]["temperature"] < 10
     where = results["test"]["localisation"]
     assert where["cell_auc"] > 0.9  # lesion cells above the rest, held-out annotations
     assert "lesion-cell probe, no epochs" in (out / "report.md").read_text()

@@ -120,3 +120,28 @@ def test_fit_probe_learns_a_texture_from_imagenet_features(tmp_path):
     assert roc_auc_score(y.numpy(), p) > 0.9
     cam = grad_cam(net, x[:2].numpy())
     assert cam.shape == (2, 32, 32) and np.isfinite(cam).any()
+
+
+def test_the_cell_probe_scales_its_highest_cell_into_an_image_logit():
+    """Of many cells the highest scores high in every image, normal or not: the cell
+    regression alone would call every image a lesion image. The per-class image scale, fitted
+    on the training images, puts the two classes either side of P = 0.5 and keeps the order
+    (the most lesion-like cell still decides)."""
+    from breastcad.training.probe_fit import _image_scale
+
+    rng = np.random.default_rng(0)
+    n, cells, features = 60, 50, 4
+    y = np.repeat([0, 1], n // 2)  # background 0 (normal), lesion class 1
+    maps = rng.normal(0, 1, (n, cells, features))
+    maps[y == 1, 0, 0] += 3.5  # one cell of each lesion image stands out
+    w_cells, b_cells = np.array([[1.0, 0.0, 0.0, 0.0]]), np.array([3.0])
+    top = (maps @ w_cells.T + b_cells).max(axis=1)[:, 0]
+    assert (top > 3.5).all()  # unscaled: every image > 0.97 'lesion'
+    scale = _image_scale(maps, y, w_cells, b_cells, [1], 0)
+    logit = scale["a"][0] * top + scale["b"][0]
+    assert scale["a"][0] > 0
+    p = 1 / (1 + np.exp(-logit))
+    assert p[y == 0].mean() < 0.5 < p[y == 1].mean()
+    assert ((p > 0.5) == y).mean() > 0.75
+    flat = _image_scale(maps, np.zeros(n, int), w_cells, b_cells, [1], 0)  # one class only
+    assert flat["a"][0] == 1.0 and flat["b"][0] == 0.0

@@ -76,9 +76,14 @@ def _cell_probe_text(fit: dict[str, Any]) -> str:
         f"grid, {cells['lesion']} lesion cells of {images['lesion']} images against "
         f"{cells['background']} cells ({fit['background_fraction']:g} of them) of "
         f"{images['background']} images without lesions; {images['left out']} training "
-        "images left out (lesion not annotated or off the grid); image score = its most "
-        "lesion-like cell"
+        "images left out (lesion not annotated or off the grid); image logit = its most "
+        f"lesion-like cell, scaled per class on the training images ({_scale_text(fit)})"
     )
+
+
+def _scale_text(fit: dict[str, Any]) -> str:
+    scales = fit.get("image_scale", {})
+    return ", ".join(f"{c}: x {v['scale']:g} {v['offset']:+g}" for c, v in scales.items())
 
 
 def _training_line(training: dict[str, Any] | None) -> list[str]:

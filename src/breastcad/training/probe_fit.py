@@ -224,6 +224,7 @@ def fit_cell_probe(
     fraction = float(net.arch["background_fraction"])
     rng = np.random.default_rng(settings.seed)
     xs, labels, images = [], [], {"lesion": 0, "background": 0, "left out": 0}
+    every_map, every_y = [], []  # all cells of every training image, for the image scale
     net.eval().to(device)
     loader = dm.ordered_dataloader("train")
     with torch.inference_mode():
@@ -233,6 +234,8 @@ def fit_cell_probe(
             maps = net.forward_features(x.to(device)).float().cpu()  # N x D x h x w
             lesion = lesion_cells(masks, maps.shape[-2:])
             known = annotated(masks)
+            every_map.append(maps.flatten(2).transpose(1, 2).half().numpy())  # N x h*w x D
+            every_y.append(y.numpy())
             for i in range(len(y)):
                 cells = maps[i].flatten(1).T.numpy()  # h*w x D
                 if not known[i]:
@@ -253,12 +256,16 @@ def fit_cell_probe(
     x_cells, y_cells = np.concatenate(xs), np.concatenate(labels)
     w, b, _ = logistic_head(x_cells, y_cells, net.num_classes, c, settings.class_weight)
     others = [k for k in range(net.num_classes) if k != background]
+    w_cells, b_cells = w[others] - w[background], b[others] - b[background]
+    scale = _image_scale(
+        np.concatenate(every_map), np.concatenate(every_y), w_cells, b_cells, others, background
+    )
     with torch.no_grad():
         score = net.head.score
-        score.weight.copy_(
-            torch.as_tensor(w[others] - w[background], dtype=torch.float32)[..., None, None]
-        )
-        score.bias.copy_(torch.as_tensor(b[others] - b[background], dtype=torch.float32))
+        w_image = w_cells * scale["a"][:, None]
+        score.weight.copy_(torch.as_tensor(w_image, dtype=torch.float32)[..., None, None])
+        b_image = b_cells * scale["a"] + scale["b"]
+        score.bias.copy_(torch.as_tensor(b_image, dtype=torch.float32))
     net.eval()
     info = {
         "device": device_name(device),
@@ -277,9 +284,46 @@ def fit_cell_probe(
             "images": images,
             "background_fraction": fraction,
             "C": c,
+            "image_scale": {
+                dm.classes[k]: {"scale": round(float(a), 4), "offset": round(float(o), 4)}
+                for k, a, o in zip(others, scale["a"], scale["b"], strict=True)
+            },
             "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised cell "
             f"features, class weights {settings.class_weight}; each lesion class's logit "
             "minus the background's folded into the 1x1 convolution",
         },
     }
     return [], info
+
+
+def _image_scale(
+    maps: np.ndarray,
+    y: np.ndarray,
+    w_cells: np.ndarray,
+    b_cells: np.ndarray,
+    others: list[int],
+    background: int,
+) -> dict[str, np.ndarray]:
+    """Per lesion class k, the image-level logit a_k * m_k + b_k of its highest cell score m_k:
+    the cell regression says which cell looks most like a lesion, not how likely an image with
+    such a cell is to have one (of 1,024 cells of a normal mammogram the highest scores high).
+    A one-feature logistic regression of class k against the background over the training
+    images of the two (balanced weights, almost no penalty); a must stay positive, so the
+    most lesion-like cell stays the one that decides."""
+    from sklearn.linear_model import LogisticRegression
+
+    top = np.stack(
+        [(maps[i].astype(np.float32) @ w_cells.T + b_cells).max(axis=0) for i in range(len(maps))]
+    )  # N x (classes - 1)
+    a, b = np.ones(len(others)), np.zeros(len(others))
+    for j, k in enumerate(others):
+        pair = (y == k) | (y == background)
+        if len(np.unique(y[pair])) < 2:
+            continue  # nothing to scale against: the cell scores as they are
+        fit = LogisticRegression(C=1e4, class_weight="balanced", max_iter=1000)
+        fit.fit(top[pair, j : j + 1], (y[pair] == k).astype(int))
+        a[j], b[j] = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+        if a[j] <= 0:  # higher cells mean fewer lesions: no signal; nearly flat instead
+            a[j] = 1e-3
+            b[j] = -a[j] * float(np.median(top[pair, j]))
+    return {"a": a, "b": b}
