@@ -141,6 +141,20 @@ def choose_c(
     }
 
 
+def _no_epochs(device: torch.device) -> dict[str, Any]:
+    """What a trained run records about its epochs, for a fit that has none."""
+    from breastcad.training.image_fit import device_name
+
+    return {
+        "device": device_name(device),
+        "epochs_run": 0,
+        "best_checkpoint": None,
+        "best_val_loss": None,
+        "resumed_from": None,
+        "stage_switch_epoch": None,
+    }
+
+
 def fit_probe(
     net: ImageNetwork,
     dm: ImageDataModule,
@@ -150,7 +164,7 @@ def fit_probe(
     """Fit `net`'s linear head in place on the training part of `dm` (`groups`: one per
     manifest row, the split's; default the manifest's group ids). Returns an empty history
     (no epochs) and what was fitted."""
-    from breastcad.training.image_fit import device_name, positive_index
+    from breastcad.training.image_fit import positive_index
 
     dm.setup()
     train = dm.datasets["train"]
@@ -183,12 +197,7 @@ def fit_probe(
         net.head.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
     net.eval()
     info = {
-        "device": device_name(device),
-        "epochs_run": 0,
-        "best_checkpoint": None,
-        "best_val_loss": None,
-        "resumed_from": None,
-        "stage_switch_epoch": None,
+        **_no_epochs(device),
         "probe": {
             "features": int(feats.shape[-1]),
             "training_images": len(y),
@@ -211,9 +220,9 @@ def fit_cell_probe(
     off the lesion, and images whose lesion is not annotated, are left out. A logistic
     regression (standardised, C from the network, class weights as the run's) on them gives,
     per lesion class, its logit minus the background's: the cell score the head takes the
-    maximum of. Returns an empty history and what was fitted."""
+    maximum of, then scaled into an image logit on the training images (`_image_scale`).
+    Returns an empty history and what was fitted."""
     from breastcad.data.lesions import annotated, lesion_cells
-    from breastcad.training.image_fit import device_name
 
     dm.setup()
     if dm.masks is None:
@@ -268,12 +277,7 @@ def fit_cell_probe(
         score.bias.copy_(torch.as_tensor(b_image, dtype=torch.float32))
     net.eval()
     info = {
-        "device": device_name(device),
-        "epochs_run": 0,
-        "best_checkpoint": None,
-        "best_val_loss": None,
-        "resumed_from": None,
-        "stage_switch_epoch": None,
+        **_no_epochs(device),
         "cell_probe": {
             "features": int(x_cells.shape[1]),
             "grid": list(maps.shape[-2:]),
