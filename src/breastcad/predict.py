@@ -127,8 +127,8 @@ class Predictor:
     @property
     def prior_shift(self) -> np.ndarray:
         """Per-class logit shift applied before the temperature (`classification.prior_shift`;
-        zeros for a model trained on the data's own class frequencies, or made before it was
-        recorded)."""
+        zeros unless the run was calibrated with `--calibration prior-shift` and re-weighted
+        its classes, and for bundles made before it was recorded)."""
         shift = self.bundle.manifest.get("prior_shift")
         return np.zeros(len(self.classes)) if shift is None else np.asarray(shift, float)
 
