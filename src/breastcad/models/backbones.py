@@ -502,16 +502,15 @@ def cell_probe(
     recipe = Recipe(
         epochs=0, batch_size=8, lr=0.0, size=size, resize="pad", lesion_masks=True, closed_form=True
     )
-    head = partial(LesionMapHead, background=background)
-    return _network(
+    return _lesion_network(
         "cell_probe",
-        head,
         recipe,
         num_classes,
         backbone,
         weights,
         size,
-        background=background,
+        background,
+        frozen=True,
         c=c,
         background_fraction=background_fraction,
     )
@@ -533,15 +532,33 @@ def lesion_map(
     background: int = 0,
 ) -> ImageNetwork:
     recipe = Recipe(**WHOLE_NETWORK, batch_size=16, size=size, lesion_masks=True)
+    return _lesion_network(
+        "lesion_map", recipe, num_classes, backbone, weights, size, background, frozen=False
+    )
+
+
+def _lesion_network(
+    name: str,
+    recipe: Recipe,
+    num_classes: int,
+    backbone: str,
+    weights: str,
+    size: int | Sequence[int],
+    background: int,
+    frozen: bool,
+    **arch: Any,
+) -> ImageNetwork:
+    """A network with `LesionMapHead` (lesion scores per cell, image logit = highest cell)."""
     head = partial(LesionMapHead, background=background)
     return _network(
-        "lesion_map",
+        name,
         head,
         recipe,
         num_classes,
         backbone,
         weights,
         size,
-        frozen=False,
+        frozen=frozen,
         background=background,
+        **arch,
     )
