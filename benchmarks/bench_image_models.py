@@ -67,6 +67,7 @@ def run(
 
 
 MIAS_SPLIT = {"test_size": 0.25, "val_size": 0.15}
+BENIGN_VS_MALIGNANT = {"task": "benign_vs_malignant"}
 PROBE_BRANCHES = "tf_efficientnet_lite0@224,tf_efficientnet_lite2@{size}"
 
 CONFIGS: dict[str, dict] = {
@@ -90,6 +91,13 @@ CONFIGS: dict[str, dict] = {
     # the same model on a random split (each image its own group, no duplicate audit): what
     # the published BUSI figures measured, near duplicates straddling train and test
     "busi-transfer-random-split": run("busi", "transfer", duplicate_distance=None),
+    # benign vs malignant only (normal images left out): the question behind the published
+    # "honest" BUSI figures near 0.88
+    "busi-bm-probe": run("busi", "probe", options=BENIGN_VS_MALIGNANT),
+    "busi-bm-probe-3": run(
+        "busi", "probe", branches=PROBE_BRANCHES.format(size=160), options=BENIGN_VS_MALIGNANT
+    ),
+    "busi-bm-transfer-224": run("busi", "transfer", 224, options=BENIGN_VS_MALIGNANT),
     "breastmnist-finetune": run("breastmnist", "finetune", 96),
     "breastmnist-transfer-128": run("breastmnist", "transfer", 128),
     "breastmnist-full_finetune-128": run("breastmnist", "full_finetune", 128),
@@ -162,7 +170,8 @@ def leaked_test_images(out: Path, max_distance: int = 4) -> tuple[int, int, floa
     from breastcad.data.sources import scan
 
     results = json.loads((out / "results.json").read_text())
-    manifest = scan(results["data"]["dataset"], results["data"]["root"])
+    data = results["data"]
+    manifest = scan(data["dataset"], data["root"], **data.get("options", {}))
     pairs = audit(manifest, max_distance=max_distance, progress=False).pairs
     split = json.loads((out / "splits" / "split.json").read_text())["rows"]
     part = dict(zip(split["path"], split["partition"], strict=True))
@@ -181,9 +190,11 @@ def leaked_test_images(out: Path, max_distance: int = 4) -> tuple[int, int, floa
 
 
 # (goal, run-name prefix, [(figure, index in a `measured` row, at least)]); random splits
-# do not count: the goals are for splits that keep patients and near duplicates together
+# do not count: the goals are for splits that keep patients and near duplicates together.
+# The benign-vs-malignant line is the published figure the issue calls honest, not a goal.
 GOALS = [
     ("BUSI 3-class", "busi-", [("accuracy (argmax)", 1, 0.90), ("macro AUC", 2, 0.95)]),
+    ("BUSI benign vs malignant (published ~0.88)", "busi-bm-", [("accuracy (argmax)", 1, 0.88)]),
     ("BreastMNIST (official val)", "breastmnist-", [("AUC", 2, 0.93), ("accuracy", 1, 0.89)]),
     ("mini-MIAS normal vs abnormal", "mias-", [("AUC", 2, 0.80)]),
 ]
@@ -195,7 +206,13 @@ def print_goals(measured: list[tuple[str, float, float]]) -> None:
     print("\n| goal | figure | at least | best run | best | mean of runs | met |")
     print("|---|---|---|---|---|---|---|")
     for goal, prefix, figures in GOALS:
-        runs = [m for m in measured if m[0].startswith(prefix) and "random-split" not in m[0]]
+        runs = [
+            m
+            for m in measured
+            if m[0].startswith(prefix)
+            and "random-split" not in m[0]
+            and (prefix == "busi-bm-" or not m[0].startswith("busi-bm-"))
+        ]
         if not runs:
             continue
         for figure, index, target in figures:

@@ -164,6 +164,27 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert wrong.exit_code == 2 and "--dataset" in wrong.output
 
 
+def test_a_busi_benign_vs_malignant_run_leaves_normals_out_and_says_so(tmp_path):
+    """`--option task=benign_vs_malignant` on a BUSI layout: two classes, no normal image in
+    any partition, and the results and report name the option the data was read with."""
+    base = tmp_path / "busi" / "Dataset_BUSI_with_GT"
+    for label, n, shift in (("benign", 24, 0), ("malignant", 24, 100), ("normal", 10, 50)):
+        for i in range(1, n + 1):
+            save(base / label / f"{label} ({i}).png", blob_image(shift + i, (40, 44)) // 2)
+    out = tmp_path / "bm"
+    args = _train_args(tmp_path / "busi", out, 1, "--option", "task=benign_vs_malignant")
+    args[args.index("folder")] = "busi"
+    result = runner.invoke(app, args, env={"BREASTCAD_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["classes"] == ["benign", "malignant"]
+    assert results["data"]["options"] == {"task": "benign_vs_malignant"}
+    counts = results["data"]["counts"]
+    assert sum(sum(c.values()) for c in counts.values()) == 48
+    assert not any("normal" in c for c in counts.values())
+    assert "with task=benign_vs_malignant" in (out / "report.md").read_text()
+
+
 def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     first = _train(two_class_tree, tmp_path / "r", 1)
     again = _train(two_class_tree, tmp_path / "r", 1)  # would overwrite the checkpoints

@@ -411,6 +411,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         "data": {
             "dataset": cfg.data.dataset,
             "root": str(cfg.data.root),
+            "options": dict(cfg.data.options),
             "modality": modality,
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": classes,

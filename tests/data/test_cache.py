@@ -141,6 +141,25 @@ def test_datamodule_works_with_worker_processes(colour_tree, tmp_path):
     assert sum(len(y) for _, y in dm.train_dataloader()) == 30
 
 
+def test_a_training_epoch_never_ends_with_a_batch_of_one(colour_tree, tmp_path):
+    """30 images in batches of 29 would leave one image alone, which batch norm cannot train
+    on: that epoch drops it; batches of 10 keep all; evaluation never drops any."""
+    manifest = scan("folder", colour_tree)
+    sizes = {}
+    for batch in (29, 10):
+        dm = ImageDataModule(
+            manifest,
+            ["train"] * len(manifest),
+            PreprocessConfig(size=16),
+            batch_size=batch,
+            cache_dir=tmp_path,
+        )
+        dm.setup()
+        sizes[batch] = [len(y) for _, y in dm.train_dataloader()]
+        assert sum(len(y) for _, y in dm.ordered_dataloader("train")) == 30
+    assert sizes == {29: [29], 10: [10, 10, 10]}
+
+
 @pytest.mark.parametrize("mode", ["oversample", "undersample"])
 def test_balanced_sampler_draws_classes_equally(mode):
     targets = np.array([0] * 20 + [1] * 5)

@@ -19,6 +19,15 @@ def test_busi_masks_are_metadata_not_samples(busi_tree):
     assert not m.patient_groups
 
 
+def test_busi_benign_vs_malignant_leaves_the_normal_images_out(busi_tree):
+    m = scan("busi", busi_tree, task="benign_vs_malignant")
+    assert m.classes == ["benign", "malignant"]
+    assert m.class_counts() == {"benign": 9, "malignant": 7}
+    assert not m.frame["path"].str.contains("/normal/").any()
+    with pytest.raises(ConfigError, match="unknown BUSI task 'two_class'"):
+        scan("busi", busi_tree, task="two_class")
+
+
 def test_breastmnist_with_and_without_test_arrays(tmp_path):
     rng = np.random.default_rng(0)
     arrays = {

@@ -170,8 +170,11 @@ class ImageDataModule(L.LightningDataModule):
         other._make_datasets()
         return other
 
-    def _loader(self, name: str, sampler: Sampler[int]) -> DataLoader:
-        batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+    def _loader(self, name: str, sampler: Sampler[int], training: bool = False) -> DataLoader:
+        # batch norm cannot train on a batch of one image: a training epoch that would end
+        # with one leaves it out (a different image each epoch; evaluation keeps every image)
+        lone = training and len(sampler) > 1 and len(sampler) % self.batch_size == 1
+        batches = BatchSampler(sampler, self.batch_size, drop_last=lone)
         return DataLoader(
             self.datasets[name],
             batch_sampler=batches,
@@ -187,7 +190,7 @@ class ImageDataModule(L.LightningDataModule):
             sampler: Sampler[int] = torch.utils.data.RandomSampler(data, generator=generator)
         else:
             sampler = BalancedSampler(data.targets, self.sampling, self.seed)
-        return self._loader("train", sampler)
+        return self._loader("train", sampler, training=True)
 
     def ordered_dataloader(self, name: str) -> DataLoader | list:
         """Partition `name` in manifest order, once each (no sampling); an empty list (no

@@ -188,7 +188,8 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
             "list",
             [
                 run_line(run),
-                f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']}), manifest "
+                f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']})"
+                f"{_options_text(data.get('options'))}, manifest "
                 f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
                 f"positive class **{data['positive']}**",
                 f"Split: {_split_text(split)}; images per partition and class: {data['counts']}",
@@ -311,6 +312,13 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+def _options_text(options: dict[str, Any] | None) -> str:
+    """The adapter options a run read its data with (e.g. a task), as ' with task=...'."""
+    if not options:
+        return ""
+    return " with " + ", ".join(f"{k}={v}" for k, v in options.items())
+
+
 def _split_text(split: dict[str, Any]) -> str:
     if not split:
         return "all readable images of the dataset (external evaluation)"
@@ -349,7 +357,8 @@ def model_card(results: dict[str, Any]) -> list[Block]:
             [
                 "Intended use: research on computer-aided diagnosis of breast cancer. "
                 "**Research use only; not a medical device**; not for diagnosis or treatment.",
-                f"Data: {data['dataset']} ({data['modality']}), classes {data['classes']}.",
+                f"Data: {data['dataset']} ({data['modality']})"
+                f"{_options_text(data.get('options'))}, classes {data['classes']}.",
                 f"Split: {_split_text(data.get('split', {}))}.",
                 f"Metrics on held-out test data (95% group-bootstrap CI): {headline}.",
                 "Limits: one dataset, one site; small test sets give wide intervals; "
