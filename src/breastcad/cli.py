@@ -292,8 +292,9 @@ OptionOpt = Annotated[
     typer.Option(
         "--option",
         "-o",
-        help='Adapter option KEY=VALUE (JSON value), e.g. task="benign_vs_malignant"\' '
-        "for mini-MIAS or magnifications=[200] for BreakHis.",
+        help="Adapter option KEY=VALUE (JSON value or plain text), e.g. "
+        "task=benign_vs_malignant for mini-MIAS or BUSI (BUSI: leaves the normal images out) "
+        "or magnifications=[200] for BreakHis.",
     ),
 ]
 
