@@ -183,6 +183,19 @@ def test_a_busi_benign_vs_malignant_run_leaves_normals_out_and_says_so(tmp_path)
     assert sum(sum(c.values()) for c in counts.values()) == 48
     assert not any("normal" in c for c in counts.values())
     assert "with task=benign_vs_malignant" in (out / "report.md").read_text()
+    # evaluating the bundle on BUSI read as 3-class is refused, naming the option
+    evaluate = ["evaluate", "--model", str(out / "bundle"), "--dataset", "busi"]
+    evaluate += ["--root", str(tmp_path / "busi"), "--quiet"]
+    wrong = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "e3")])
+    assert wrong.exit_code != 0 and "--option task=benign_vs_malignant" in wrong.output
+    assert "Traceback" not in wrong.output
+    right = runner.invoke(
+        app, [*evaluate, "--out", str(tmp_path / "e2"), "--option", "task=benign_vs_malignant"]
+    )
+    assert right.exit_code == 0, right.output
+    assert len(pd.read_csv(tmp_path / "e2" / "predictions.csv")) == 48
+    evaluated = json.loads((tmp_path / "e2" / "results.json").read_text())
+    assert evaluated["data"]["options"] == {"task": "benign_vs_malignant"}
 
 
 def test_image_commands_give_clear_errors(two_class_tree, tmp_path):

@@ -254,7 +254,9 @@ def evaluate_image_bundle(
     manifest = scan(dataset, root, **(options or {}))
     if manifest.classes != predictor.classes:
         raise DataError(
-            f"the data's classes {manifest.classes} differ from the model's {predictor.classes}",
+            f"the data's classes {manifest.classes} differ from the model's {predictor.classes}"
+            " (read the data with the adapter options the model was trained with, e.g. "
+            "--option task=benign_vs_malignant)",
             root,
         )
     split_settings: dict[str, Any] = {}
@@ -315,6 +317,7 @@ def evaluate_image_bundle(
         "data": {
             "dataset": dataset,
             "root": str(root),
+            "options": dict(options or {}),
             "modality": MODALITY.get(dataset, "image"),
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": manifest.classes,
