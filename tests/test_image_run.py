@@ -210,6 +210,19 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert odd.exit_code == 2 and "calibration" in odd.output
     no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
     assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
+    # the published mammogram CNN pools four times: 8 px leaves nothing to flatten
+    tiny = _train_folder(
+        two_class_tree, tmp_path / "t", "--model", "mammo_cnn", "--size", "8", "--epochs", "1"
+    )
+    assert tiny.exit_code == 2 and "cannot take 8 x 8 px input" in tiny.output
+    assert "Traceback" not in tiny.output
+    one_class = tmp_path / "one"
+    shutil.copytree(two_class_tree / "benign", one_class / "benign")
+    alone = _train(one_class, tmp_path / "o", 1)
+    assert alone.exit_code == 2 and "at least two classes" in alone.output
+    (one_class / "malignant").mkdir()  # a class folder without images
+    empty = _train(one_class, tmp_path / "e", 1)
+    assert empty.exit_code == 2 and "at least two classes" in empty.output
 
 
 def test_a_flip_tta_run_fits_and_deploys_the_averaged_answer(two_class_tree, tmp_path):

@@ -29,6 +29,7 @@ import torch
 from breastcad.bundle import ImageModel, image_manifest, save_bundle
 from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
+from breastcad.data.imaging import as_hw
 from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.pairs import contralateral
@@ -41,7 +42,7 @@ from breastcad.data.splits import (
     split_dataset,
     train_val_test,
 )
-from breastcad.errors import ConfigError
+from breastcad.errors import ConfigError, DataError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.classification import (
     decide,
@@ -267,6 +268,34 @@ def check_resume(cfg: ImageRunConfig, out: Path) -> None:
         )
 
 
+def _check_classes(manifest: Manifest) -> None:
+    """Training needs images of every class the layout names, and at least two classes."""
+    counts = manifest.class_counts()
+    empty = [c for c, n in counts.items() if n == 0]
+    if len(counts) < 2 or empty:
+        why = f"no images of {empty}" if empty else f"one class only, {list(counts)}"
+        raise DataError(
+            f"a classifier needs images of at least two classes; this data has {why} "
+            f"(images per class: {counts})",
+            manifest.root,
+        )
+
+
+def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: str) -> None:
+    """One forward pass on a blank image of the run's input size, so that an input too
+    small for the network's poolings is a clear error before any data is prepared."""
+    height, width = as_hw(preprocess.size)
+    blank = torch.zeros(1, net.in_chans, height, width)
+    try:
+        with torch.inference_mode():
+            net.eval()(blank)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"`{model}` cannot take {height} x {width} px input ({first}); give a larger --size"
+        ) from None
+
+
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +303,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     cfg.to_yaml(out / "config.yaml")
     progress = cfg.train.progress
     manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+    _check_classes(manifest)
     modality = MODALITY.get(cfg.data.dataset, "image")
     split, split_settings = make_partition(manifest, cfg, progress)
     (out / "splits").mkdir(exist_ok=True)
@@ -306,6 +336,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         resize=net.recipe.resize,
         channels=1 if modality in GRAY_MODALITIES else "auto",
     )
+    _check_input_size(net, preprocess, cfg.model)
     masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
     dm = ImageDataModule(
         manifest,
