@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from breastcad.allocator import keep_freed_memory
 from breastcad.bundle import Bundle, load_bundle
-from breastcad.data.imaging import IMAGE_SUFFIXES, prepare, read_image
+from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble, prepare, read_image
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
 from breastcad.errors import BundleError, ConfigError, DataError
 from breastcad.models import get_spec
@@ -26,16 +26,35 @@ from breastcad.models import get_spec
 _MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
 
 
+def _is_dicom_without_suffix(path: Path) -> bool:
+    """A file named without a suffix (as DICOM exports often are) holding the DICOM preamble."""
+    if path.suffix or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as f:
+            return has_dicom_preamble(f.read(132))
+    except OSError:
+        return False
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images (BUSI masks left out)."""
+    """Files as given; folders searched recursively for images (BUSI masks left out), DICOM
+    files without a suffix included. A folder with no image in it is an error naming it."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(
                 f
                 for f in p.rglob("*")
-                if f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name)
+                if (f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name))
+                or _is_dicom_without_suffix(f)
             )
+            if not found:
+                raise DataError(
+                    "no images in this folder (looked for "
+                    f"{', '.join(sorted(IMAGE_SUFFIXES))} and DICOM files)",
+                    p,
+                )
             out += found
         else:
             out.append(p)

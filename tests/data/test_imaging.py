@@ -120,3 +120,22 @@ def test_unresize_lays_a_map_back_where_the_image_was(mode, shape):
     if mode == "crop":  # what the crop cut off comes back empty
         edge = (slice(None), slice(0, 15)) if shape[1] > shape[0] else (slice(0, 15), slice(None))
         assert back[edge].max() == 0.0
+
+
+def test_folders_expand_to_their_images_including_dicom_without_a_suffix(tmp_path):
+    from breastcad.predict import expand_paths
+
+    study = tmp_path / "study"
+    save(study / "a.png", blob_image(1))
+    save(study / "a_mask.png", blob_image(2))  # a BUSI mask, not an image to classify
+    (study / "series").mkdir()
+    write_dicom(study / "series" / "IM0001", np.full((16, 16), 900))  # no suffix, as exported
+    (study / "notes").write_text("not an image")
+    assert [p.relative_to(study).as_posix() for p in expand_paths([study])] == [
+        "a.png",
+        "series/IM0001",
+    ]
+    assert read_image(study / "series" / "IM0001").shape == (16, 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no images in this folder"):
+        expand_paths([tmp_path / "empty"])
