@@ -127,6 +127,10 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     good = table[errors == ""]
     assert np.allclose(good[["p_benign", "p_malignant"]].sum(axis=1), 1.0)
     predictor = Predictor.from_bundle(out / "bundle")
+    # trained in training mode: batch norm learnt the data's statistics (a network left in
+    # eval mode before the fit would keep its initial running means of 0)
+    norms = [m for m in predictor.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.running_mean.abs().max() > 0 for m in norms)
     direct = predictor.predict_paths([two_class_tree / "malignant"], progress=False)
     assert np.allclose(direct["p_malignant"], good["p_malignant"])
 

@@ -286,6 +286,7 @@ def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: st
     small for the network's poolings is a clear error before any data is prepared."""
     height, width = as_hw(preprocess.size)
     blank = torch.zeros(1, net.in_chans, height, width)
+    modes = {m: m.training for m in net.modules()}  # Lightning keeps the modes it is given
     try:
         with torch.inference_mode():
             net.eval()(blank)
@@ -294,6 +295,9 @@ def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: st
         raise ConfigError(
             f"`{model}` cannot take {height} x {width} px input ({first}); give a larger --size"
         ) from None
+    finally:
+        for module, training in modes.items():
+            module.train(training)
 
 
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
