@@ -219,6 +219,10 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
         two_class_tree, tmp_path / "t", "--model", "mammo_cnn", "--size", "8", "--epochs", "1"
     )
     assert tiny.exit_code == 2 and "cannot take 8 x 8 px input" in tiny.output
+    single = _train_folder(
+        two_class_tree, tmp_path / "b", "--model", "idc_cnn", "--size", "24", "--batch-size", "1"
+    )
+    assert single.exit_code == 2 and "need at least 2 images per batch" in single.output
     assert "Traceback" not in tiny.output
     one_class = tmp_path / "one"
     shutil.copytree(two_class_tree / "benign", one_class / "benign")

@@ -300,6 +300,23 @@ def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: st
             module.train(training)
 
 
+def _check_batch_size(net: ImageNetwork, batch_size: int, model: str) -> None:
+    """Batch norm that learns (not the frozen bodies', which stay in inference mode) cannot
+    train on one image at a time."""
+    learning = [
+        m
+        for m in net.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and m.training
+        and any(p.requires_grad for p in m.parameters())
+    ]
+    if batch_size < 2 and learning and not net.recipe.closed_form:
+        raise ConfigError(
+            f"--batch-size {batch_size}: `{model}` trains {len(learning)} batch-norm layer(s), "
+            "which need at least 2 images per batch"
+        )
+
+
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -341,6 +358,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         channels=1 if modality in GRAY_MODALITIES else "auto",
     )
     _check_input_size(net, preprocess, cfg.model)
+    _check_batch_size(net, cfg.train.batch_size or net.recipe.batch_size, cfg.model)
     masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
     dm = ImageDataModule(
         manifest,
