@@ -202,6 +202,37 @@ def test_a_busi_benign_vs_malignant_run_leaves_normals_out_and_says_so(tmp_path)
     assert evaluated["data"]["options"] == {"task": "benign_vs_malignant"}
 
 
+def test_a_breakhis_run_splits_by_slide_and_reads_one_magnification(tmp_path):
+    """A BreakHis tree (official folders and names; 20 slides, each at 200X and 40X): the run
+    keeps every slide (patient) within one partition, reads 200X only, and its intervals
+    resample slides, not images."""
+    root = tmp_path / "breakhis"
+    for s in range(20):
+        cls, tumour = ("B", "F") if s % 2 else ("M", "DC")
+        slide = f"14-{1000 + s}"
+        for mag in (40, 200):
+            folder = root / "BreaKHis_v1/histology_slides/breast"
+            folder = folder / ("benign" if cls == "B" else "malignant") / "SOB" / tumour
+            folder = folder / f"SOB_{cls}_{tumour}_{slide}" / f"{mag}X"
+            for i in range(1, 5):
+                img = blob_image(100 * s + 10 * i + mag % 7, (46, 70), rgb=True)
+                img = img // 3 if cls == "B" else 255 - img // 3
+                save(folder / f"SOB_{cls}_{tumour}-{slide}-{mag}-{i:03d}.png", img)
+    out = tmp_path / "bh"
+    args = _train_args(root, out, 1, "--option", "magnifications=[200]")
+    args[args.index("folder")] = "breakhis"
+    result = runner.invoke(app, args, env={"BREASTCAD_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    split = json.loads((out / "splits" / "split.json").read_text())["rows"]
+    rows = pd.DataFrame(split)
+    assert len(rows) == 80 and rows["path"].str.contains("-200-").all()
+    assert (rows.groupby("group_id")["partition"].nunique() == 1).all()  # a slide stays whole
+    results = json.loads((out / "results.json").read_text())
+    test_slides = rows.loc[rows["partition"] == "test", "group_id"].nunique()
+    assert results["test"]["ci"]["n_groups"]["value"] == test_slides < results["test"]["n"]
+    assert results["data"]["options"] == {"magnifications": [200]}
+
+
 def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     first = _train(two_class_tree, tmp_path / "r", 1)
     again = _train(two_class_tree, tmp_path / "r", 1)  # would overwrite the checkpoints
