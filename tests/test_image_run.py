@@ -345,6 +345,17 @@ def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measure
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    # rows keep the order given, an unreadable file in place; the columns do not depend on
+    # which files could be read
+    broken = str(two_class_tree / "benign" / "broken.png")
+    mixed = Predictor.from_bundle(out / "bundle").predict_paths(
+        [measured["path"][0], broken, measured["path"][1]], batch_size=2, progress=False
+    )
+    assert mixed["path"].tolist() == [measured["path"][0], broken, measured["path"][1]]
+    assert mixed["error"].tolist()[1] != "" and np.isnan(mixed["p_malignant"][1])
+    assert np.allclose(mixed["p_malignant"][[0, 2]], measured["p_malignant"][:2], atol=1e-5)
+    only_broken = runner.invoke(app, ["predict", broken, "--model", str(out / "bundle")])
+    assert only_broken.exit_code == 0 and "p_benign,p_malignant" in only_broken.output
     from breastcad.export import export_onnx
 
     record = export_onnx(out / "bundle", check=measured["path"].tolist())

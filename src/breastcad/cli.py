@@ -254,7 +254,9 @@ def predict(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
-        typer.echo(f"{len(table)} predictions written to {out}", err=True)
+        skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
+        note = f" ({skipped} unreadable, listed with their problem)" if skipped else ""
+        typer.echo(f"{len(table) - skipped} predictions written to {out}{note}", err=True)
     typer.echo(table.to_csv(index=False), nl=False)
 
 

@@ -247,27 +247,28 @@ class Predictor:
         problem for files that could not be read (reported, skipped, never a crash)."""
         keep_freed_memory()
         files = expand_paths(paths)
-        rows: list[dict] = []
-        batch: list[tuple[Path, np.ndarray]] = []
+        columns = [f"p_{k}" for k in self.classes]
+        rows: list[dict] = []  # in the order of `files`, unreadable ones included
+        batch: list[tuple[int, np.ndarray]] = []
 
         def flush() -> None:
             results = self.predict_batch(np.stack([b[1] for b in batch]))
-            for (path, _), result in zip(batch, results, strict=True):
+            for (row, _), result in zip(batch, results, strict=True):
                 probs = {f"p_{k}": v for k, v in result.probabilities.items()}
-                decision = {"prediction": result.prediction, "error": ""}
-                rows.append({"path": str(path)} | probs | decision)
+                rows[row] |= probs | {"prediction": result.prediction}
             batch.clear()
 
         for path in tqdm(files, desc="predicting", unit="img", disable=not progress):
+            rows.append({"path": str(path), "prediction": "", "error": ""})
             try:
-                batch.append((path, self.prepare(read_image(path))))
+                batch.append((len(rows) - 1, self.prepare(read_image(path))))
             except DataError as exc:
-                rows.append({"path": str(path), "prediction": "", "error": exc.problem})
+                rows[-1]["error"] = exc.problem
             if len(batch) >= batch_size:
                 flush()
         if batch:
             flush()
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(rows, columns=["path", *columns, "prediction", "error"])
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
         return frame
