@@ -192,6 +192,7 @@ def test_a_busi_benign_vs_malignant_run_leaves_normals_out_and_says_so(tmp_path)
     evaluate += ["--root", str(tmp_path / "busi"), "--quiet"]
     wrong = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "e3")])
     assert wrong.exit_code != 0 and "--option task=benign_vs_malignant" in wrong.output
+    assert "trained on busi read with" in wrong.output  # from the bundle, not a fixed hint
     assert "Traceback" not in wrong.output
     right = runner.invoke(
         app, [*evaluate, "--out", str(tmp_path / "e2"), "--option", "task=benign_vs_malignant"]

@@ -657,7 +657,11 @@ def _write_image_bundle(
             "validation": results["operating_point"]["validation"],
         },
         metrics=results["test"]["ci"],
-        trained_on={k: data[k] for k in ("dataset", "manifest_fingerprint", "counts", "split")},
+        trained_on={
+            k: data[k]
+            for k in ("dataset", "options", "manifest_fingerprint", "counts", "split")
+            if k in data
+        },
         modality=data["modality"],
         run=results["run"],
         intended_use="Research use only; not a medical device.",

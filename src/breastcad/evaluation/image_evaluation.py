@@ -253,10 +253,15 @@ def evaluate_image_bundle(
         raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
     manifest = scan(dataset, root, **(options or {}))
     if manifest.classes != predictor.classes:
+        trained = predictor.bundle.manifest.get("trained_on") or {}
+        used = " ".join(f"--option {k}={v}" for k, v in (trained.get("options") or {}).items())
+        hint = f"; it was trained on {trained.get('dataset', 'other data')}" + (
+            f" read with {used}" if used else ""
+        )
         raise DataError(
-            f"the data's classes {manifest.classes} differ from the model's {predictor.classes}"
-            " (read the data with the adapter options the model was trained with, e.g. "
-            "--option task=benign_vs_malignant)",
+            f"the data's classes {manifest.classes} differ from the model's "
+            f"{predictor.classes}{hint} (name folders after the model's classes, or read the "
+            "data with the options the model was trained with)",
             root,
         )
     split_settings: dict[str, Any] = {}
