@@ -175,7 +175,9 @@ def _summary(result: AuditResult) -> dict[str, Any]:
             for p, e in rec.loc[~rec["readable"], ["path", "error"]].itertuples(index=False)
         ],
         "class_counts": result.manifest.class_counts(),
-        "shapes": {f"{h}x{w}x{c}": int(n) for (h, w, c), n in shapes.head(10).items()},
+        "shapes": {
+            f"{int(h)}x{int(w)}x{int(c)}": int(n) for (h, w, c), n in shapes.head(10).items()
+        },
         "unexpected_shape": int(
             (ok[["height", "width", "channels"]].apply(tuple, axis=1) != common).sum()
         )
