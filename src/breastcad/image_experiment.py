@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,8 @@ def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: st
     blank = torch.zeros(1, net.in_chans, height, width)
     modes = {m: m.training for m in net.modules()}  # Lightning keeps the modes it is given
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's zero-element notes
             net.eval()(blank)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from breastcad.data.imaging import as_hw
+from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
 from breastcad.models.registry import register_model
@@ -39,6 +40,18 @@ def dense(n_in: int, n_out: int, *extra: nn.Module) -> list[nn.Module]:
     return [nn.Linear(n_in, n_out), nn.ReLU(inplace=True), *extra]
 
 
+def _pooled_size(size: int | Sequence[int], pools: int, model: str) -> tuple[int, int]:
+    """(height, width), checked to survive the network's 2 x 2 poolings before its dense head."""
+    height, width = as_hw(size)
+    if min(height, width) < 2**pools:
+        raise ConfigError(
+            f"`{model}` cannot take {height} x {width} px input: it halves the image {pools} "
+            f"times before its dense layers, so it needs at least {2**pools} px a side; give a "
+            "larger --size"
+        )
+    return height, width
+
+
 @register_model(
     "idc_cnn",
     family="cnn",
@@ -62,7 +75,7 @@ def idc_cnn(
         nn.Conv2d(64, 128, 3, padding=1),
         nn.ReLU(inplace=True),
     )
-    height, width = as_hw(size)
+    height, width = _pooled_size(size, 2, "idc_cnn")
     head = nn.Sequential(
         nn.Flatten(),
         *dense(128 * (height // 4) * (width // 4), 128, nn.BatchNorm1d(128)),
@@ -109,7 +122,7 @@ def mammo_cnn(
     for c in (32, 64, 256, 512):
         layers += [*conv_relu_bn(width, c), nn.MaxPool2d(2)]
         width = c
-    height, width = as_hw(size)
+    height, width = _pooled_size(size, 4, "mammo_cnn")
     head = nn.Sequential(
         nn.Flatten(),
         *dense(512 * (height // 16) * (width // 16), 128, Dropout(0.3)),
