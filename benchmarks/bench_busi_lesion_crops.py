@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from breastcad.data.imaging import read_image, to_gray_float
-from breastcad.data.lesions import _native_mask
+from breastcad.data.lesions import native_mask
 from breastcad.data.sources import scan
 from breastcad.data.splits import split_dataset
 from breastcad.models.registry import create_model
@@ -121,7 +121,7 @@ def main() -> None:
     with torch.inference_mode():
         for r in tqdm(rows, desc="features", unit="img"):
             a = to_gray_float(read_image(r["path"]))
-            mask = _native_mask(r, "normal")
+            mask = native_mask(r, "normal")
             lesion = mask.shape == a.shape and bool(mask.any())
             whole.append(probe.body(as_input(a, SIZE))[0].numpy())
             if lesion:

@@ -74,7 +74,7 @@ def draw_circles(shape: tuple[int, int], items: list[tuple[float, float, float]]
     return mask
 
 
-def _native_mask(row: dict, background_label: str) -> np.ndarray | None:
+def native_mask(row: dict, background_label: str) -> np.ndarray | None:
     """The mask at the image's own size (an empty 1 x 1 one for the background class); None
     when an image with a lesion has no annotation."""
     if row["label"] == background_label:
@@ -115,7 +115,7 @@ def lesion_masks(
     rows = manifest.frame.to_dict("records")
     for i, row in enumerate(tqdm(rows, desc="lesion masks", unit="img", disable=not progress)):
         try:
-            native = _native_mask(row, background_label)
+            native = native_mask(row, background_label)
         except DataError as exc:
             native = None
             problems.append(f"{row['path']}: lesion annotation unusable ({exc})")
