@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -68,6 +70,59 @@ def test_dicom_window_is_applied(tmp_path):
     img = read_image(write_dicom(tmp_path / "w.dcm", pixels, window=(1000, 500)))
     below, above = pixels < 750, pixels > 1250
     assert (img[below] == 0).all() and (img[above] == 1).all()
+
+
+def _transcode(src, dst, syntax: str):
+    """`src` re-encoded by GDCM (the decoder breastcad installs for compressed DICOM)."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    writer.SetFileName(str(dst))
+    assert writer.Write()
+    return dst
+
+
+@pytest.mark.parametrize(
+    "syntax, uid",
+    [
+        ("JPEGLosslessProcess14_1", "1.2.840.10008.1.2.4.70"),  # common in mammography
+        ("JPEGLosslessProcess14", "1.2.840.10008.1.2.4.57"),
+        ("JPEGLSLossless", "1.2.840.10008.1.2.4.80"),
+        ("JPEG2000Lossless", "1.2.840.10008.1.2.4.90"),  # e.g. VinDr-Mammo
+    ],
+)
+def test_losslessly_compressed_16_bit_dicom_reads_like_the_uncompressed_file(tmp_path, syntax, uid):
+    """Mammograms are stored 12-16 bit, often JPEG lossless or JPEG 2000 compressed: those
+    must decode (GDCM is a dependency), pixel for pixel."""
+    pixels = np.random.default_rng(0).integers(0, 4096, (120, 90)).astype(np.uint16)
+    plain = write_dicom(tmp_path / "plain.dcm", pixels, rle=False)
+    packed = _transcode(plain, tmp_path / f"{syntax}.dcm", syntax)
+    assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID == uid
+    np.testing.assert_array_equal(read_image(packed), read_image(plain))
+
+
+def test_dicom_files_from_other_encoders_decode():
+    """pydicom's own sample files, written by DCMTK, GDCM and others: lossless encodings of one
+    image agree pixel for pixel; lossy JPEG stays close; what cannot be decoded says why."""
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    mr = read_image(folder / "MR_small.dcm")
+    for name in ("MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"):
+        np.testing.assert_array_equal(read_image(folder / name), mr)
+    rgb = read_image(folder / "SC_rgb_rle.dcm")
+    np.testing.assert_array_equal(read_image(folder / "SC_rgb_jpeg_gdcm.dcm"), rgb)
+    baseline = read_image(folder / "SC_rgb_dcmtk_+eb+cr.dcm")  # JPEG baseline, lossy
+    assert np.abs(baseline.astype(float) - rgb).mean() < 3
+    with pytest.raises(DataError, match=r"unsupported DICOM pixel data \(JPEG Extended"):
+        read_image(folder / "JPEG-lossy.dcm")  # 12-bit lossy JPEG: no installed decoder
 
 
 @pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 30])

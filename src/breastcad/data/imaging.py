@@ -135,9 +135,11 @@ def read_dicom(
     except InvalidDicomError as exc:
         raise DataError(f"not a DICOM file ({exc})", name, "unsupported") from exc
     except (NotImplementedError, RuntimeError) as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        which = f"{syntax.name}, {syntax}" if syntax is not None else "no transfer syntax"
+        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise DataError(
-            f"unsupported DICOM pixel data ({syntax}): {exc}", name, "unsupported"
+            f"unsupported DICOM pixel data ({which}): {detail}", name, "unsupported"
         ) from exc
     except (AttributeError, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
         if isinstance(exc, DataError):
