@@ -302,6 +302,41 @@ def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: st
             module.train(training)
 
 
+def _check_memory(cfg: ImageRunConfig, num_classes: int, params: dict, n_train: int) -> None:
+    """Refuse a run that cannot fit in memory before anything is allocated (`training.memory`:
+    a lower bound from the network built on the meta device)."""
+    from breastcad.training.memory import GB, available_bytes, training_need
+
+    def build() -> ImageNetwork:
+        return create_model(cfg.model, num_classes=num_classes, **params)
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        shadow = build()
+    if shadow.recipe.closed_form:
+        return  # features in inference mode, one batch at a time: nothing kept for backward
+    height, width = as_hw(cfg.preprocess.size if cfg.preprocess else shadow.recipe.size)
+    batch = max(1, min(cfg.train.batch_size or shadow.recipe.batch_size, n_train))
+    wanted = cfg.train.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+    free = available_bytes(device)
+    if free is None:
+        return
+    try:
+        need = training_need(build, (1, shadow.in_chans, height, width), batch)
+    except RuntimeError:
+        return  # a size the network cannot take: `_check_input_size` says so
+    if need.total > free:
+        raise ConfigError(
+            f"`{cfg.model}` at {height} x {width} px in batches of {batch} needs at least "
+            f"{need.total / GB:.1f} GB to train ({need.parameter_bytes / GB:.1f} GB of weights, "
+            f"gradients and Adam's moments, {need.activation_bytes / GB:.1f} GB of layer outputs "
+            f"kept for the backward pass), and {free / GB:.1f} GB is available on the "
+            f"{'GPU' if device.type == 'cuda' else 'machine'}; give a smaller --size or "
+            "--batch-size"
+        )
+
+
 def _check_batch_size(net: ImageNetwork, batch_size: int, model: str) -> None:
     """Batch norm that learns (not the frozen bodies', which stay in inference mode) cannot
     train on one image at a time."""
@@ -345,6 +380,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         partition = np.where(folds >= 0, "train", partition)
     classes, positive = manifest.classes, positive_index(manifest.classes)
     params = _model_params(cfg, classes, positive)
+    _check_memory(cfg, len(classes), params, int((partition == "train").sum()))
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.model, num_classes=len(classes), **params)
     if net.recipe.closed_form and cfg.train.members > 1 and not cfg.train.cross_fit:
