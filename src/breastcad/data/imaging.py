@@ -137,7 +137,8 @@ def read_dicom(
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         which = f"{syntax.name}, {syntax}" if syntax is not None else "no transfer syntax"
-        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        first, *plugins = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = " ".join([first, "; ".join(plugins)]) if plugins else first
         raise DataError(
             f"unsupported DICOM pixel data ({which}): {detail}", name, "unsupported"
         ) from exc
