@@ -54,6 +54,17 @@ def test_help_lists_commands():
         assert command in result.output
 
 
+def test_out_of_range_settings_are_one_line_naming_the_setting(tmp_path):
+    result = runner.invoke(app, ["train", "--folds", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "n_splits: Input should be greater than or equal to 2 (got 1)" in result.output
+    args = ["train-image", "--dataset", "folder", "--root", str(tmp_path), "--model", "probe"]
+    image = runner.invoke(app, [*args, "--val-size", "2", "--out", str(tmp_path / "i")])
+    assert image.exit_code == 2 and "data.val_size: Input should be less than 1" in image.output
+    for text in (result.output, image.output):
+        assert "errors.pydantic.dev" not in text and len(text.strip().splitlines()) == 1
+
+
 def test_python_dash_m_works():
     result = subprocess.run(
         [sys.executable, "-m", "breastcad", "models"], capture_output=True, text=True, timeout=120

@@ -33,10 +33,23 @@ def clear_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (BreastcadError, FileNotFoundError, ValidationError, yaml.YAMLError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: Exception) -> str:
+    """Settings errors as `where: what (got value)`, without pydantic's links and types."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        got = repr(error.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        parts.append(f"{where}: {error['msg']} (got {got})")
+    return "invalid settings: " + "; ".join(parts)
 
 
 DataOpt = Annotated[
