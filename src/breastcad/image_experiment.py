@@ -307,12 +307,9 @@ def _check_memory(cfg: ImageRunConfig, num_classes: int, params: dict, n_train: 
     a lower bound from the network built on the meta device)."""
     from breastcad.training.memory import GB, available_bytes, training_need
 
-    def build() -> ImageNetwork:
-        return create_model(cfg.model, num_classes=num_classes, **params)
-
     with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        shadow = build()
+        warnings.simplefilter("ignore", UserWarning)  # weights copied into meta: no-ops
+        shadow = create_model(cfg.model, num_classes=num_classes, **params)
     if shadow.recipe.closed_form:
         return  # features in inference mode, one batch at a time: nothing kept for backward
     height, width = as_hw(cfg.preprocess.size if cfg.preprocess else shadow.recipe.size)
@@ -323,7 +320,7 @@ def _check_memory(cfg: ImageRunConfig, num_classes: int, params: dict, n_train: 
     if free is None:
         return
     try:
-        need = training_need(build, (1, shadow.in_chans, height, width), batch)
+        need = training_need(lambda: shadow, (1, shadow.in_chans, height, width), batch)
     except RuntimeError:
         return  # a size the network cannot take: `_check_input_size` says so
     if need.total > free:
