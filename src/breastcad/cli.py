@@ -299,9 +299,17 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 DatasetArg = Annotated[
-    str, typer.Argument(help="busi, breastmnist, mini-mias, idc, breakhis, dicom or folder.")
+    str | None,
+    typer.Argument(help="busi, breastmnist, mini-mias, idc, breakhis, dicom or folder."),
 ]
-RootArg = Annotated[Path, typer.Argument(help="The dataset folder (or .npz file), as downloaded.")]
+RootArg = Annotated[
+    Path | None, typer.Argument(help="The dataset folder (or .npz file), as downloaded.")
+]
+# the same two as options, as `train-image` and `evaluate` take them
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="Instead of the DATASET argument.")
+]
+RootOpt = Annotated[Path | None, typer.Option("--root", help="Instead of the ROOT argument.")]
 OptionOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -318,6 +326,18 @@ def _scan(dataset: str, root: Path, options: list[str] | None):
     from breastcad.data.sources import scan
 
     return scan(dataset, root, **_parse_options(options))
+
+
+def _where(
+    dataset: str | None, root: Path | None, dataset_opt: str | None, root_opt: Path | None
+) -> tuple[str, Path]:
+    """The data named as arguments (DATASET ROOT) or as options (--dataset, --root)."""
+    if (dataset and dataset_opt) or (root and root_opt):
+        raise BreastcadError("name the data once: DATASET ROOT, or --dataset and --root")
+    name, folder = dataset or dataset_opt, root or root_opt
+    if not name or folder is None:
+        raise BreastcadError("name the data: DATASET ROOT (or --dataset NAME --root PATH)")
+    return name, folder
 
 
 def parse_size(text: str) -> int | list[int]:
@@ -357,18 +377,21 @@ def data_sources() -> None:
 @data_app.command("audit")
 @clear_errors
 def data_audit(
-    dataset: DatasetArg,
-    root: RootArg,
+    dataset: DatasetArg = None,
+    root: RootArg = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the audit report.")] = None,
     distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")] = 4,
     jobs: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
     option: OptionOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    dataset_opt: DatasetOpt = None,
+    root_opt: RootOpt = None,
 ) -> None:
     """Unreadable files, sizes, exact and near duplicates (and label conflicts), class balance,
     samples per group; writes a report with class balance, sample grid and duplicate gallery."""
     from breastcad.data.audit import audit, audit_markdown, write_audit
 
+    dataset, root = _where(dataset, root, dataset_opt, root_opt)
     manifest = _scan(dataset, root, option)
     result = audit(manifest, max_distance=distance, jobs=jobs, progress=not quiet)
     out = out or Path("runs") / f"audit-{dataset}"
@@ -380,8 +403,8 @@ def data_audit(
 @data_app.command("split")
 @clear_errors
 def data_split(
-    dataset: DatasetArg,
-    root: RootArg,
+    dataset: DatasetArg = None,
+    root: RootArg = None,
     out: Annotated[Path, typer.Option(help="Split file to write (JSON).")] = Path("split.json"),
     test_size: Annotated[float, typer.Option(help="Fraction for test.")] = 0.2,
     val_size: Annotated[float, typer.Option(help="Fraction for validation (0: none).")] = 0.1,
@@ -394,11 +417,14 @@ def data_split(
     official: Annotated[bool, typer.Option(help="Use official splits where they exist.")] = True,
     option: OptionOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    dataset_opt: DatasetOpt = None,
+    root_opt: RootOpt = None,
 ) -> None:
     """Stratified split grouped by patient and near-duplicate cluster; no group spans two
     partitions."""
     from breastcad.data.splits import save_split, split_dataset
 
+    dataset, root = _where(dataset, root, dataset_opt, root_opt)
     manifest = _scan(dataset, root, option)
     split, skipped, settings = split_dataset(
         manifest,
@@ -423,8 +449,8 @@ def data_split(
 @data_app.command("cache")
 @clear_errors
 def data_cache(
-    dataset: DatasetArg,
-    root: RootArg,
+    dataset: DatasetArg = None,
+    root: RootArg = None,
     size: Annotated[str, typer.Option(help="224 or HEIGHTxWIDTH, in pixels.")] = "224",
     resize: Annotated[str, typer.Option(help="pad, crop or stretch.")] = "pad",
     channels: Annotated[str, typer.Option(help="auto, 1 or 3.")] = "auto",
@@ -434,6 +460,8 @@ def data_cache(
     jobs: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
     option: OptionOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    dataset_opt: DatasetOpt = None,
+    root_opt: RootOpt = None,
 ) -> None:
     """Decode every image once into the uint8 cache that training and evaluation read (reused
     while the files and these settings are unchanged)."""
@@ -445,6 +473,7 @@ def data_cache(
         resize=resize,
         channels=channels if channels == "auto" else int(channels),
     )
+    dataset, root = _where(dataset, root, dataset_opt, root_opt)
     manifest = _scan(dataset, root, option)
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress=not quiet)
     for path, problem in cache.problems.items():

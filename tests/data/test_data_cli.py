@@ -38,6 +38,25 @@ def test_data_audit_reports_corrupt_file_by_name(busi_tree, tmp_path):
     assert summary["n_samples"] == 20 and len(summary["unreadable"]) == 1
 
 
+def test_data_commands_take_the_data_as_options_too(busi_tree, tmp_path):
+    """`--dataset` / `--root`, as `train-image` and `evaluate` take them, give the same split."""
+    common = ["--out", "SPLIT", "--test-size", "0.25", "--val-size", "0", "--distance", "2"]
+    as_args = ["data", "split", "busi", str(busi_tree)]
+    as_options = ["data", "split", "--dataset", "busi", "--root", str(busi_tree)]
+    files = []
+    for i, args in enumerate((as_args, as_options)):
+        files.append(tmp_path / f"split{i}.json")
+        out = [str(files[-1]) if a == "SPLIT" else a for a in common]
+        result = runner.invoke(app, [*args, *out, "--quiet"])
+        assert result.exit_code == 0, result.output
+    first, second = (json.loads(f.read_text()) for f in files)
+    assert first["rows"] == second["rows"] and first["counts"] == second["counts"]
+    both = runner.invoke(app, [*as_args, "--root", str(busi_tree)])
+    assert both.exit_code == 2 and "name the data once" in both.output
+    neither = runner.invoke(app, ["data", "audit", "--quiet"])
+    assert neither.exit_code == 2 and "--dataset NAME --root PATH" in neither.output
+
+
 def test_data_split_writes_leak_free_split(busi_tree, tmp_path):
     out = tmp_path / "split.json"
     result = runner.invoke(
