@@ -39,6 +39,27 @@ def test_kaggle_csv_matches_embedded_wdbc(kaggle_csv, wdbc):
 
 
 @pytest.mark.parametrize(
+    ("sep", "decimal", "encoding"),
+    [(";", ",", "utf-8"), (";", ".", "utf-8"), ("\t", ".", "utf-8"), (",", ".", "utf-8-sig")],
+)
+def test_spreadsheet_exports_read_like_the_plain_csv(kaggle_csv, tmp_path, sep, decimal, encoding):
+    """Semicolons with decimal commas (spreadsheets in many locales), tabs, a byte-order mark."""
+    plain = load_csv(kaggle_csv)
+    frame = pd.read_csv(kaggle_csv, dtype={"id": str})
+    frame.loc[3, "radius_mean"] = np.nan  # a missing value stays missing
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, sep=sep, decimal=decimal, index=False, encoding=encoding)
+    data = load_csv(path)
+    assert data.feature_names == plain.feature_names and data.ids[0] == "842302"
+    np.testing.assert_array_equal(data.y, plain.y)
+    radius = plain.feature_names.index("mean radius")
+    assert sum(data.check.missing_per_column.values()) == 1 and np.isnan(data.X[3, radius])
+    keep = np.ones(len(plain.X), bool)
+    keep[3] = False
+    np.testing.assert_allclose(data.X[keep], plain.X[keep], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
     ("name", "canonical"),
     [
         ("radius_mean", "mean radius"),

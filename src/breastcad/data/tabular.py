@@ -136,12 +136,37 @@ def read_csv(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError("the file is empty", path)
     try:
-        frame = pd.read_csv(path, na_values=["?"], skipinitialspace=True)
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline()
+        sep = _separator(header)
+        frame = pd.read_csv(
+            path, sep=sep, na_values=["?"], skipinitialspace=True, encoding="utf-8-sig"
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"not a readable CSV ({exc})", path) from exc
     if frame.empty:
         raise DataError("the CSV has a header but no rows", path)
+    if sep != ",":  # spreadsheet exports that use ';' or tabs often write decimal commas
+        for column in frame.columns:
+            if pd.api.types.is_numeric_dtype(frame[column]):
+                continue
+            values = frame[column].dropna().astype(str).str.strip()
+            number = values.str.fullmatch(r"[-+]?\d+(,\d*)?([eE][-+]?\d+)?")
+            if len(values) and number.all() and values.str.contains(",").any():
+                frame[column] = pd.to_numeric(
+                    frame[column].astype(str).str.strip().str.replace(",", "."), errors="coerce"
+                ).where(frame[column].notna())
     return frame
+
+
+def _separator(header: str) -> str:
+    """',' unless the header line has none and is split by ';' or tabs (spreadsheet exports
+    in many locales)."""
+    if "," in header:
+        return ","
+    counts = {sep: header.count(sep) for sep in (";", "\t")}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
 
 
 def load_csv(path: Path, cfg: TabularDataConfig | None = None) -> TabularData:
