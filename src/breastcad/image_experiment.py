@@ -320,7 +320,8 @@ def _check_memory(cfg: ImageRunConfig, num_classes: int, params: dict, n_train: 
     if free is None:
         return
     try:
-        need = training_need(lambda: shadow, (1, shadow.in_chans, height, width), batch)
+        shape = (1, shadow.in_chans, height, width)
+        need = training_need(lambda: shadow, shape, batch, unfrozen=bool(shadow.recipe.stages))
     except RuntimeError:
         return  # a size the network cannot take: `_check_input_size` says so
     if need.total > free:

@@ -20,6 +20,14 @@ def test_the_bound_counts_what_training_must_hold():
     total = sum(p.numel() for p in net.parameters())
     assert frozen.parameter_bytes == 16 * learning + 4 * (total - learning)
     assert 0 < frozen.activation_bytes < 8 * 4 * 1000
+    # the fine-tuning recipe unfreezes its backbone in stage 2: every parameter learns then
+    tuned = create_model("finetune", size=64)
+    assert tuned.recipe.stages
+    later = training_need(
+        lambda: create_model("finetune", size=64), (1, 3, 64, 64), batch=8, unfrozen=True
+    )
+    assert later.parameter_bytes == 16 * sum(p.numel() for p in tuned.parameters())
+    assert later.activation_bytes > 100 * frozen.activation_bytes  # the body's outputs too
 
 
 def test_the_published_mammogram_input_is_worked_out_without_allocating_it():

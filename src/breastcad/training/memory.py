@@ -40,13 +40,22 @@ class MemoryNeed:
 
 
 def training_need(
-    build: Callable[[], nn.Module], input_shape: tuple[int, ...], batch: int, dtype=torch.float32
+    build: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    batch: int,
+    dtype=torch.float32,
+    unfrozen: bool = False,
 ) -> MemoryNeed:
     """The lower bound for training the network `build()` makes on batches of `batch` inputs of
-    `input_shape` (one input, batch dimension first, as the network takes it)."""
+    `input_shape` (one input, batch dimension first, as the network takes it); `unfrozen`: a
+    later stage trains every parameter (the published fine-tuning recipe), so count them all
+    as learning."""
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # weights copied into meta: no-ops
         net = build()
+        if unfrozen:
+            for p in net.parameters():
+                p.requires_grad_(True)
         params = sum(p.numel() * (16 if p.requires_grad else 4) for p in net.parameters())
         kept = 0
 
