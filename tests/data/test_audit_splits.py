@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from breastcad.data.splits import (
     pairs_to_merge,
     save_split,
     split_groups,
+    train_val_test,
     union_find,
 )
 from breastcad.errors import ConfigError, DataError
@@ -262,3 +264,17 @@ def test_breastmnist_val_carve_keeps_near_duplicates_together_and_counts_officia
         assert settings["test_images_sharing_a_group"] == 1  # the copy of train image 20
         assert "1 test images have a near duplicate" in _split_text(settings)
     assert in_val > 0  # the carve did put clusters into validation
+
+
+def test_a_thin_class_splits_quietly_and_keeps_groups_whole():
+    """A class with fewer images than the folds behind a partition thins that partition; the
+    counts are reported with the split, so sklearn's warning about it is not repeated."""
+    labels = np.array(["benign"] * 40 + ["malignant"] * 5)
+    groups = np.arange(45) // 2  # pairs of images share a group
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = train_val_test(labels, groups, 0.2, 0.1, seed=0)
+    assert not [w for w in caught if "least populated" in str(w.message)]
+    assert set(parts) == {"train", "val", "test"}
+    for g in np.unique(groups):
+        assert len(set(parts[groups == g])) == 1

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,11 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
             f"{fraction:.0%} partition stratified by class; use a larger fraction or more data"
         )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held = next(cv.split(np.zeros(len(labels)), labels, groups))
+    with warnings.catch_warnings():
+        # "the least populated class has only k members": the partition's class counts are
+        # reported with every split, and a check above names a split that cannot be made
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        _, held = next(cv.split(np.zeros(len(labels)), labels, groups))
     return held
 
 
