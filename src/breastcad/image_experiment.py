@@ -68,7 +68,7 @@ from breastcad.models.image import ImageNetwork
 from breastcad.models.registry import get_spec
 from breastcad.runinfo import run_info, to_jsonable
 from breastcad.training.augment import MODALITY_AUGMENT
-from breastcad.training.image_fit import ImageFitSettings, fit_image, positive_index
+from breastcad.training.image_fit import ImageFitSettings, chosen_device, fit_image, positive_index
 
 
 def make_partition(
@@ -289,8 +289,7 @@ def _check_input_size(net: ImageNetwork, preprocess: PreprocessConfig, model: st
     blank = torch.zeros(1, net.in_chans, height, width)
     modes = {m: m.training for m in net.modules()}  # Lightning keeps the modes it is given
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch's zero-element notes
+        with torch.inference_mode():
             net.eval()(blank)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
@@ -314,8 +313,7 @@ def _check_memory(cfg: ImageRunConfig, num_classes: int, params: dict, n_train: 
         return  # features in inference mode, one batch at a time: nothing kept for backward
     height, width = as_hw(cfg.preprocess.size if cfg.preprocess else shadow.recipe.size)
     batch = max(1, min(cfg.train.batch_size or shadow.recipe.batch_size, n_train))
-    wanted = cfg.train.accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+    device = chosen_device(cfg.train.accelerator)
     free = available_bytes(device)
     if free is None:
         return

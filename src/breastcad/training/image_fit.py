@@ -143,6 +143,12 @@ def positive_index(classes: list[str]) -> int:
     return len(classes) - 1
 
 
+def chosen_device(accelerator: str) -> torch.device:
+    """Where a run's work goes: the GPU for 'auto', 'gpu' or 'cuda' when there is one."""
+    wanted = accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+
+
 def device_name(device: torch.device) -> str:
     """What trained the network, for the record: `cpu`, or `cuda:0 (NVIDIA H100 80GB HBM3)`."""
     if device.type == "cuda":

@@ -164,14 +164,13 @@ def fit_probe(
     """Fit `net`'s linear head in place on the training part of `dm` (`groups`: one per
     manifest row, the split's; default the manifest's group ids). Returns an empty history
     (no epochs) and what was fitted."""
-    from breastcad.training.image_fit import positive_index
+    from breastcad.training.image_fit import chosen_device, positive_index
 
     dm.setup()
     train = dm.datasets["train"]
     if groups is None:
         groups = dm.manifest.frame["group_id"].astype(str).to_numpy()
-    wanted = settings.accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+    device = chosen_device(settings.accelerator)
     loader = dm.ordered_dataloader("train")
     feats, y = body_features(net, loader, device, settings.progress, "probe features")
     num_classes = net.num_classes
@@ -223,12 +222,12 @@ def fit_cell_probe(
     maximum of, then scaled into an image logit on the training images (`_image_scale`).
     Returns an empty history and what was fitted."""
     from breastcad.data.lesions import annotated, lesion_cells
+    from breastcad.training.image_fit import chosen_device
 
     dm.setup()
     if dm.masks is None:
         raise ConfigError("cell_probe needs lesion masks (data with lesion annotations)")
-    wanted = settings.accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
+    device = chosen_device(settings.accelerator)
     background, c = int(net.arch["background"]), float(net.arch["c"])
     fraction = float(net.arch["background_fraction"])
     rng = np.random.default_rng(settings.seed)
