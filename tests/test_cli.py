@@ -190,7 +190,15 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     assert len(table) == 569 and table["p_malignant"].between(0, 1).all()
     truth = pd.read_csv(kaggle_csv)["diagnosis"].map({"M": "malignant", "B": "benign"})
     assert (table["prediction"] == truth).mean() > 0.95  # training data: sanity only
-    assert "p_malignant" in result.output
+    # written to the file, not echoed: the terminal gets the summary only
+    assert "p_malignant" not in result.output
+    assert f"569 predictions written to {out}" in result.output
+    printed = runner.invoke(
+        app, ["predict", str(kaggle_csv), "--model", str(run_dir / "bundles/logreg")]
+    )
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout.startswith("id,p_malignant,prediction,threshold")
+    assert len(printed.stdout.splitlines()) == 570 and "569 predictions" in printed.stderr
 
 
 def test_predict_refuses_a_modified_bundle(run_dir, kaggle_csv, tmp_path):

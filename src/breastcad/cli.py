@@ -247,7 +247,10 @@ def predict(
         list[Path], typer.Argument(help="A CSV (tabular bundles), or images and folders.")
     ],
     model: Annotated[Path, typer.Option("--model", help="A bundle folder.")],
-    out: Annotated[Path | None, typer.Option(help="Write predictions to this CSV.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write predictions to this CSV (default: print them as CSV)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -264,13 +267,15 @@ def predict(
         raise BreastcadError("a tabular bundle predicts one CSV at a time")
     else:
         table = predictor.predict_csv(inputs[0])
-    if out is not None:
+    skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
+    note = f" ({skipped} unreadable, listed with their problem)" if skipped else ""
+    if out is None:  # the table is the output: stdout, so it can be piped or redirected
+        typer.echo(table.to_csv(index=False), nl=False)
+        typer.echo(f"{len(table) - skipped} predictions{note}", err=True)
+    else:  # written to the file only: ten thousand rows are not echoed to the terminal
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
-        skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
-        note = f" ({skipped} unreadable, listed with their problem)" if skipped else ""
         typer.echo(f"{len(table) - skipped} predictions written to {out}{note}", err=True)
-    typer.echo(table.to_csv(index=False), nl=False)
 
 
 @app.command()
