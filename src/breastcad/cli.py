@@ -260,7 +260,15 @@ def predict(
 
     predictor = Predictor.from_bundle(model)
     if predictor.kind == "image":
-        table = predictor.predict_paths(inputs, batch_size, progress=not quiet)
+        fits = predictor.batch_that_fits(batch_size)
+        if fits < batch_size:
+            typer.echo(
+                f"batches of {fits} images instead of {batch_size}: each needs at least "
+                f"{predictor.bytes_per_image / 1e9:.2f} GB here, and at most half the "
+                "memory available is used",
+                err=True,
+            )
+        table = predictor.predict_paths(inputs, fits, progress=not quiet)
         for row in table.loc[table["error"] != ""].itertuples():
             typer.echo(f"skipped {row.path}: {row.error}", err=True)
     elif len(inputs) != 1:

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -240,12 +241,41 @@ class Predictor:
             for i in range(len(pixels))
         ]
 
+    @functools.cached_property
+    def bytes_per_image(self) -> int:
+        """At least what one image needs on its way through the network (`training.memory.
+        inference_need`, worked out on the meta device: nothing allocated)."""
+        from breastcad.bundle import rebuild_network
+        from breastcad.data.imaging import as_hw
+        from breastcad.training.memory import inference_need
+
+        pre = self.bundle.manifest["preprocessing"]
+        height, width = as_hw(pre["size"])
+        arch = self.bundle.manifest["model"]["arch"]
+        shape = (1, height, width, self.network.in_chans)
+        return inference_need(lambda: rebuild_network(arch), shape)
+
+    def batch_that_fits(self, requested: int) -> int:
+        """`requested`, or fewer images a batch where that many would take more than half the
+        memory available (a mammogram network at full resolution: about 0.9 GB an image)."""
+        import torch
+
+        from breastcad.training.memory import available_bytes, batch_that_fits
+
+        if self.kind != "image" or requested <= 1:
+            return requested
+        return batch_that_fits(
+            requested, self.bytes_per_image, available_bytes(torch.device("cpu"))
+        )
+
     def predict_paths(
         self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = True
     ) -> pd.DataFrame:
         """One row per image: path, P(class) per class, predicted class, threshold, and the
-        problem for files that could not be read (reported, skipped, never a crash)."""
+        problem for files that could not be read (reported, skipped, never a crash). A batch
+        that would not fit in memory is made smaller (`batch_that_fits`)."""
         keep_freed_memory()
+        batch_size = self.batch_that_fits(batch_size)
         files = expand_paths(paths)
         columns = [f"p_{k}" for k in self.classes]
         rows: list[dict] = []  # in the order of `files`, unreadable ones included

@@ -5,7 +5,14 @@ from typer.testing import CliRunner
 
 from breastcad.cli import app
 from breastcad.models import create_model
-from breastcad.training.memory import GB, MemoryNeed, available_bytes, training_need
+from breastcad.training.memory import (
+    GB,
+    MemoryNeed,
+    available_bytes,
+    batch_that_fits,
+    inference_need,
+    training_need,
+)
 from tests.data.conftest import blob_image, save
 
 
@@ -68,3 +75,55 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_allocated(tmp_path)
     assert "give a smaller --size or --batch-size" in result.output
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < GB
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_inference_bound_is_the_largest_layer_input_and_output():
+    # Conv 1 -> 8 channels on 10 x 10: input 400 bytes, output 3,200; ReLU: 3,200 + 3,200
+    def net() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU())
+
+    assert inference_need(net, (1, 1, 10, 10), dtype=torch.float32) == 6_400
+    assert batch_that_fits(32, per_input=GB, free=10 * GB) == 5  # half of 10 GB
+    assert batch_that_fits(32, per_input=GB, free=GB) == 1  # never below one image
+    assert batch_that_fits(32, per_input=GB, free=None) == 32  # memory unknown: as asked
+
+
+def test_prediction_lowers_a_batch_that_would_not_fit(tmp_path):
+    from breastcad.predict import Predictor
+    from tests.conftest import make_image_bundle
+
+    bundle = make_image_bundle(
+        tmp_path / "bundle", model="mammo_cnn", classes=("normal", "abnormal"), size=256,
+        channels=1,
+    )  # fmt: skip
+    predictor = Predictor.from_bundle(bundle)
+    # worked out on the meta device, it equals what the real network's layers take
+    largest = 0
+
+    def hook(module, inputs, output):
+        nonlocal largest
+        tensors = [t for t in (*inputs, output) if isinstance(t, torch.Tensor)]
+        largest = max(largest, sum(t.numel() * t.element_size() for t in tensors))
+
+    net = predictor.network
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    with torch.inference_mode():
+        net(torch.zeros((1, 256, 256, 1), dtype=torch.uint8))
+    for h in handles:
+        h.remove()
+    assert predictor.bytes_per_image == largest == 2 * 32 * 256 * 256 * 4  # conv 32 -> BN
+    # a batch past half of this machine's memory is made smaller, and the CLI says so
+    for i in range(3):
+        save(tmp_path / "images" / f"m{i}.png", blob_image(i, (300, 200)))
+    huge = 10**6
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(tmp_path / "images"), "--model", str(bundle), "--batch-size", str(huge),
+         "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = available_bytes(torch.device("cpu")) // 2 // largest
+    said = int(result.stderr.split("batches of ")[1].split()[0])
+    assert 0.5 * expected < said < 2 * expected and f"instead of {huge}" in result.stderr
+    assert "3 predictions" in result.stderr
+    assert predictor.batch_that_fits(8) == 8  # a batch that fits is left alone

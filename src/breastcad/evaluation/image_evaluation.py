@@ -277,8 +277,12 @@ def evaluate_image_bundle(
     config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress)
     rows = np.flatnonzero(cache.readable)
+    step = predictor.batch_that_fits(64)  # a full-resolution mammogram network: fewer
     logits = np.concatenate(
-        [predictor.predict_logits(cache.pixels[rows[i : i + 64]]) for i in range(0, len(rows), 64)]
+        [
+            predictor.predict_logits(cache.pixels[rows[i : i + step]])
+            for i in range(0, len(rows), step)
+        ]
     )
     lookup = {c: i for i, c in enumerate(manifest.classes)}
     y = manifest.frame["label"].iloc[rows].map(lookup).to_numpy()

@@ -1,4 +1,4 @@
-"""Will a training run fit in memory? A lower bound, worked out before anything is allocated.
+"""Will a run fit in memory? Lower bounds, worked out before anything is allocated.
 
 The network is built on PyTorch's `meta` device (shapes, no storage) and one image of the
 run's size goes through it: float32 parameters that learn cost 16 bytes each (the weight, its
@@ -7,7 +7,10 @@ for the backward pass (4 bytes a value, per image in the batch). Everything else
 the frozen layers' transient outputs, the allocator's slack) is left out, so the true peak is
 higher: a run whose bound already exceeds the memory available is refused with the numbers,
 instead of being killed by the operating system part way through (the published mammogram CNN
-at its 2250 x 1500 input needs at least 76 GB at its batch of 32).
+at its 2250 x 1500 input needs at least 76 GB at its batch of 32). For prediction, where
+nothing is kept for a backward pass, `inference_need` bounds one image and `batch_that_fits`
+lowers a batch that would not fit (the answers do not depend on the batch beyond
+rounding).
 
 Example:
     >>> import torch
@@ -77,6 +80,41 @@ def training_need(
             for h in handles:
                 h.remove()
     return MemoryNeed(int(params), int(kept) * batch)
+
+
+def inference_need(
+    build: Callable[[], nn.Module], input_shape: tuple[int, ...], dtype=torch.uint8
+) -> int:
+    """Bytes one input of `input_shape` (batch dimension 1) needs at least to go through the
+    network `build()` makes, without gradients: the largest layer's input and output, which
+    are both alive while it runs (the rest of the peak, and the weights, come on top)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        net = build()
+        largest = 0
+
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            nonlocal largest
+            tensors = [t for t in (*inputs, output) if isinstance(t, torch.Tensor)]
+            largest = max(largest, sum(t.numel() * t.element_size() for t in tensors))
+
+        leaves = [m for m in net.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        try:
+            with torch.no_grad():
+                net.eval()(torch.empty(input_shape, dtype=dtype))
+        finally:
+            for h in handles:
+                h.remove()
+    return int(largest)
+
+
+def batch_that_fits(requested: int, per_input: int, free: int | None) -> int:
+    """The largest batch up to `requested` whose inputs' bound (`inference_need`) takes at
+    most half of `free` bytes (the other half for what the bound leaves out); at least 1."""
+    if free is None or per_input <= 0:
+        return requested
+    return max(1, min(requested, free // 2 // per_input))
 
 
 def available_bytes(device: torch.device) -> int | None:
