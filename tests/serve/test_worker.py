@@ -57,6 +57,34 @@ def test_concurrent_requests_are_batched_on_one_thread(bundles):
     assert [r.cam is not None for r in results] == [i == 3 for i in range(9)]
 
 
+class Limited(Recording):
+    """As if only three images fitted in memory at once (a full-resolution mammogram model)."""
+
+    def batch_that_fits(self, requested: int) -> int:
+        return min(requested, 3)
+
+
+def test_waiting_requests_are_split_into_batches_that_fit(bundles):
+    predictor = Limited(load_bundle(bundles["image"]))
+    worker = InferenceWorker(max_batch=16)
+    images = np.random.default_rng(1).integers(0, 256, (8, 50, 50, 3), dtype=np.uint8)
+
+    async def main():
+        first = asyncio.ensure_future(worker.predict(predictor, images[0]))
+        await asyncio.sleep(0.2)
+        rest = [asyncio.ensure_future(worker.predict(predictor, im)) for im in images[1:]]
+        await asyncio.sleep(0.2)
+        predictor.release.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(main())
+    worker.close()
+    assert predictor.sizes == [1, 3, 3, 1]  # seven waiting: 3 + 3 + 1, each its own answer
+    expected = Predictor(predictor.bundle).predict_batch(images)
+    for got, want in zip(results, expected, strict=True):
+        assert got.probabilities == pytest.approx(want.probabilities, abs=1e-6)
+
+
 def test_a_failure_reaches_every_waiting_request(bundles):
     class Failing(Predictor):
         def predict_batch(self, pixels, explain=None):

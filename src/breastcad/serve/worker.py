@@ -79,16 +79,33 @@ class InferenceWorker:
 
 
 def _predict(items: list[tuple[Any, ...]]) -> None:
+    """One model's waiting requests, in as few forward passes as fit in memory (full-resolution
+    mammograms: fewer images at once; `Predictor.batch_that_fits`)."""
+    try:
+        step = items[0][1].batch_that_fits(len(items))
+    except BaseException as exc:
+        _fail(items, exc)
+        return
+    for start in range(0, len(items), step):
+        _predict_batch(items[start : start + step])
+
+
+def _predict_batch(items: list[tuple[Any, ...]]) -> None:
     predictor = items[0][1]
     try:
         pixels = np.stack([item[2][0] for item in items])
         results = predictor.predict_batch(pixels, [item[2][1] for item in items])
-    except BaseException as exc:  # every waiting request hears of the failure
-        for item in items:
-            item[3].set_exception(exc)
+    except BaseException as exc:
+        _fail(items, exc)
         return
     for item, result in zip(items, results, strict=True):
         item[3].set_result(result)
+
+
+def _fail(items: list[tuple[Any, ...]], exc: BaseException) -> None:
+    """Every waiting request hears of the failure."""
+    for item in items:
+        item[3].set_exception(exc)
 
 
 def _settle(future: Future, func: Callable[[], Any]) -> None:
