@@ -141,6 +141,19 @@ def test_truncated_png_is_a_data_error(tmp_path):
         read_image(tmp_path / "t.png")
 
 
+def test_images_too_small_to_classify_are_refused(tmp_path):
+    # 8 px a side is taken; a 1 x 1 dot or a 5 px sliver (PNG or DICOM) is named and refused
+    assert read_image(save(tmp_path / "ok.png", blob_image(4, (8, 8)))).shape == (8, 8)
+    for path in (
+        save(tmp_path / "dot.png", blob_image(4, (1, 1))),
+        save(tmp_path / "sliver.png", blob_image(4, (5, 60))),
+        write_dicom(tmp_path / "sliver.dcm", np.full((60, 5), 100)),
+    ):
+        with pytest.raises(DataError, match="too small to classify") as err:
+            read_image(path)
+        assert str(path) in str(err.value) and err.value.kind == "too_small"
+
+
 def test_empty_and_missing(tmp_path):
     (tmp_path / "e.png").write_bytes(b"")
     with pytest.raises(DataError, match="empty"):

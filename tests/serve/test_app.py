@@ -122,6 +122,8 @@ def bomb_png(side: int = 60_000) -> bytes:
         (b"", "empty.png", 400, "empty"),
         (bomb_png(), "bomb.png", 413, "decompression bomb"),
         (dicom_bytes(with_pixels=False), "nopixels.dcm", 415, "without pixel data"),
+        (png(0, (1, 1)), "dot.png", 422, "1x1 pixels is too small to classify"),
+        (png(0, (300, 7)), "sliver.png", 422, "7x300 pixels is too small"),
     ],
 )
 def test_bad_images_get_a_4xx_naming_the_problem(api, data, name, status, words):

@@ -29,6 +29,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".bm
 NPZ_SEPARATOR = "::"
 MAX_PIXELS = 200_000_000
 """Larger images are refused as possible decompression bombs (a 4432x2864 mammogram is 12.7M)."""
+MIN_SIDE = 8
+"""Smaller images are refused: too little to classify, however far they are upscaled (a 1 x 1
+px upload got a confident answer). The smallest real inputs are 28 px (BreastMNIST) and IDC
+edge patches (12 px in `../shared`)."""
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -62,8 +66,19 @@ def _decode(f: BinaryIO, name: object, dicom_suffix: bool, max_pixels: int) -> n
     head = f.read(132)
     f.seek(0)
     if dicom_suffix or has_dicom_preamble(head):
-        return read_dicom(f, name, max_pixels)
-    return _read_pil(f, name, max_pixels)
+        return _big_enough(read_dicom(f, name, max_pixels), name)
+    return _big_enough(_read_pil(f, name, max_pixels), name)
+
+
+def _big_enough(image: np.ndarray, name: object) -> np.ndarray:
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise DataError(
+            f"{width}x{height} pixels is too small to classify (at least {MIN_SIDE} a side)",
+            name,
+            kind="too_small",
+        )
+    return image
 
 
 def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from breastcad.errors import BreastcadError, BundleError, ConfigError, DataError
 
 log = logging.getLogger("breastcad.serve")
 
-DATA_STATUS = {"invalid": 400, "unsupported": 415, "too_large": 413}
+DATA_STATUS = {"invalid": 400, "unsupported": 415, "too_large": 413, "too_small": 422}
 
 
 class ApiError(Exception):
