@@ -198,6 +198,7 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
         resume=t.resume,
         stages=stages or None,
         optim=r.optim_settings(),
+        tta=t.tta,
     )
 
 

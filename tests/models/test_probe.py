@@ -74,6 +74,20 @@ def test_c_is_chosen_by_grouped_cross_validation_or_said_to_be_default():
     assert one_group["C"] == 0.01 and "not run" in one_group["cross_validation"]
 
 
+def test_cross_validation_scores_held_out_images_as_the_run_answers():
+    # the mirrored view carries the signal, the view as given only noise: scored as given the
+    # held-out AUC is near chance, scored as a flip run answers (both views averaged) it is not
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 40)
+    feats = rng.normal(size=(80, 2, 4))
+    feats[:, 1, 0] += 3 * y
+    groups = np.arange(80)
+    plain = choose_c(feats, y, groups, 2, 1, "none", 0)["cross_validation"]
+    flip = choose_c(feats, y, groups, 2, 1, "none", 0, tta="flip")["cross_validation"]
+    assert plain["held_out_scored"] == "as given" and "mirrored" in flip["held_out_scored"]
+    assert max(plain["by_C"].values()) < 0.75 < 0.9 < min(flip["by_C"].values())
+
+
 def _stripes(i: int, vertical: bool) -> np.ndarray:
     """A noisy 32x32 gray picture of stripes, vertical or horizontal."""
     rng = np.random.default_rng(i)

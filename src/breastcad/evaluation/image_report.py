@@ -56,7 +56,8 @@ def _probe_text(probe: dict[str, Any]) -> str:
         scores = ", ".join(f"{c}: {_f(v)}" for c, v in cv["by_C"].items())
         how = (
             f"chosen by {cv['folds']}-fold cross-validation within the training part, folds "
-            f"cut by {cv['cut_by']} ({cv['metric']} by C: {scores})"
+            f"cut by {cv['cut_by']}, held-out images scored "
+            f"{cv.get('held_out_scored', 'as given')} ({cv['metric']} by C: {scores})"
         )
     else:
         how = f"({cv})"

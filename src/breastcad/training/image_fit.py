@@ -44,6 +44,9 @@ class ImageFitSettings:
     progress: bool = True
     resume: bool = False
     stages: list[dict[str, Any]] | None = None
+    tta: str = "none"
+    """How the run's answers are scored (`breastcad.models.tta`); a linear probe's
+    cross-validation scores its held-out images the same way."""
     optim: dict[str, Any] = field(default_factory=dict)
     """`Optim`'s fields other than `lr` (from `Recipe.optim_settings`); empty: Keras' Adam."""
 

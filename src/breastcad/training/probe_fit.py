@@ -100,9 +100,11 @@ def choose_c(
     positive: int,
     class_weight: str,
     seed: int,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Grouped stratified cross-validation of `C_GRID` on `feats` (N x views x D); the C
-    with the highest held-out AUC, and each C's."""
+    with the highest held-out AUC, and each C's. Held-out images are scored as the run will
+    answer (`tta` flip: the mean probability of the image and its mirror image)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     per_class = [len(set(groups[y == k])) for k in range(num_classes)]
@@ -127,7 +129,8 @@ def choose_c(
                 c,
                 class_weight,
             )
-            held_probs[held] = model.predict_proba(feats[held, 0])
+            scored = range(views) if tta == "flip" else [0]
+            held_probs[held] = np.mean([model.predict_proba(feats[held, v]) for v in scored], 0)
         by_c[c] = _auc(y, held_probs, num_classes, positive)
     best = max(by_c, key=lambda c: (by_c[c], -abs(np.log(c / DEFAULT_C))))
     return {
@@ -136,6 +139,7 @@ def choose_c(
             "folds": folds,
             "cut_by": "group",
             "metric": "ROC AUC of the positive class" if num_classes == 2 else "macro AUC",
+            "held_out_scored": "as given and mirrored, averaged" if tta == "flip" else "as given",
             "by_C": {str(c): round(v, 4) for c, v in by_c.items()},
         },
     }
@@ -183,6 +187,7 @@ def fit_probe(
         positive,
         settings.class_weight,
         settings.seed,
+        settings.tta,
     )
     w, b, _ = logistic_head(
         feats.reshape(-1, feats.shape[-1]),
