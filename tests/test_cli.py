@@ -52,6 +52,11 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for command in ("train", "evaluate", "predict", "report", "models"):
         assert command in result.output
+    # each summary flows as one text at the terminal's width (the docstrings' own line breaks
+    # used to cut it after "pick the" and "stored")
+    wide = runner.invoke(app, ["--help"], env={"COLUMNS": "240"})
+    rows = [line for line in wide.output.splitlines() if "train-image" in line]
+    assert len(rows) == 1 and "pick the operating point on validation" in rows[0]
 
 
 def test_out_of_range_settings_are_one_line_naming_the_setting(tmp_path):

@@ -19,6 +19,7 @@ app = typer.Typer(
     "Research use only; not a medical device.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
