@@ -51,6 +51,22 @@ def test_png_8_bit_gray_rgb_and_16_bit(tmp_path):
     np.testing.assert_allclose(img * 65535, deep, atol=0.5)
 
 
+def test_floating_point_and_32_bit_tiffs_are_scaled_onto_0_1(tmp_path):
+    ramp = np.linspace(-3.0, 997.0, 64 * 80, dtype=np.float32).reshape(64, 80)
+    expected = (ramp - ramp.min()) / (ramp.max() - ramp.min())
+    Image.fromarray(ramp).save(tmp_path / "f.tif")  # e.g. a processed mammogram export
+    np.testing.assert_allclose(read_image(tmp_path / "f.tif"), expected, atol=1e-6)
+    Image.fromarray(expected.astype(np.float32)).save(tmp_path / "unit.tif")  # already in [0, 1]
+    np.testing.assert_array_equal(read_image(tmp_path / "unit.tif"), expected.astype(np.float32))
+    Image.fromarray((ramp * 1000).astype(np.int32)).save(tmp_path / "i32.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "i32.tif"), expected, atol=1e-6)
+    ramp[3, 4] = np.nan
+    Image.fromarray(ramp).save(tmp_path / "nan.tif")
+    with pytest.raises(DataError, match="NaN or infinite") as err:
+        read_image(tmp_path / "nan.tif")
+    assert "nan.tif" in str(err.value)
+
+
 def test_pgm_reads_like_png(tmp_path):
     a = blob_image(2)
     np.testing.assert_array_equal(read_image(save(tmp_path / "x.pgm", a, "PPM")), a)

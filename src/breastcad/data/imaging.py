@@ -5,7 +5,8 @@ RLE-lossless and other transfer syntaxes pydicom decodes natively), and arrays i
 `.npz` files, addressed as `file.npz::<split>/<index>`.
 
 `read_image` returns (H, W) for grayscale or (H, W, 3) for colour; 8-bit images stay uint8,
-16-bit and DICOM images are float32 in [0, 1] (kept as float until the final resize).
+16-bit and DICOM images are float32 in [0, 1] (kept as float until the final resize), as are
+floating-point and 32-bit TIFFs (their own range scaled onto [0, 1] unless already in it).
 
 Example:
     >>> img = read_image("mdb001.pgm")  # doctest: +SKIP
@@ -94,7 +95,7 @@ def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:
                         kind="too_large",
                     )
                 im.load()
-                return _pil_to_array(im)
+                return _pil_to_array(im, name)
     except DataError:
         raise
     except UnidentifiedImageError as exc:
@@ -109,18 +110,30 @@ def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:
         raise DataError(f"corrupt or truncated image ({exc})", name) from exc
 
 
-def _pil_to_array(im: Image.Image) -> np.ndarray:
+def _pil_to_array(im: Image.Image, name: object) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float32)
+        if a.min() < 0 or a.max() > 65535:  # 32-bit integers: their own range, as DICOM
+            return _full_range(a)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         return np.clip(a / top, 0, 1).astype(np.float32)
-    if im.mode == "F":
-        return np.asarray(im, dtype=np.float32)
+    if im.mode == "F":  # floating-point TIFF: kept if already in [0, 1], else its own range
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise DataError("floating-point pixels include NaN or infinite values", name)
+        return a if a.min() >= 0 and a.max() <= 1 else _full_range(a)
     if im.mode in ("L", "1"):
         return np.asarray(im.convert("L"), dtype=np.uint8)
     if im.mode == "LA":
         return np.asarray(im.convert("L"), dtype=np.uint8)
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _full_range(values: np.ndarray) -> np.ndarray:
+    """Values scaled from their minimum to their maximum onto [0, 1] (constant: zeros)."""
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return scaled.astype(np.float32)
 
 
 def read_dicom(
@@ -172,11 +185,10 @@ def read_dicom(
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         values = apply_voi_lut(values, ds, index=0).astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    scaled = _full_range(values)
     if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
         scaled = 1.0 - scaled
-    return scaled.astype(np.float32)
+    return scaled
 
 
 @functools.lru_cache(maxsize=8)
