@@ -157,6 +157,19 @@ def test_truncated_png_is_a_data_error(tmp_path):
         read_image(tmp_path / "t.png")
 
 
+def test_a_multi_frame_dicom_is_refused_not_guessed_at(tmp_path):
+    # a tomosynthesis volume: its first frame (what was read before) is the volume's edge
+    volume = (np.arange(3 * 40 * 30).reshape(3, 40, 30) * 7).astype(np.uint16)
+    path = write_dicom(tmp_path / "dbt.dcm", volume[0], rle=False)
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames, ds.PixelData = 3, volume.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).pixel_array.shape == (3, 40, 30)
+    with pytest.raises(DataError, match="multi-frame DICOM \\(3 frames") as err:
+        read_image(path)
+    assert str(path) in str(err.value) and err.value.kind == "unsupported"
+
+
 def test_images_too_small_to_classify_are_refused(tmp_path):
     # 8 px a side is taken; a 1 x 1 dot or a 5 px sliver (PNG or DICOM) is named and refused
     assert read_image(save(tmp_path / "ok.png", blob_image(4, (8, 8)))).shape == (8, 8)

@@ -153,7 +153,16 @@ def read_dicom(
         if "PixelData" not in ds:
             raise DataError("a DICOM file without pixel data (not an image)", name, "unsupported")
         size = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
-        if size * int(ds.get("NumberOfFrames", 1) or 1) > max_pixels:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:  # which frame would be a guess: the first of a volume is its edge
+            raise DataError(
+                f"a multi-frame DICOM ({frames} frames: a tomosynthesis volume or a cine "
+                "loop); breastcad classifies single 2-D images, so save the frame to classify "
+                "as its own file",
+                name,
+                "unsupported",
+            )
+        if size > max_pixels:
             raise DataError(
                 f"{ds.Rows}x{ds.Columns} pixels is more than the limit of {max_pixels:,}",
                 name,
@@ -175,13 +184,10 @@ def read_dicom(
             raise
         raise DataError(f"corrupt DICOM file ({exc})", name) from exc
     if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour (e.g. ultrasound): RGB as decoded
-        pixels = pixels[0] if pixels.ndim == 4 else pixels
         if pixels.dtype == np.uint8:
             return pixels
         top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
         return np.clip(pixels / top, 0, 1).astype(np.float32)
-    if pixels.ndim == 3:
-        pixels = pixels[0]  # first frame of a multi-frame image
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         values = apply_voi_lut(values, ds, index=0).astype(np.float64)
