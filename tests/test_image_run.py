@@ -169,6 +169,60 @@ def test_train_resume_predict_and_evaluate(two_class_tree, tmp_path):
     assert wrong.exit_code == 2 and "--dataset" in wrong.output
 
 
+def test_a_bundle_retrains_on_new_data_from_its_own_network(two_class_tree, tmp_path):
+    """`--init-from BUNDLE`: a second site's images train on from the first run's network
+    (its weights and input size), and the run says which bundle it started from. Tested
+    at a learning rate too small to move the weights, against a fresh run of the same seed."""
+    from breastcad.bundle import load_bundle
+
+    first = _train(two_class_tree, tmp_path / "site1", 1)
+    assert first.exit_code == 0, first.output
+    site1 = load_bundle(tmp_path / "site1" / "bundle")
+    new = tmp_path / "site2"
+    for i in range(100, 136):
+        img = blob_image(i, (52, 48), rgb=True)
+        save(new / "benign" / f"b{i}.png", img // 3)
+        save(new / "malignant" / f"m{i}.png", 255 - img // 3)
+    still = ("--epochs", "1", "--lr", "1e-12", "--batch-size", "16", "--quiet")
+    args = ["--model", "idc_cnn", *still, "--init-from", str(tmp_path / "site1" / "bundle")]
+    again = _train_folder(new, tmp_path / "retrained", *args)  # no --size: the bundle's 24 px
+    assert again.exit_code == 0, again.output
+    fresh = _train_folder(new, tmp_path / "fresh", "--model", "idc_cnn", "--size", "24", *still)
+    assert fresh.exit_code == 0, fresh.output
+
+    def weights(run: str) -> dict[str, torch.Tensor]:
+        net = load_bundle(tmp_path / run / "bundle").estimator.net
+        return {k: v for k, v in net.named_parameters()}
+
+    before = dict(site1.estimator.net.named_parameters())
+    retrained, scratch = weights("retrained"), weights("fresh")
+    assert all(torch.allclose(retrained[k], before[k], atol=1e-7) for k in before)
+    assert max((scratch[k] - before[k]).abs().max().item() for k in before) > 1e-5
+    results = json.loads((tmp_path / "retrained" / "results.json").read_text())
+    assert results["data"]["preprocessing"]["size"] == 24
+    assert results["model"]["init"].startswith(f"bundle {site1.model_id} (")
+    assert "trained on folder" in results["model"]["init"]
+    assert f"bundle {site1.model_id}" in (tmp_path / "retrained" / "report.md").read_text()
+
+    # what cannot start from that bundle is refused, naming why
+    def refused(root, *options) -> str:
+        result = _train_folder(root, tmp_path / "x", *options)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        return result.output
+
+    bundle = str(tmp_path / "site1" / "bundle")
+    assert "give --model idc_cnn" in refused(new, "--model", "mammo_cnn", "--init-from", bundle)
+    resized = refused(new, "--model", "idc_cnn", "--size", "32", "--init-from", bundle)
+    assert "differ from it or are not part of it: size" in resized
+    three = tmp_path / "three"
+    shutil.copytree(new, three)
+    shutil.copytree(new / "benign", three / "normal")
+    assert "the data has benign, malignant, normal" in refused(
+        three, "--model", "idc_cnn", "--init-from", bundle
+    )
+    assert "bundle" in refused(new, "--model", "idc_cnn", "--init-from", str(tmp_path / "none"))
+
+
 def test_a_busi_benign_vs_malignant_run_leaves_normals_out_and_says_so(tmp_path):
     """`--option task=benign_vs_malignant` on a BUSI layout: two classes, no normal image in
     any partition, and the results and report name the option the data was read with."""

@@ -89,6 +89,13 @@ def train_image(
             "the data; test and val size are then the file's."
         ),
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this image bundle's trained network (retraining on new data; same "
+            "model and classes, the bundle's input size and preprocessing)."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
     val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
@@ -126,6 +133,7 @@ def train_image(
         "accelerator": accelerator,
         "members": members,
         "tta": tta,
+        "init_from": init_from,
     }.items():
         if value is not None:
             train[key] = value

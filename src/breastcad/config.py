@@ -205,6 +205,11 @@ class ImageTrainConfig(_Strict):
         description="Test-time augmentation: flip averages each image's probabilities with "
         "its mirror image's; calibration and the operating point are fitted on the average.",
     )
+    init_from: Path | None = Field(
+        None,
+        description="Start from this image bundle's trained network (retraining on new data): "
+        "same model, classes and input as the bundle; the run's recipe then trains it.",
+    )
     progress: bool = True
     resume: bool = False
     jobs: int = Field(2, ge=1, description="Processes decoding images into the cache.")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from breastcad.bundle import ImageModel, image_manifest, save_bundle
+from breastcad.bundle import Bundle, ImageModel, image_manifest, load_bundle, save_bundle
 from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.imaging import as_hw
@@ -234,6 +234,54 @@ def _model_params(cfg: ImageRunConfig, classes: list[str], positive: int) -> dic
     return params
 
 
+def _starting_bundle(cfg: ImageRunConfig, classes: list[str]) -> Bundle | None:
+    """The verified bundle `--init-from` names, checked against the run: one image network of
+    the run's model that answers the data's classes, whose architecture the run leaves as it
+    is (`--param` / `--size` may only repeat the bundle's values)."""
+    from breastcad.models.ensemble import NAME as ENSEMBLE
+
+    if cfg.train.init_from is None:
+        return None
+    bundle = load_bundle(cfg.train.init_from)
+    where = cfg.train.init_from
+    if bundle.kind != "image":
+        raise ConfigError(f"{where}: --init-from needs an image bundle, this is {bundle.kind}")
+    arch = bundle.manifest["model"]["arch"]
+    if arch["name"] == ENSEMBLE:
+        raise ConfigError(
+            f"{where}: an ensemble bundle; --init-from starts from one network (a member's "
+            "run folder has its own bundle)"
+        )
+    if arch["name"] != cfg.model:
+        raise ConfigError(
+            f"{where}: the bundle is a `{arch['name']}` network, the run asks for "
+            f"`{cfg.model}`; give --model {arch['name']}"
+        )
+    if list(bundle.manifest["classes"]) != list(classes):
+        raise ConfigError(
+            f"{where}: the bundle answers {', '.join(bundle.manifest['classes'])}, the data has "
+            f"{', '.join(classes)}; a network can only start from one with the same classes"
+        )
+    if cfg.train.members > 1:
+        raise ConfigError("--init-from trains one network; leave --members out")
+    differ = [k for k, v in cfg.model_params.items() if k in arch and arch[k] != v]
+    if differ or set(cfg.model_params) - set(arch):
+        names = ", ".join(differ or sorted(set(cfg.model_params) - set(arch)))
+        raise ConfigError(
+            f"--init-from keeps the bundle's architecture; these settings differ from it or "
+            f"are not part of it: {names}"
+        )
+    return bundle
+
+
+def _from_bundle_params(bundle: Bundle) -> dict[str, Any]:
+    """`create_model` parameters that rebuild the bundle's network (its weights replace the
+    recorded initialisation, as `bundle.rebuild_network` does)."""
+    arch = bundle.manifest["model"]["arch"]
+    params = {k: v for k, v in arch.items() if k not in ("name", "num_classes")}
+    return {**params, "weights": "random"} if "weights" in params else params
+
+
 # settings a resumed run may change: how long it trains, how it shows progress, where and
 # with how many processes it keeps its decode cache, the device
 RESUME_MAY_CHANGE = {"resume", "epochs", "progress", "cache_dir", "jobs", "accelerator"}
@@ -376,10 +424,23 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         )
         partition = np.where(folds >= 0, "train", partition)
     classes, positive = manifest.classes, positive_index(manifest.classes)
-    params = _model_params(cfg, classes, positive)
+    start = _starting_bundle(cfg, classes)
+    params = _model_params(cfg, classes, positive) if start is None else _from_bundle_params(start)
     _check_memory(cfg, len(classes), params, int((partition == "train").sum()))
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.model, num_classes=len(classes), **params)
+    if start is not None and net.recipe.closed_form:
+        raise ConfigError(
+            f"--init-from: `{cfg.model}` is fitted in closed form on frozen features, so "
+            "there is nothing to start from; fit it on the new data (with the old, if allowed)"
+        )
+    if start is not None:  # retraining: the bundle's trained weights, batch-norm statistics too
+        net.load_state_dict(start.estimator.net.state_dict())
+        trained_on = start.manifest.get("trained_on", {}).get("dataset", "unknown data")
+        net.init = (
+            f"bundle {start.model_id} ({cfg.train.init_from}; trained on {trained_on}, "
+            f"initialised then from {start.manifest['model']['init']})"
+        )
     if net.recipe.closed_form and cfg.train.members > 1 and not cfg.train.cross_fit:
         raise ConfigError(
             f"--members {cfg.train.members}: `{cfg.model}` is fitted in closed form on fixed "
@@ -392,6 +453,11 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         resize=net.recipe.resize,
         channels=1 if modality in GRAY_MODALITIES else "auto",
     )
+    if start is not None and cfg.preprocess is None:  # the input the network learnt on
+        pre = start.manifest["preprocessing"]
+        preprocess = PreprocessConfig(
+            size=pre["size"], resize=pre["resize"], channels=pre["channels"]
+        )
     _check_input_size(net, preprocess, cfg.model)
     _check_batch_size(net, cfg.train.batch_size or net.recipe.batch_size, cfg.model)
     masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
