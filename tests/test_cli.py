@@ -191,8 +191,9 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert list(table.columns) == ["id", "p_malignant", "prediction", "threshold"]
+    assert list(table.columns) == ["id", "p_malignant", "prediction", "threshold", "imputed"]
     assert len(table) == 569 and table["p_malignant"].between(0, 1).all()
+    assert table["imputed"].isna().all()  # nothing was missing
     truth = pd.read_csv(kaggle_csv)["diagnosis"].map({"M": "malignant", "B": "benign"})
     assert (table["prediction"] == truth).mean() > 0.95  # training data: sanity only
     # written to the file, not echoed: the terminal gets the summary only
@@ -204,6 +205,22 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     assert printed.exit_code == 0, printed.output
     assert printed.stdout.startswith("id,p_malignant,prediction,threshold")
     assert len(printed.stdout.splitlines()) == 570 and "569 predictions" in printed.stderr
+
+
+def test_predict_names_the_missing_values_it_filled_in(run_dir, kaggle_csv, tmp_path):
+    frame = pd.read_csv(kaggle_csv)
+    frame.loc[3, "radius_mean"] = None
+    frame.loc[3, "texture_worst"] = None
+    gaps = tmp_path / "gaps.csv"
+    frame.to_csv(gaps, index=False)
+    out = tmp_path / "pred.csv"
+    model = str(run_dir / "bundles/logreg")
+    result = runner.invoke(app, ["predict", str(gaps), "--model", model, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 row had missing values, filled with the training medians" in result.output
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["imputed"][3] == "mean radius;worst texture"
+    assert (table["imputed"].drop(3) == "").all() and 0 <= table["p_malignant"][3] <= 1
 
 
 def test_predict_refuses_a_modified_bundle(run_dir, kaggle_csv, tmp_path):

@@ -278,6 +278,13 @@ def predict(
         table = predictor.predict_csv(inputs[0])
     skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
     note = f" ({skipped} unreadable, listed with their problem)" if skipped else ""
+    filled = int((table["imputed"] != "").sum()) if "imputed" in table.columns else 0
+    if filled:
+        note += (
+            f" ({filled} row{'s' if filled != 1 else ''} had missing values, filled with the "
+            "training medians: "
+            "the imputed column names them)"
+        )
     if out is None:  # the table is the output: stdout, so it can be piped or redirected
         typer.echo(table.to_csv(index=False), nl=False)
         typer.echo(f"{len(table) - skipped} predictions{note}", err=True)

@@ -320,13 +320,21 @@ class Predictor:
         return numeric_features(renamed[self.bundle.feature_names], source)
 
     def predict_frame(self, frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
-        """Per row: id (when the table has one), P(malignant), predicted class, threshold."""
-        proba = self.predict_proba(self.features_from_frame(frame, source))
+        """Per row: id (when the table has one), P(malignant), predicted class, threshold, and
+        the features that were missing and filled with the training medians (`imputed`,
+        empty when none was)."""
+        X = self.features_from_frame(frame, source)
+        proba = self.predict_proba(X)
+        names = self.bundle.feature_names
         out = pd.DataFrame(
             {
                 "p_malignant": proba,
                 "prediction": np.where(proba >= self.threshold, "malignant", "benign"),
                 "threshold": self.threshold,
+                "imputed": [
+                    ";".join(n for n, gap in zip(names, row, strict=True) if gap)
+                    for row in np.isnan(X)
+                ],
             }
         )
         if "id" in frame.columns:
