@@ -50,6 +50,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _loaded(path: Path, runtime: str) -> Predictor:
+    """A bundle's predictor with its memory need per image worked out (a second or two for
+    the larger backbones), so that no request waits for it."""
+    predictor = Predictor.from_bundle(path, runtime)
+    if predictor.kind == "image":
+        _ = predictor.bytes_per_image
+    return predictor
+
+
 class ServedModels:
     """The predictors a server holds, by model id, and the one inference thread that loads
     and runs them all (`InferenceWorker`; concurrent requests are batched per model)."""
@@ -62,7 +71,7 @@ class ServedModels:
     def load(cls, paths: list[Path], runtime: str) -> ServedModels:
         """Load bundles on the inference thread (see `serve.worker` for why)."""
         worker = InferenceWorker()
-        predictors = [worker.run(lambda p=p: Predictor.from_bundle(p, runtime)) for p in paths]
+        predictors = [worker.run(lambda p=p: _loaded(p, runtime)) for p in paths]
         return cls(predictors, worker)
 
     def close(self) -> None:
