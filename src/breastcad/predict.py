@@ -247,13 +247,21 @@ class Predictor:
         inference_need`, worked out on the meta device: nothing allocated)."""
         from breastcad.bundle import rebuild_network
         from breastcad.data.imaging import as_hw
+        from breastcad.models.ensemble import NAME as ENSEMBLE
         from breastcad.training.memory import inference_need
+
+        def networks(arch: dict) -> list[dict]:  # an ensemble runs its members one by one
+            if arch["name"] != ENSEMBLE:
+                return [arch]
+            return [a for member in arch["members"] for a in networks(member)]
 
         pre = self.bundle.manifest["preprocessing"]
         height, width = as_hw(pre["size"])
-        arch = self.bundle.manifest["model"]["arch"]
         shape = (1, height, width, self.network.in_chans)
-        return inference_need(lambda: rebuild_network(arch), shape)
+        return max(
+            inference_need(lambda a=arch: rebuild_network(a), shape)
+            for arch in networks(self.bundle.manifest["model"]["arch"])
+        )
 
     def batch_that_fits(self, requested: int) -> int:
         """`requested`, or fewer images a batch where that many would take more than half the
