@@ -9,7 +9,8 @@ have been tuned on them. Each variant changes one thing against the chosen detec
 frozen EfficientNet-Lite0, 32 x 32 px cells of its last feature map, logistic regression with
 C=0.001 on lesion cells against a quarter of the normal images' cells, image score its most
 lesion-like cell):
-- the image score: mean of the 3 or 10 most lesion-like cells, or their log-sum-exp;
+- the image score: mean of the 3 or 10 most lesion-like cells, or their log-sum-exp, or the
+  most lesion-like cell inside the breast (background, film labels and edges left out);
 - the comparison with the other breast cell by cell: each cell minus the most lesion-like cell
   in the same k x k neighbourhood of the other (mirrored) breast, instead of image minus image;
 - the regularisation C;
@@ -37,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench_mias_bilateral import cell_features, cell_targets, fit_detector, mias_split
+from breastcad.data.imaging import read_image, resize, to_gray_float
 from breastcad.data.pairs import contralateral
 from breastcad.evaluation.metrics import roc_auc
 
@@ -125,16 +127,42 @@ def mlp(hidden: int, epochs: int) -> Fit:
     return fit
 
 
-def image_scores(maps: np.ndarray) -> dict[str, np.ndarray]:
+def image_scores(maps: np.ndarray, breast: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Image scores from cell maps; `breast`: each cell's share inside the breast (same grid)."""
     flat = maps.reshape(len(maps), -1)
     top = np.sort(flat, axis=1)[:, ::-1]
     peak = top[:, 0]
-    return {
+    scores = {
         "max cell": peak,
         "mean of top 3": top[:, :3].mean(1),
         "mean of top 10": top[:, :10].mean(1),
         "log-sum-exp": peak + np.log(np.exp(flat - peak[:, None]).sum(1)),
     }
+    if breast is not None:
+        inside = np.where(breast.reshape(len(maps), -1) >= 0.5, flat, -np.inf).max(1)
+        scores["max cell inside the breast"] = np.where(np.isfinite(inside), inside, peak)
+    return scores
+
+
+def breast_fraction(paths, sides, size: int, grid: tuple[int, int]) -> np.ndarray:
+    """N x grid: the share of each cell inside the breast (pixels above Otsu's threshold, the
+    largest connected region, holes filled), so that background, film labels and the film's
+    edge can be left out of the image score."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    out = []
+    for path, side in zip(paths, sides, strict=True):
+        gray = resize(to_gray_float(read_image(path)), size, "pad")
+        gray = gray[:, ::-1] if side == "right" else gray
+        mask = gray > threshold_otsu(gray)
+        labels, n = ndimage.label(mask)
+        if n:
+            mask = labels == 1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1))))
+        mask = ndimage.binary_fill_holes(mask)
+        h, w = grid
+        out.append(mask.reshape(h, size // h, w, size // w).mean(axis=(1, 3)))
+    return np.stack(out)
 
 
 def cell_by_cell(maps: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:
@@ -164,6 +192,7 @@ def main() -> None:
     paired = other >= 0
     coarse, fine, _ = cell_features(frame["path"], sides, 1024, "tf_efficientnet_lite0", True)
     targets = cell_targets(manifest, 1024, sides, coarse.shape[1:3])
+    breast = breast_fraction(frame["path"], sides, 1024, coarse.shape[1:3])
     fine_targets = cell_targets(manifest, 1024, sides, fine.shape[1:3])
     fine_t = torch.from_numpy(fine.astype(np.float32)).permute(0, 3, 1, 2)
     pooled = torch.cat([F.avg_pool2d(fine_t, 2), F.max_pool2d(fine_t, 2)], 1)
@@ -201,7 +230,7 @@ def main() -> None:
                     feats[held].reshape(-1, feats.shape[-1]).astype(np.float32)
                 )
                 maps[held] = cells.reshape(len(held), *feats.shape[1:3])
-            scores = image_scores(maps)
+            scores = image_scores(maps, breast if maps.shape == breast.shape else None)
             if not detail:
                 scores = {k: v for k, v in scores.items() if k in ("max cell", "log-sum-exp")}
             for key, s in scores.items():
