@@ -20,7 +20,7 @@ lesion-like cell):
   normal cell instead of a quarter, or a refit with the 2% or 0.5% most lesion-like normal
   cells added (hard-negative mining);
 - a small neural network head instead of the linear one.
-About 14 minutes on 2 CPU cores (4 of them in the backbone).
+About 15 minutes on 2 CPU cores (4 of them in the backbone).
 """
 
 from __future__ import annotations

@@ -253,6 +253,7 @@ def predict(
         typer.Option(help="Write predictions to this CSV (default: print them as CSV)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    jobs: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Probabilities and classes from a bundle (its checksums are verified first). Images:
@@ -269,7 +270,7 @@ def predict(
                 "memory available is used",
                 err=True,
             )
-        table = predictor.predict_paths(inputs, fits, progress=not quiet)
+        table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
         for row in table.loc[table["error"] != ""].itertuples():
             typer.echo(f"skipped {row.path}: {row.error}", err=True)
     elif len(inputs) != 1:

@@ -1,0 +1,25 @@
+"""`Predictor.predict_paths`: decoding in worker processes changes nothing but the time."""
+
+import numpy as np
+import pandas as pd
+
+from breastcad.predict import Predictor
+from tests.conftest import make_image_bundle
+from tests.data.conftest import blob_image, save
+
+
+def test_files_decoded_in_worker_processes_give_the_same_rows_in_the_same_order(tmp_path):
+    bundle = make_image_bundle(tmp_path / "bundle")
+    files = [save(tmp_path / "images" / f"p{i:02d}.png", blob_image(i, rgb=True)) for i in range(9)]
+    broken = tmp_path / "images" / "broken.png"
+    broken.write_bytes(b"not an image")
+    tiny = save(tmp_path / "images" / "dot.png", blob_image(1, (3, 3)))
+    given = [*files[:4], broken, *files[4:], tiny]
+    predictor = Predictor.from_bundle(bundle)
+    alone = predictor.predict_paths(given, batch_size=4, progress=False, jobs=1)
+    pooled = predictor.predict_paths(given, batch_size=4, progress=False, jobs=2)
+    pd.testing.assert_frame_equal(alone, pooled)
+    assert alone["path"].tolist() == [str(p) for p in given]
+    errors = alone["error"].tolist()
+    assert errors[4].startswith("not an image") and "too small" in errors[-1]
+    assert (alone["error"] == "").sum() == 9 and np.isfinite(alone["p_idc"][:4]).all()
