@@ -72,13 +72,7 @@ def training_need(
             for m in net.modules()
             if not list(m.children()) and any(p.requires_grad for p in m.parameters(False))
         ]
-        handles = [m.register_forward_hook(hook) for m in learning]
-        try:
-            with torch.no_grad():
-                net.eval()(torch.empty(input_shape, dtype=dtype))
-        finally:
-            for h in handles:
-                h.remove()
+        _forward_watched(net, learning, hook, torch.empty(input_shape, dtype=dtype))
     return MemoryNeed(int(params), int(kept) * batch)
 
 
@@ -99,14 +93,19 @@ def inference_need(
             largest = max(largest, sum(t.numel() * t.element_size() for t in tensors))
 
         leaves = [m for m in net.modules() if not list(m.children())]
-        handles = [m.register_forward_hook(hook) for m in leaves]
-        try:
-            with torch.no_grad():
-                net.eval()(torch.empty(input_shape, dtype=dtype))
-        finally:
-            for h in handles:
-                h.remove()
+        _forward_watched(net, leaves, hook, torch.empty(input_shape, dtype=dtype))
     return int(largest)
+
+
+def _forward_watched(net: nn.Module, watched: list[nn.Module], hook: Callable, x) -> None:
+    """One forward pass of `net` in inference mode with `hook` on the `watched` modules."""
+    handles = [m.register_forward_hook(hook) for m in watched]
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def batch_that_fits(requested: int, per_input: int, free: int | None) -> int:
