@@ -112,12 +112,11 @@ def starting_bundle(cfg: ImageRunConfig, classes: list[str]) -> Bundle | None:
         )
     if cfg.train.members > 1:
         raise ConfigError("--init-from trains one network; leave --members out")
-    differ = [k for k, v in cfg.model_params.items() if k in arch and arch[k] != v]
-    if differ or set(cfg.model_params) - set(arch):
-        names = ", ".join(differ or sorted(set(cfg.model_params) - set(arch)))
+    other = sorted(k for k, v in cfg.model_params.items() if k not in arch or arch[k] != v)
+    if other:
         raise ConfigError(
             f"--init-from keeps the bundle's architecture; these settings differ from it or "
-            f"are not part of it: {names}"
+            f"are not part of it: {', '.join(other)}"
         )
     return bundle
 

@@ -67,8 +67,10 @@ def _decode(f: BinaryIO, name: object, dicom_suffix: bool, max_pixels: int) -> n
     head = f.read(132)
     f.seek(0)
     if dicom_suffix or has_dicom_preamble(head):
-        return _big_enough(read_dicom(f, name, max_pixels), name)
-    return _big_enough(_read_pil(f, name, max_pixels), name)
+        image = read_dicom(f, name, max_pixels)
+    else:
+        image = _read_pil(f, name, max_pixels)
+    return _big_enough(image, name)
 
 
 def _big_enough(image: np.ndarray, name: object) -> np.ndarray:
