@@ -81,6 +81,23 @@ def test_rle_dicom_with_monochrome1_is_inverted(tmp_path):
     np.testing.assert_allclose(mono1, 1.0 - mono2, atol=1e-6)
 
 
+def test_rle_dicom_decodes_with_the_compiled_decoder_pixel_for_pixel(tmp_path):
+    """pylibjpeg-rle (installed with breastcad, first in pydicom's order) decodes RLE
+    mammograms about 4x faster than pydicom's own Python decoder; both give the same pixels."""
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    assert "pylibjpeg" in RLELosslessDecoder.available_plugins
+    pixels = np.random.default_rng(0).integers(0, 4096, (300, 200)).astype(np.uint16)
+    pixels[:100] = 1234  # runs as well as literals
+    path = write_dicom(tmp_path / "r.dcm", pixels)
+    for plugin in ("pylibjpeg", "pydicom"):
+        ds = pydicom.dcmread(path)
+        ds.pixel_array_options(decoding_plugin=plugin)
+        np.testing.assert_array_equal(ds.pixel_array, pixels)
+    expected = (pixels - pixels.min()) / float(pixels.max() - pixels.min())
+    np.testing.assert_allclose(read_image(path), expected, atol=1e-6)
+
+
 def test_dicom_window_is_applied(tmp_path):
     pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (10, 1))
     img = read_image(write_dicom(tmp_path / "w.dcm", pixels, window=(1000, 500)))
