@@ -12,12 +12,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from breastcad.errors import BundleError
 from breastcad.models import get_spec
-from breastcad.models.estimators import SklearnTabular, TabularEstimator, TorchTabular
 from breastcad.runinfo import sha256_file, to_jsonable
+
+if TYPE_CHECKING:  # scikit-learn (1.5 s to import) only where a tabular bundle is loaded
+    from breastcad.models.estimators import TabularEstimator
 
 MANIFEST = "bundle.json"
 MANIFEST_SUM = "bundle.json.sha256"
@@ -210,6 +212,8 @@ def load_bundle(folder: Path) -> Bundle:
     if manifest.get("kind") == "image":
         estimator = ImageModel.load(Path(folder), model["name"], model["arch"])
         return Bundle(Path(folder), manifest, estimator)
+    from breastcad.models.estimators import SklearnTabular, TorchTabular
+
     cls = {"sklearn": SklearnTabular, "torch": TorchTabular}[get_spec(model["name"]).family]
     estimator = cls.load(Path(folder), name=model["name"], **model.get("params", {}))
     return Bundle(Path(folder), manifest, estimator)

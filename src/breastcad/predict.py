@@ -77,6 +77,10 @@ class ImagePrediction:
 RUNTIMES = ("torch", "onnx", "auto")
 AHEAD = 64
 """Files decoded ahead of the network at most, per worker process."""
+REAL_BOUND_PIXELS = 1024 * 1024
+"""Inputs of up to this many values (1024 x 1024 grey, 3 x 605 x 605) have their memory bound
+measured on the loaded network itself; larger ones (a full-resolution mammogram network would
+compute for seconds) on the meta device."""
 
 
 def _prepared(path: Path, settings: tuple) -> tuple[np.ndarray | None, str]:
@@ -268,23 +272,36 @@ class Predictor:
     @functools.cached_property
     def bytes_per_image(self) -> int:
         """At least what one image needs on its way through the network (`training.memory.
-        inference_need`, worked out on the meta device: nothing allocated)."""
+        inference_need`): for an input of up to `REAL_BOUND_PIXELS` values, the loaded
+        network run on one image of zeros; for a larger one, worked out on the meta device
+        (nothing allocated)."""
         from breastcad.bundle import rebuild_network
         from breastcad.data.imaging import as_hw
         from breastcad.models.ensemble import NAME as ENSEMBLE
+        from breastcad.models.ensemble import EnsembleNetwork
         from breastcad.training.memory import inference_need
 
-        def networks(arch: dict) -> list[dict]:  # an ensemble runs its members one by one
+        def archs(arch: dict) -> list[dict]:  # an ensemble runs its members one by one
             if arch["name"] != ENSEMBLE:
                 return [arch]
-            return [a for member in arch["members"] for a in networks(member)]
+            return [a for member in arch["members"] for a in archs(member)]
+
+        def loaded(net) -> list:
+            if not isinstance(net, EnsembleNetwork):
+                return [net]
+            return [n for member in net.members for n in loaded(member)]
 
         pre = self.bundle.manifest["preprocessing"]
         height, width = as_hw(pre["size"])
         shape = (1, height, width, self.network.in_chans)
+        if height * width * self.network.in_chans <= REAL_BOUND_PIXELS:
+            return max(
+                inference_need(lambda n=net: n, shape, on_meta=False)
+                for net in loaded(self.network)
+            )
         return max(
             inference_need(lambda a=arch: rebuild_network(a), shape)
-            for arch in networks(self.bundle.manifest["model"]["arch"])
+            for arch in archs(self.bundle.manifest["model"]["arch"])
         )
 
     def batch_that_fits(self, requested: int) -> int:

@@ -89,6 +89,7 @@ def test_inference_bound_is_the_largest_layer_input_and_output():
 
 
 def test_prediction_lowers_a_batch_that_would_not_fit(tmp_path):
+    from breastcad.bundle import rebuild_network
     from breastcad.predict import Predictor
     from tests.conftest import make_image_bundle
 
@@ -112,6 +113,9 @@ def test_prediction_lowers_a_batch_that_would_not_fit(tmp_path):
     for h in handles:
         h.remove()
     assert predictor.bytes_per_image == largest == 2 * 32 * 256 * 256 * 4  # conv 32 -> BN
+    # the meta device's bound (used for inputs over REAL_BOUND_PIXELS) is the same number
+    arch = predictor.bundle.manifest["model"]["arch"]
+    assert inference_need(lambda: rebuild_network(arch), (1, 256, 256, 1)) == largest
     # a batch past half of this machine's memory is made smaller, and the CLI says so
     for i in range(3):
         save(tmp_path / "images" / f"m{i}.png", blob_image(i, (300, 200)))

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+# SciPy and scikit-learn (1.5 s to import) are imported where metrics are computed: `softmax`
+# and `decide` are on every prediction's path, which needs neither.
 
 SCALARS = (
     "accuracy",
@@ -62,6 +63,8 @@ def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017): the T > 0 minimising validation NLL of
     softmax(logits / T). Accuracy and ranking are unchanged; only confidence moves."""
+    from scipy.optimize import minimize_scalar
+
     res = minimize_scalar(
         lambda log_t: nll(logits, y, float(np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded"
     )
@@ -108,6 +111,8 @@ def decide(probs: np.ndarray, positive: int, threshold: float | None) -> np.ndar
 
 
 def _auc(y_bin: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y_bin, score)) if 0 < y_bin.sum() < len(y_bin) else float("nan")
 
 
@@ -120,6 +125,8 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Scalars (see `SCALARS`), per-class precision/recall/F1/AUC and the confusion matrix
     (rows true, columns predicted)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y = np.asarray(y)
     k = len(classes)
     pred = decide(probs, positive, threshold)

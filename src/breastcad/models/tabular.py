@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from breastcad.config import TrainConfig
-from breastcad.models.estimators import SklearnTabular, TorchTabular
 from breastcad.models.layers import BatchNormChannelsLast, Conv1dChannelsLast, Dropout
 from breastcad.models.registry import register_model
+
+if TYPE_CHECKING:  # scikit-learn (1.5 s to import) only where a tabular model is made
+    from breastcad.models.estimators import SklearnTabular, TorchTabular
 
 
 def keras_init(module: nn.Module) -> None:
@@ -91,6 +93,8 @@ class MLP(nn.Module):
     description="Published 1D-CNN (Conv1D 32/64, BN, dropout; Adam 5e-5, 50 epochs, batch 32)",
 )
 def cnn1d(train: TrainConfig | None = None) -> TorchTabular:
+    from breastcad.models.estimators import TorchTabular
+
     return TorchTabular("cnn1d", CNN1D, {"epochs": 50, "batch_size": 32, "lr": 5e-5}, train)
 
 
@@ -103,6 +107,8 @@ def cnn1d(train: TrainConfig | None = None) -> TorchTabular:
 def mlp(
     train: TrainConfig | None = None, hidden: tuple[int, ...] = (64, 32), dropout: float = 0.2
 ) -> TorchTabular:
+    from breastcad.models.estimators import TorchTabular
+
     def build(n: int) -> MLP:
         return MLP(n, tuple(hidden), dropout)
 
@@ -121,6 +127,8 @@ def logreg(
     train: TrainConfig | None = None,
 ) -> SklearnTabular:
     from sklearn.linear_model import LogisticRegression
+
+    from breastcad.models.estimators import SklearnTabular
 
     return SklearnTabular(
         "logreg",
@@ -143,6 +151,8 @@ def svm_rbf(
 ) -> SklearnTabular:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
+
+    from breastcad.models.estimators import SklearnTabular
 
     return SklearnTabular(
         "svm_rbf",
@@ -168,6 +178,8 @@ def gboost(
     train: TrainConfig | None = None,
 ) -> SklearnTabular:
     from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from breastcad.models.estimators import SklearnTabular
 
     return SklearnTabular(
         "gboost",

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -77,12 +78,19 @@ def training_need(
 
 
 def inference_need(
-    build: Callable[[], nn.Module], input_shape: tuple[int, ...], dtype=torch.uint8
+    build: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    dtype=torch.uint8,
+    on_meta: bool = True,
 ) -> int:
     """Bytes one input of `input_shape` (batch dimension 1) needs at least to go through the
     network `build()` makes, without gradients: the largest layer's input and output, which
-    are both alive while it runs (the rest of the peak, and the weights, come on top)."""
-    with torch.device("meta"), warnings.catch_warnings():
+    are both alive while it runs (the rest of the peak, and the weights, come on top).
+    `on_meta=False` runs what `build()` returns as it is, on one input of zeros: for a network
+    already loaded and a small input that takes milliseconds, where the meta device's first
+    use in a process takes about 2 s here."""
+    place = torch.device("meta") if on_meta else contextlib.nullcontext()
+    with place, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         net = build()
         largest = 0
