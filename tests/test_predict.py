@@ -23,3 +23,24 @@ def test_files_decoded_in_worker_processes_give_the_same_rows_in_the_same_order(
     errors = alone["error"].tolist()
     assert errors[4].startswith("not an image") and "too small" in errors[-1]
     assert (alone["error"] == "").sum() == 9 and np.isfinite(alone["p_idc"][:4]).all()
+
+
+def test_predicting_with_an_image_model_does_not_import_scikit_learn(tmp_path):
+    """scikit-learn and SciPy take 1.5 s to import here and image prediction needs neither
+    (they are for tabular models and for metrics); a fresh process checks what it imported."""
+    import subprocess
+    import sys
+
+    bundle = make_image_bundle(tmp_path / "bundle")
+    image = save(tmp_path / "p.png", blob_image(0, rgb=True))
+    code = (
+        "import sys\n"
+        "from breastcad.predict import Predictor\n"
+        f"rows = Predictor.from_bundle({str(bundle)!r}).predict_paths([{str(image)!r}], "
+        "progress=False, jobs=1)\n"
+        "assert rows['error'].tolist() == [''], rows\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
