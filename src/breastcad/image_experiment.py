@@ -30,7 +30,6 @@ from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
-from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
 from breastcad.data.splits import (
     kfold,
@@ -42,22 +41,11 @@ from breastcad.data.splits import (
 )
 from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
-from breastcad.evaluation.classification import (
-    decide,
-    fit_temperature,
-    prior_shift,
-    softmax,
-)
 from breastcad.evaluation.image_evaluation import (
-    evaluate_predictions,
     evaluation_plots,
-    lesion_localisation,
-    predict_logits,
-    predict_member_logits,
-    write_predictions,
 )
-from breastcad.evaluation.metrics import choose_threshold, operating_point_support
 from breastcad.evaluation.plots import class_balance
+from breastcad.image_calibration import Tested, calibrate_and_test
 from breastcad.image_setup import build_network, check_classes, check_resume
 from breastcad.models import create_model
 from breastcad.models.ensemble import EnsembleNetwork
@@ -139,32 +127,6 @@ def _cross_fit_folds(
     return folds
 
 
-def _out_of_fold_logits(
-    net: EnsembleNetwork, member_data: list[ImageDataModule], tta: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logits, labels and cache rows of every development image, each scored by the one
-    cross-fitted member that did not learn from it (member k on fold k)."""
-    scored = [
-        predict_logits(m, d.val_dataloader(), tta)
-        for m, d in zip(net.members, member_data, strict=True)
-    ]
-    rows = np.concatenate([d.datasets["val"].rows for d in member_data])
-    return (
-        np.concatenate([logits for logits, _ in scored]),
-        np.concatenate([y for _, y in scored]),
-        rows,
-    )
-
-
-def _policy_text(cfg: ImageRunConfig, positive: str) -> str:
-    op = cfg.operating_point
-    if op.policy == "fixed":
-        return f"P({positive}) >= {op.value:g} (fixed)"
-    if op.policy == "youden":
-        return f"P({positive}) threshold maximising Youden's J"
-    return f"highest P({positive}) threshold with sensitivity >= {op.value:g}"
-
-
 def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> ImageFitSettings:
     """The recipe, overridden by the run's settings. Class weights apply only without
     re-sampling (both would correct the imbalance twice); a closed-form fit (the linear
@@ -220,11 +182,63 @@ def _lesion_masks(
     }
 
 
+@dataclasses.dataclass
+class _Setup:
+    """What a run trains on and with, before any training."""
+
+    manifest: Manifest
+    split: pd.DataFrame
+    split_settings: dict[str, Any]
+    modality: str
+    net: ImageNetwork
+    params: dict[str, Any]
+    dm: ImageDataModule
+    settings: ImageFitSettings
+    masks: np.ndarray | None
+    lesions: dict[str, Any]
+    member_data: list[ImageDataModule] | None
+
+
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_resume(cfg, out)
     cfg.to_yaml(out / "config.yaml")
+    run = _set_up(cfg, out)
+    groups = _split_groups(run.manifest, run.split)
+    if cfg.train.members == 1:
+        net: ImageNetwork | EnsembleNetwork = run.net
+        history, fit_info = fit_image(net, run.dm, run.settings, out, groups)
+        members: list[dict[str, Any]] = []
+    else:
+        net, history, fit_info, members = _fit_ensemble(
+            cfg, run.net, run.params, run.dm, run.settings, out, run.member_data, groups
+        )
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
+    tested = calibrate_and_test(
+        cfg, net, run.dm, run.settings, run.split, out, members, run.member_data, run.masks
+    )
+    training = {
+        "settings": run.settings.__dict__,
+        **fit_info,
+        "history": history,
+        **({"members": members} if members else {}),
+    }
+    plots = _plots(out, net, run.dm, history, tested, run.dm.classes)
+    results = _results(cfg, run, net, training, tested, plots, out)
+    _write_image_bundle(out / "bundle", net, results, run.dm)
+    results["bundle"] = "bundle"
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(tested.evaluation["ci"]), indent=1))
+    from breastcad.evaluation.report import write_report
+
+    write_report(out)
+    return results
+
+
+def _set_up(cfg: ImageRunConfig, out: Path) -> _Setup:
+    """Scan, audit and split (saved to `splits/`; cross-fitting folds too), the network, the
+    decode cache and data module, lesion masks where the model learns from them."""
     progress = cfg.train.progress
     manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
     check_classes(manifest)
@@ -244,9 +258,8 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             out / "splits" / "folds.csv", index=False
         )
         partition = np.where(folds >= 0, "train", partition)
-    classes, positive = manifest.classes, positive_index(manifest.classes)
     n_train = int((partition == "train").sum())
-    net, preprocess, params = build_network(cfg, classes, modality, n_train)
+    net, preprocess, params = build_network(cfg, manifest.classes, modality, n_train)
     masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
     dm = ImageDataModule(
         manifest,
@@ -260,91 +273,32 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         progress=progress,
         masks=masks,
     )
-    settings = _fit_settings(cfg, net, modality)
     member_data = None
     if folds is not None:  # member i: fold i for early stopping, the other folds to learn
         member_data = [
             dm.repartitioned(np.where(folds == i, "val", partition))
             for i in range(cfg.train.members)
         ]
-    split_groups = _split_groups(manifest, split)
-    if cfg.train.members == 1:
-        history, fit_info = fit_image(net, dm, settings, out, split_groups)
-        members: list[dict[str, Any]] = []
-    else:
-        net, history, fit_info, members = _fit_ensemble(
-            cfg, net, params, dm, settings, out, member_data, split_groups
-        )
-    pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
+    settings = _fit_settings(cfg, net, modality)
+    return _Setup(
+        manifest, split, split_settings, modality, net, params, dm, settings, masks, lesions,
+        member_data,
+    )  # fmt: skip
 
-    tta = cfg.train.tta  # calibration and operating point are fitted on what is deployed
-    if member_data is None:
-        val_logits, val_y = predict_logits(net, dm.val_dataloader(), tta)
-    else:
-        val_logits, val_y, oof_rows = _out_of_fold_logits(net, member_data, tta)
-    if members:  # each member's test logits, kept for its own figures below
-        member_logits, test_y = predict_member_logits(net, dm.test_dataloader(), tta)
-        test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
-    else:
-        test_logits, test_y = predict_logits(net, dm.test_dataloader(), tta)
-    shift = _prior_shift(settings, cfg, dm, len(classes))
-    temperature = fit_temperature(val_logits + shift, val_y)
-    fitted_on = (
-        "the validation part"
-        if member_data is None
-        else f"out-of-fold predictions of the {len(val_y)} development images "
-        f"({cfg.train.members} folds)"
-    )
-    val_probs = softmax(val_logits, temperature, shift)
-    threshold = choose_threshold(
-        (val_y == positive).astype(int), val_probs[:, positive], cfg.operating_point
-    )
-    test_rows = dm.datasets["test"].rows
-    groups = split.set_index("path").loc[manifest.frame["path"].iloc[test_rows], "split_group"]
-    evaluation = evaluate_predictions(
-        test_logits,
-        test_y,
-        groups.to_numpy(),
-        classes,
-        positive,
-        temperature,
-        threshold,
-        cfg.bootstrap,
-        cfg.seed,
-        contralateral(manifest.frame.iloc[test_rows]),  # a woman's breasts, where known
-        shift,
-    )
-    evaluation["calibration"]["fitted_on"] = fitted_on
-    evaluation["calibration"]["prior_shift_from"] = _shift_text(settings, cfg, dm)
-    if masks is not None:  # annotations of the test images judge where the model looks
-        evaluation["localisation"] = lesion_localisation(
-            net,
-            dm.cache.pixels[test_rows],
-            masks[test_rows],
-            groups.to_numpy(),
-            cfg.bootstrap,
-            cfg.seed,
-        )
-    if members:  # each member alone on the same test images, beside the ensemble
-        _member_figures(members, member_logits, test_y, classes, positive, shift)
-    probs = softmax(test_logits, temperature, shift)
-    pred = decide(probs, positive, threshold)
-    write_predictions(out, manifest, test_rows, test_y, probs, pred, classes, threshold)
-    if member_data is not None:  # what calibration and operating point were fitted on
-        oof_pred = decide(val_probs, positive, threshold)
-        write_predictions(
-            out,
-            manifest,
-            oof_rows,
-            val_y,
-            val_probs,
-            oof_pred,
-            classes,
-            threshold,
-            "out_of_fold_predictions.csv",
-        )
-    plots = _plots(out, net, dm, history, evaluation, test_logits, test_y, probs, pred, classes)
-    results = {
+
+def _results(
+    cfg: ImageRunConfig,
+    run: _Setup,
+    net: ImageNetwork | EnsembleNetwork,
+    training: dict[str, Any],
+    tested: Tested,
+    plots: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """The run's `results.json`: how it was obtained (run, config, data, split, model,
+    training) and what it measured."""
+    manifest, dm, classes = run.manifest, run.dm, run.dm.classes
+    return {
         "kind": "image",
         "title": f"breastcad: {cfg.model} on {cfg.data.dataset}",
         "run": run_info(cfg.seed),
@@ -353,14 +307,14 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             "dataset": cfg.data.dataset,
             "root": str(cfg.data.root),
             "options": dict(cfg.data.options),
-            "modality": modality,
+            "modality": run.modality,
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": classes,
-            "positive": classes[positive],
+            "positive": classes[positive_index(classes)],
             "counts": dm.counts(),
-            "problems": manifest.problems + dm.problems + lesions.pop("problems", []),
-            **({"lesion_masks": lesions} if lesions else {}),
-            "split": split_settings,
+            "problems": manifest.problems + dm.problems + run.lesions.pop("problems", []),
+            **({"lesion_masks": run.lesions} if run.lesions else {}),
+            "split": run.split_settings,
             "preprocessing": {**dm.cache.settings, **net.preprocessing},
             "cache": str(dm.cache.path),
         },
@@ -369,34 +323,13 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             "arch": net.arch,
             "init": net.init,
             "recipe": net.recipe.to_dict(),
-            "test_time_augmentation": tta,
+            "test_time_augmentation": cfg.train.tta,
         },
-        "training": {
-            "settings": settings.__dict__,
-            **fit_info,
-            "history": history,
-            **({"members": members} if members else {}),
-        },
-        "operating_point": {
-            "policy": _policy_text(cfg, classes[positive]),
-            "threshold": threshold,
-            "chosen_on": f"{fitted_on}, after calibration",
-            "validation": {
-                **operating_point_support(val_y == positive, val_probs[:, positive], threshold),
-                "scored": fitted_on,
-            },
-        },
-        "test": evaluation,
+        "training": training,
+        "operating_point": tested.operating_point,
+        "test": tested.evaluation,
         "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},
     }
-    _write_image_bundle(out / "bundle", net, results, dm)
-    results["bundle"] = "bundle"
-    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(evaluation["ci"]), indent=1))
-    from breastcad.evaluation.report import write_report
-
-    write_report(out)
-    return results
 
 
 def _fit_ensemble(
@@ -466,63 +399,17 @@ def _fit_ensemble(
     return EnsembleNetwork(nets), history, info, records
 
 
-def _member_figures(
-    members: list[dict[str, Any]],
-    member_logits: np.ndarray,
-    y: np.ndarray,
-    classes: list[str],
-    positive: int,
-    shift: np.ndarray,
-) -> None:
-    """Each member's own test figures (argmax accuracy, after the run's prior shift where it
-    has one; macro AUC), in its record."""
-    from breastcad.evaluation.classification import classification_metrics
-
-    for record, logits in zip(members, member_logits, strict=True):
-        probs = softmax(logits, 1.0, shift)
-        scores = classification_metrics(y, probs, classes, positive)["scalars"]
-        record["test_alone"] = {k: scores[k] for k in ("accuracy", "macro_auc", "auc_positive")}
-        record.pop("history", None)  # already in the run's history, with a member column
-
-
-def _reweighted(settings: ImageFitSettings, cfg: ImageRunConfig) -> str | None:
-    """How training was pulled towards equal classes, if it was."""
-    if cfg.train.sampling != "none":
-        return f"{cfg.train.sampling} to equal classes"
-    return "balanced class weights" if settings.class_weight == "balanced" else None
-
-
-def _prior_shift(
-    settings: ImageFitSettings, cfg: ImageRunConfig, dm: ImageDataModule, num_classes: int
-) -> np.ndarray:
-    """With `--calibration prior-shift`, the logit shift that undoes re-weighting
-    (`classification.prior_shift`, from the training part's class counts); zeros where it
-    was not asked for or training saw the data's own frequencies."""
-    if cfg.calibration != "prior-shift" or _reweighted(settings, cfg) is None:
-        return np.zeros(num_classes)
-    return prior_shift(np.bincount(dm.datasets["train"].targets, minlength=num_classes))
-
-
-def _shift_text(settings: ImageFitSettings, cfg: ImageRunConfig, dm: ImageDataModule) -> str:
-    how = _reweighted(settings, cfg)
-    if cfg.calibration != "prior-shift":
-        return "none (temperature only)"
-    if how is None:
-        return "none (trained on the data's own class frequencies)"
-    counts = ", ".join(f"{c} {n}" for c, n in dm.counts()["train"].items())
-    return f"log class frequencies of the training part ({counts}), undoing {how}"
-
-
-def _plots(out, net, dm, history, evaluation, logits, y, probs, pred, classes) -> dict[str, Any]:
+def _plots(out, net, dm, history, tested: Tested, classes) -> dict[str, Any]:
     p = out / "plots"
     counts = {c: sum(part[c] for part in dm.counts().values()) for c in classes}
     test_pixels = dm.cache.pixels[dm.datasets["test"].rows]
+    t = tested
     return {
         "class_balance": class_balance(counts, p / "class_balance.png"),
         "learning_curves": image_plots.learning_curves(
             history, p / "learning_curves.png", "Learning curves"
         ),
-        **evaluation_plots(out, evaluation, logits, y, probs, pred, classes, test_pixels),
+        **evaluation_plots(out, t.evaluation, t.logits, t.y, t.probs, t.pred, classes, test_pixels),
         "filters": image_plots.first_layer_filters(net, p / "filters.png"),
     }
 
