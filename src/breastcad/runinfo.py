@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+PACKAGE_DIR = Path(__file__).parent
 _PACKAGES = ("breastcad", "torch", "lightning", "torchmetrics", "scikit-learn", "numpy", "pandas")
 
 
@@ -25,18 +26,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit() -> str | None:
-    """The commit of the breastcad checkout, when it is one (an installed wheel has none)."""
+def git_commit(at: Path = PACKAGE_DIR) -> str | None:
+    """The commit of the breastcad checkout, when it is one (an installed wheel has none,
+    also where its environment lies inside some other repository)."""
+    if not _tracked(at):
+        return None
+    return (_git(at, "rev-parse", "HEAD") or "").strip() or None
+
+
+def uncommitted_changes(at: Path = PACKAGE_DIR) -> bool | None:
+    """Whether the package's source in the checkout differs from its commit (files changed,
+    added or deleted under `at`), so that the commit alone does not say what code ran; None
+    where there is no checkout."""
+    if not _tracked(at):
+        return None
+    out = _git(at, "status", "--porcelain", "--", ".")
+    return None if out is None else bool(out.strip())
+
+
+def _tracked(at: Path) -> bool:
+    """Whether `at` is a folder of a git checkout that tracks its `__init__.py`."""
+    return bool((_git(at, "ls-files", "--", "__init__.py") or "").strip())
+
+
+def _git(at: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return out.stdout.strip() or None
+        return subprocess.run(
+            ["git", *args], cwd=at, capture_output=True, text=True, timeout=5, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -47,6 +64,7 @@ def run_info(seed: int) -> dict[str, object]:
         "seed": seed,
         "versions": package_versions(),
         "git_commit": git_commit(),
+        "uncommitted_changes": uncommitted_changes(),
         "platform": platform.platform(),
     }
 

@@ -59,7 +59,9 @@ def report_head(results: dict[str, Any]) -> list[Block]:
 def run_line(run: dict[str, Any]) -> str:
     return (
         f"Created {run['created']}, breastcad {run['versions'].get('breastcad')}, "
-        f"commit {run.get('git_commit') or 'unknown'}, seed {run['seed']}"
+        f"commit {run.get('git_commit') or 'unknown'}"
+        f"{' with uncommitted changes to its source' if run.get('uncommitted_changes') else ''}"
+        f", seed {run['seed']}"
     )
 
 
