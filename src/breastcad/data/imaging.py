@@ -190,9 +190,9 @@ def read_dicom(
             return pixels
         top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
         return np.clip(pixels / top, 0, 1).astype(np.float32)
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    values = apply_modality_lut(pixels, ds).astype(np.float32)  # exact for 16-bit values
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
+        values = apply_voi_lut(values, ds, index=0).astype(np.float32)
     scaled = _full_range(values)
     if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
         scaled = 1.0 - scaled
