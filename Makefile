@@ -47,6 +47,7 @@ bench: $(VENV)/.stamp-base-$(LOCK_HASH)
 	$(BIN)/python benchmarks/bench_allocator.py
 	$(BIN)/python benchmarks/bench_image_models.py
 	$(BIN)/python benchmarks/bench_tta.py
+	$(BIN)/python benchmarks/bench_operating_point.py --runs runs/bench runs/bench-cvflip runs/bench-s16 --exclude shift bench/breastmnist-probe-128-flip bench/breastmnist-probe-3-128-flip bench-s16/breastmnist-probe-3-128-flip
 	$(BIN)/python benchmarks/bench_mias_bilateral.py
 	$(BIN)/python benchmarks/bench_mias_detector_variants.py
 	$(BIN)/python benchmarks/bench_service.py

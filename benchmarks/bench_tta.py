@@ -43,6 +43,28 @@ def same_split(split, out: Path, root: Path) -> bool:
     return parts(saved["path"], saved["partition"]) == parts(split["path"], split["partition"])
 
 
+def rescorable(out: Path, cfg: ImageRunConfig, splits: dict[str, tuple]) -> tuple | str:
+    """A bench run's manifest, its split made again, its bundle's predictor and preprocessing,
+    or why it cannot be re-scored: its data is not here, it is cross-fitted (no validation
+    image is unseen by the whole ensemble), or its split does not come out the same again.
+    `splits` keeps the splits of runs that share data, seed and sizes."""
+    if not Path(cfg.data.root).exists():
+        return f"skipped: {cfg.data.root} not here"
+    if cfg.train.cross_fit:
+        return "skipped: cross-fitted, its members learnt from validation"
+    key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
+    if key not in splits:
+        manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+        splits[key] = (manifest, make_partition(manifest, cfg, False)[0])
+    manifest, split = splits[key]
+    if not same_split(split, out, cfg.data.root):
+        return "skipped: its split does not come out the same again"
+    predictor = Predictor.from_bundle(out / "bundle")
+    pre = predictor.bundle.manifest["preprocessing"]
+    config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
+    return manifest, split, predictor, config
+
+
 def figures(net, pixels: np.ndarray, y: np.ndarray, classes: list[str], mode: str):
     """Macro AUC and argmax accuracy of `net` on `pixels` with the test-time views `mode`."""
     batches = [
@@ -75,23 +97,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for out in folders:
         cfg = ImageRunConfig.from_yaml(out / "config.yaml")
-        if not Path(cfg.data.root).exists():
-            print(f"| {out.name} | skipped: {cfg.data.root} not here |")
+        found = rescorable(out, cfg, splits)
+        if isinstance(found, str):
+            print(f"| {out.name} | {found} |")
             continue
-        if cfg.train.cross_fit:  # no validation image is unseen by the whole ensemble
-            print(f"| {out.name} | skipped: cross-fitted, its members learnt from validation |")
-            continue
-        key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
-        if key not in splits:
-            manifest = scan(cfg.data.dataset, cfg.data.root, **cfg.data.options)
-            splits[key] = (manifest, make_partition(manifest, cfg, False)[0])
-        manifest, split = splits[key]
-        if not same_split(split, out, cfg.data.root):
-            print(f"| {out.name} | skipped: its split does not come out the same again |")
-            continue
-        predictor = Predictor.from_bundle(out / "bundle")
-        pre = predictor.bundle.manifest["preprocessing"]
-        config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
+        manifest, split, predictor, config = found
         lookup = {c: i for i, c in enumerate(manifest.classes)}
         row = []
         for part in ("val", "test"):
