@@ -101,7 +101,7 @@ def inference_need(
             largest = max(largest, sum(t.numel() * t.element_size() for t in tensors))
 
         leaves = [m for m in net.modules() if not list(m.children())]
-        _forward_watched(net, leaves, hook, torch.empty(input_shape, dtype=dtype))
+        _forward_watched(net, leaves, hook, torch.zeros(input_shape, dtype=dtype))
     return int(largest)
 
 
