@@ -200,6 +200,7 @@ class _Setup:
 
 
 def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
+    """One image run (see the module docstring) written to `out`; returns its results."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_resume(cfg, out)
