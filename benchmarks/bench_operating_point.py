@@ -80,6 +80,12 @@ def main() -> None:
     folders = [
         f for f in folders if not any(x in f"{f.parent.name}/{f.name}" for x in args.exclude)
     ]
+    if not folders:
+        where = " ".join(str(r) for r in args.runs)
+        raise SystemExit(
+            f"no run bundles under {where} (*/bundle/bundle.json): make them first with "
+            "benchmarks/bench_image_models.py"
+        )
     splits: dict[str, tuple] = {}
     rows = []
     print(

@@ -88,6 +88,11 @@ def main() -> None:
     folders = sorted(p.parent.parent for p in args.runs.glob("*/bundle/bundle.json"))
     if args.only:
         folders = [f for f in folders if f.name in args.only]
+    if not folders:
+        raise SystemExit(
+            f"no run bundles under {args.runs} (*/bundle/bundle.json): make them first with "
+            "benchmarks/bench_image_models.py"
+        )
     splits: dict[str, tuple] = {}  # runs sharing data, seed and sizes share their split
     rows = []
     print(
