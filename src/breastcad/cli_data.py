@@ -28,12 +28,9 @@ DatasetOpt = Annotated[
     str | None, typer.Option("--dataset", help="Instead of the DATASET argument.")
 ]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Instead of the ROOT argument.")]
-
-
-def _scan(dataset: str, root: Path, options: list[str] | None):
-    from breastcad.data.sources import scan
-
-    return scan(dataset, root, **_parse_options(options))
+DistanceOpt = Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")]
+JobsOpt = Annotated[int, typer.Option(help="Decoding processes.")]
+QuietOpt = Annotated[bool, typer.Option(help="No progress bar.")]
 
 
 def _where(
@@ -46,6 +43,20 @@ def _where(
     if not name or folder is None:
         raise BreastcadError("name the data: DATASET ROOT (or --dataset NAME --root PATH)")
     return name, folder
+
+
+def _data(
+    dataset: str | None,
+    root: Path | None,
+    dataset_opt: str | None,
+    root_opt: Path | None,
+    options: list[str] | None,
+):
+    """The named data's layout name and manifest (`_where`, then the adapter's scan)."""
+    from breastcad.data.sources import scan
+
+    name, folder = _where(dataset, root, dataset_opt, root_opt)
+    return name, scan(name, folder, **_parse_options(options))
 
 
 @data_app.command("sources")
@@ -64,10 +75,10 @@ def data_audit(
     dataset: DatasetArg = None,
     root: RootArg = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the audit report.")] = None,
-    distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")] = 4,
-    jobs: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    distance: DistanceOpt = 4,
+    jobs: JobsOpt = 2,
     option: OptionOpt = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
     dataset_opt: DatasetOpt = None,
     root_opt: RootOpt = None,
 ) -> None:
@@ -75,8 +86,7 @@ def data_audit(
     samples per group; writes a report with class balance, sample grid and duplicate gallery."""
     from breastcad.data.audit import audit, audit_markdown, write_audit
 
-    dataset, root = _where(dataset, root, dataset_opt, root_opt)
-    manifest = _scan(dataset, root, option)
+    dataset, manifest = _data(dataset, root, dataset_opt, root_opt, option)
     result = audit(manifest, max_distance=distance, jobs=jobs, progress=not quiet)
     out = out or Path("runs") / f"audit-{dataset}"
     write_audit(result, out)
@@ -97,10 +107,10 @@ def data_split(
     duplicates: Annotated[
         bool, typer.Option(help="Audit near duplicates and keep each cluster in one partition.")
     ] = True,
-    distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")] = 4,
+    distance: DistanceOpt = 4,
     official: Annotated[bool, typer.Option(help="Use official splits where they exist.")] = True,
     option: OptionOpt = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
     dataset_opt: DatasetOpt = None,
     root_opt: RootOpt = None,
 ) -> None:
@@ -108,8 +118,7 @@ def data_split(
     partitions."""
     from breastcad.data.splits import save_split, split_dataset
 
-    dataset, root = _where(dataset, root, dataset_opt, root_opt)
-    manifest = _scan(dataset, root, option)
+    dataset, manifest = _data(dataset, root, dataset_opt, root_opt, option)
     split, skipped, settings = split_dataset(
         manifest,
         test_size,
@@ -141,9 +150,9 @@ def data_cache(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Default: $BREASTCAD_CACHE or ~/.cache/breastcad.")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    jobs: JobsOpt = 2,
     option: OptionOpt = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
     dataset_opt: DatasetOpt = None,
     root_opt: RootOpt = None,
 ) -> None:
@@ -157,8 +166,7 @@ def data_cache(
         resize=resize,
         channels=channels if channels == "auto" else int(channels),
     )
-    dataset, root = _where(dataset, root, dataset_opt, root_opt)
-    manifest = _scan(dataset, root, option)
+    dataset, manifest = _data(dataset, root, dataset_opt, root_opt, option)
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress=not quiet)
     for path, problem in cache.problems.items():
         typer.echo(f"skipped {path}: {problem}", err=True)
