@@ -242,8 +242,8 @@ def evaluate_image_bundle(
     stored temperature and operating point: nothing is refitted."""
     keep_freed_memory()
     from breastcad.data.cache import ImageCache
-    from breastcad.data.splits import load_split
     from breastcad.errors import DataError
+    from breastcad.evaluation.report import write_report
     from breastcad.predict import Predictor
 
     out = Path(out)
@@ -251,44 +251,12 @@ def evaluate_image_bundle(
     predictor = Predictor.from_bundle(bundle_dir)
     if predictor.kind != "image":
         raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
-    manifest = scan(dataset, root, **(options or {}))
-    if manifest.classes != predictor.classes:
-        trained = predictor.bundle.manifest.get("trained_on") or {}
-        used = " ".join(f"--option {k}={v}" for k, v in (trained.get("options") or {}).items())
-        hint = f"; it was trained on {trained.get('dataset', 'other data')}" + (
-            f" read with {used}" if used else ""
-        )
-        raise DataError(
-            f"the data's classes {manifest.classes} differ from the model's "
-            f"{predictor.classes}{hint} (name folders after the model's classes, or read the "
-            "data with the options the model was trained with)",
-            root,
-        )
-    split_settings: dict[str, Any] = {}
-    split_groups: dict[str, str] = {}
-    if split_file is not None:
-        chosen = load_split(split_file, manifest)
-        # the groups the split kept together (near-duplicate clusters too), as in the run
-        split_groups = dict(zip(chosen["path"], chosen["split_group"].astype(str), strict=True))
-        keep = set(chosen.loc[chosen["partition"] == partition, "path"])
-        manifest = manifest.subset(manifest.frame["path"].isin(keep))
-        split_settings = {"split_file": str(split_file), "partition": partition}
+    manifest = _model_classes(scan(dataset, root, **(options or {})), predictor, root)
+    manifest, split_groups, split_settings = _split_part(manifest, split_file, partition)
     pre = predictor.bundle.manifest["preprocessing"]
     config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress)
-    rows = np.flatnonzero(cache.readable)
-    step = predictor.batch_that_fits(64)  # a full-resolution mammogram network: fewer
-    logits = np.concatenate(
-        [
-            predictor.predict_logits(cache.pixels[rows[i : i + step]])
-            for i in range(0, len(rows), step)
-        ]
-    )
-    lookup = {c: i for i, c in enumerate(manifest.classes)}
-    y = manifest.frame["label"].iloc[rows].map(lookup).to_numpy()
-    paths = manifest.frame["path"].iloc[rows]
-    groups = paths.map(split_groups) if split_groups else manifest.frame["group_id"].iloc[rows]
-    groups = groups.astype(str).to_numpy()
+    rows, logits, y, groups = _answers(predictor, manifest, cache, split_groups)
     positive = predictor.positive
     evaluation = evaluate_predictions(
         logits,
@@ -303,8 +271,7 @@ def evaluate_image_bundle(
         contralateral(manifest.frame.iloc[rows]),
         predictor.prior_shift,
     )
-    bm = predictor.bundle.manifest
-    fitted_on = bm.get("calibration_fitted_on", "the validation part")
+    fitted_on = predictor.bundle.manifest.get("calibration_fitted_on", "the validation part")
     evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
     net = predictor.network
     if net.recipe.lesion_masks and has_lesion_annotations(manifest):  # where it looks
@@ -319,21 +286,88 @@ def evaluate_image_bundle(
     plots = evaluation_plots(
         out, evaluation, logits, y, probs, pred, manifest.classes, cache.pixels[rows]
     )
-    results = {
+    data = {
+        "dataset": dataset,
+        "root": str(root),
+        "options": dict(options or {}),
+        "counts": {"evaluated": manifest.subset(cache.readable).class_counts()},
+        "problems": manifest.problems + [f"{p}: {m}" for p, m in cache.problems.items()],
+        "split": split_settings,
+    }
+    results = _bundle_results(predictor, manifest, data, evaluation)
+    results["plots"] = {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v}
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
+    write_report(out)
+    return results
+
+
+def _answers(predictor, manifest, cache, split_groups: dict[str, str]):
+    """The readable rows of the cache, the bundle's logits of their images (in batches that fit
+    memory), their labels and their groups (the split's where given, else the manifest's)."""
+    rows = np.flatnonzero(cache.readable)
+    step = predictor.batch_that_fits(64)  # a full-resolution mammogram network: fewer
+    logits = np.concatenate(
+        [
+            predictor.predict_logits(cache.pixels[rows[i : i + step]])
+            for i in range(0, len(rows), step)
+        ]
+    )
+    lookup = {c: i for i, c in enumerate(manifest.classes)}
+    y = manifest.frame["label"].iloc[rows].map(lookup).to_numpy()
+    paths = manifest.frame["path"].iloc[rows]
+    groups = paths.map(split_groups) if split_groups else manifest.frame["group_id"].iloc[rows]
+    return rows, logits, y, groups.astype(str).to_numpy()
+
+
+def _model_classes(manifest, predictor, root: Path):
+    """`manifest` if its classes are the model's; else an error that says how the model's
+    training data was read."""
+    from breastcad.errors import DataError
+
+    if manifest.classes == predictor.classes:
+        return manifest
+    trained = predictor.bundle.manifest.get("trained_on") or {}
+    used = " ".join(f"--option {k}={v}" for k, v in (trained.get("options") or {}).items())
+    hint = f"; it was trained on {trained.get('dataset', 'other data')}" + (
+        f" read with {used}" if used else ""
+    )
+    raise DataError(
+        f"the data's classes {manifest.classes} differ from the model's "
+        f"{predictor.classes}{hint} (name folders after the model's classes, or read the "
+        "data with the options the model was trained with)",
+        root,
+    )
+
+
+def _split_part(manifest, split_file: Path | None, partition: str):
+    """The rows of `partition` of `split_file` (all rows without one), the groups the split
+    kept together (near-duplicate clusters too, as in the run; empty without a split file)
+    and the split settings to record."""
+    from breastcad.data.splits import load_split
+
+    if split_file is None:
+        return manifest, {}, {}
+    chosen = load_split(split_file, manifest)
+    split_groups = dict(zip(chosen["path"], chosen["split_group"].astype(str), strict=True))
+    keep = set(chosen.loc[chosen["partition"] == partition, "path"])
+    manifest = manifest.subset(manifest.frame["path"].isin(keep))
+    return manifest, split_groups, {"split_file": str(split_file), "partition": partition}
+
+
+def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict) -> dict:
+    """The results record of a bundle's evaluation (`data`: what was evaluated)."""
+    bm = predictor.bundle.manifest
+    return {
         "kind": "image",
-        "title": f"breastcad: bundle {predictor.bundle.model_id} evaluated on {dataset}",
+        "title": f"breastcad: bundle {predictor.bundle.model_id} evaluated on {data['dataset']}",
         "run": run_info(0),
         "data": {
-            "dataset": dataset,
-            "root": str(root),
-            "options": dict(options or {}),
-            "modality": MODALITY.get(dataset, "image"),
+            **{k: data[k] for k in ("dataset", "root", "options")},
+            "modality": MODALITY.get(data["dataset"], "image"),
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": manifest.classes,
-            "positive": manifest.classes[positive],
-            "counts": {"evaluated": manifest.subset(cache.readable).class_counts()},
-            "problems": manifest.problems + [f"{p}: {m}" for p, m in cache.problems.items()],
-            "split": split_settings,
+            "positive": manifest.classes[predictor.positive],
+            **{k: data[k] for k in ("counts", "problems", "split")},
             "preprocessing": bm["preprocessing"],
         },
         "model": {
@@ -349,10 +383,4 @@ def evaluate_image_bundle(
             "validation": bm["threshold"].get("validation"),
         },
         "test": evaluation,
-        "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},
     }
-    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
-    from breastcad.evaluation.report import write_report
-
-    write_report(out)
-    return results
