@@ -1,10 +1,11 @@
-"""BUSI: does a crop around the lesion add to the whole image's linear-probe features? On the
-development images only; prints one table of grouped 5-fold cross-validated figures.
+"""BUSI: does a crop around the lesion add to the whole image's linear-probe features? Prints
+one table of grouped 5-fold cross-validated figures on the development images, and with
+`--test` a second of the test images, scored once by everything fitted on the development ones.
 
-    .venv/bin/python benchmarks/bench_busi_lesion_crops.py [--seed 0] [--level 0.5]
+    .venv/bin/python benchmarks/bench_busi_lesion_crops.py [--seed 0] [--level 0.5] [--test]
 
-The seed-0 split `bench_image_models.py` gives its BUSI runs (duplicate-aware); only its
-training and validation images (498) are read, the test images are not touched. Features are
+The split `bench_image_models.py` gives its BUSI runs at that seed (duplicate-aware); without
+`--test` only its training and validation images (498) are read. Features are
 the `probe` model's (frozen EfficientNet-Lite0 with its offline ImageNet weights, global
 average of the last feature map and of every stage, 160 px, images padded to square):
 - whole: the image;
@@ -25,7 +26,10 @@ average of the last feature map and of every stage, 160 px, images padded to squ
   >= `--level` (half the highest where none reaches it), 25% margin. It prints the box's
   intersection over union with the mask's box, beside the cell detector's.
 Each row is a logistic regression (standardised, balanced, C=0.01) on the features,
-cross-validated over five folds cut by near-duplicate cluster. About 3-7 minutes on 2 cores.
+cross-validated over five folds cut by near-duplicate cluster; with `--test` also fitted on
+all development images and scored on the test images (the development images' detector crops
+it learns from are the cross-fitted ones, as a detector crops images it has not seen; the test
+images' come from detectors fitted on all development images). About 3-7 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,19 +126,157 @@ def iou(a: tuple, b: tuple) -> float:
 
 
 def scores(x: np.ndarray, y: np.ndarray, cuts, classes: list[str]) -> tuple[float, float, float]:
-    """Cross-validated macro AUC, argmax accuracy and benign-vs-malignant AUC."""
+    """Macro AUC, argmax accuracy and benign-vs-malignant AUC of a logistic regression on `x`:
+    cross-validated over `cuts`, or (`cuts` = (fit, scored) index arrays once) fitted on one
+    part and scored on the other."""
     p = np.zeros((len(y), len(classes)))
     for fit, held in cuts:
         model = make_pipeline(
             StandardScaler(), LogisticRegression(C=C, max_iter=5000, class_weight="balanced")
         ).fit(x[fit], y[fit])
         p[held] = model.predict_proba(x[held])
+    scored = np.concatenate([held for _, held in cuts])
+    y, p = y[scored], p[scored]
     lesion = y != classes.index("normal")
     malignant = classes.index("malignant")
     return (
         roc_auc_score(y, p, multi_class="ovr", average="macro"),
         float((p.argmax(1) == y).mean()),
         roc_auc_score(y[lesion] == malignant, p[lesion, malignant]),
+    )
+
+
+def read_features(rows: list[dict], probe, detector, size: int) -> dict[str, Any]:
+    """Per image: the probe's features of the whole image and of the mask's box (the whole
+    image where there is no lesion), the detector's last feature map (cells) and hypercolumns
+    (pixels) with their lesion targets (1: at least half inside a mask, 0: none, -1: left out),
+    the mask's box and the image itself."""
+    out: dict[str, list] = {
+        k: [] for k in ("whole", "oracle", "cells", "targets", "pixels", "pixel_targets")
+    }
+    truth, images = [], []
+    with torch.inference_mode():
+        for r in tqdm(rows, desc="features", unit="img"):
+            a = to_gray_float(read_image(r["path"]))
+            mask = native_mask(r, "normal")
+            lesion = mask.shape == a.shape and bool(mask.any())
+            out["whole"].append(probe.body(as_input(a, SIZE))[0].numpy())
+            box = None
+            if lesion:
+                ys, xs = np.nonzero(square(mask.astype(np.float32)))
+                box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+                out["oracle"].append(probe.body(as_input(crop(a, box), SIZE))[0].numpy())
+            else:
+                out["oracle"].append(out["whole"][-1])
+            columns, f = hypercolumns(detector.body.model, as_input(a, size))
+            out["cells"].append(f.permute(1, 2, 0).numpy())
+            out["pixels"].append(columns.permute(1, 2, 0).half().numpy())
+            m = torch.from_numpy(square((mask > 0).astype(np.float32) if lesion else 0 * a))
+            for grid, key in ((f.shape[-2:], "targets"), (columns.shape[-2:], "pixel_targets")):
+                inside = F.adaptive_avg_pool2d(m[None, None], grid)[0, 0].numpy()
+                out[key].append(np.where(inside >= 0.5, 1, np.where(inside == 0, 0, -1)))
+            truth.append(box)
+            images.append(a)
+    return {**{k: np.stack(v) for k, v in out.items()}, "truth": truth, "images": images}
+
+
+def lesion_maps(x: np.ndarray, t: np.ndarray, cuts, c: float, background: float, rng) -> np.ndarray:
+    """Each image's map of lesion probabilities (x: images x h x w x D, t: targets) from a
+    logistic regression fitted, for each (fit, held) cut, on the lesion cells of the fit images
+    and a seeded `background` share of their lesion-free cells, and applied to the held ones."""
+    maps = np.zeros(t.shape, np.float32)
+    for fit, held in tqdm(cuts, desc="lesion detector", unit="fit", leave=False):
+        tf = t[fit].reshape(-1)
+        keep = (tf == 1) | ((tf == 0) & (rng.random(len(tf)) < background))
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+        ).fit(x[fit].reshape(-1, x.shape[-1])[keep].astype(np.float32), tf[keep])
+        for i in held:
+            p = model.predict_proba(x[i].reshape(-1, x.shape[-1]).astype(np.float32))
+            maps[i] = p[:, 1].reshape(maps.shape[1:])
+    return maps
+
+
+def cropped(feats: dict[str, Any], maps: np.ndarray, box_of, targets, probe, scored) -> tuple:
+    """The probe's features of the crop at `box_of(map, side)` of each `scored` image (zeros
+    for the others), the share of each scored lesion's target cells inside its box, and each
+    scored lesion's box IoU with the mask's box."""
+    crops = np.zeros_like(feats["whole"])
+    found, overlaps = [], []
+    with torch.inference_mode():
+        for i in scored:
+            a, pmap, t, true_box = feats["images"][i], maps[i], targets[i], feats["truth"][i]
+            box = box_of(pmap, max(a.shape))
+            crops[i] = probe.body(as_input(crop(a, box), SIZE))[0].numpy()
+            if true_box is not None:
+                overlaps.append(iou(box, true_box))
+            if (t == 1).any():
+                g = pmap.shape[0] / max(a.shape)
+                y0, y1, x0, x1 = (round(v * g) for v in box)
+                found.append((t[y0:y1, x0:x1] == 1).sum() / (t == 1).sum())
+    return crops, np.array(found), np.array(overlaps)
+
+
+def detected_crops(feats: dict[str, Any], cuts, args, probe) -> dict[str, Any]:
+    """Both detectors' maps over `cuts`, their crops and how well their boxes fit the lesions."""
+    rng = np.random.default_rng(args.seed)
+    cell_maps = lesion_maps(feats["cells"], feats["targets"], cuts, 0.001, 0.25, rng)
+    pixel_maps = lesion_maps(
+        feats["pixels"], feats["pixel_targets"], cuts, args.pixel_c, args.pixel_background, rng
+    )
+    scored = np.concatenate([held for _, held in cuts])
+    cell = cropped(feats, cell_maps, detector_box, feats["targets"], probe, scored)
+    pixel = cropped(
+        feats,
+        pixel_maps,
+        lambda m, side: pixel_box(m, side, args.level),
+        feats["pixel_targets"],
+        probe,
+        scored,
+    )
+
+    def auc(t: np.ndarray, maps: np.ndarray) -> float:
+        known = t[scored].reshape(-1) >= 0
+        return roc_auc_score(t[scored].reshape(-1)[known], maps[scored].reshape(-1)[known])
+
+    return {
+        "cell": cell,
+        "pixel": pixel,
+        "cell_auc": auc(feats["targets"], cell_maps),
+        "pixel_auc": auc(feats["pixel_targets"], pixel_maps),
+    }
+
+
+def table(feats: dict[str, Any], found: dict[str, Any], y, cuts, classes) -> None:
+    """One row of figures per feature set."""
+    whole = feats["whole"]
+    print("| features | macro AUC | accuracy (argmax) | benign vs malignant AUC |")
+    print("|---|---|---|---|")
+    for name, x in (
+        ("whole image", whole),
+        ("mask crop (oracle)", feats["oracle"]),
+        ("whole + mask crop (oracle)", np.hstack([whole, feats["oracle"]])),
+        ("detector crop", found["cell"][0]),
+        ("whole + detector crop", np.hstack([whole, found["cell"][0]])),
+        ("pixel-detector crop", found["pixel"][0]),
+        ("whole + pixel-detector crop", np.hstack([whole, found["pixel"][0]])),
+    ):
+        auc, acc, bm = scores(x, y, cuts, classes)
+        print(f"| {name} | {auc:.3f} | {acc:.3f} | {bm:.3f} |")
+
+
+def describe(found: dict[str, Any], args) -> str:
+    """How well the detectors find the lesions."""
+    (_, cell_in, cell_iou), (_, pixel_in, pixel_iou) = found["cell"], found["pixel"]
+    return (
+        f"cell detector ({args.detector_size} px, last feature map): cell AUC "
+        f"{found['cell_auc']:.3f}, lesions with at least half their cells in the box "
+        f"{int((cell_in >= 0.5).sum())} of {len(cell_in)}, box IoU with the mask's box median "
+        f"{np.median(cell_iou):.2f} (>= 0.5: {np.mean(cell_iou >= 0.5):.2f}); pixel detector "
+        f"(stride 8, C={args.pixel_c}, level {args.level}): pixel AUC {found['pixel_auc']:.3f}, "
+        f"lesions with at least half their pixels in the box {int((pixel_in >= 0.5).sum())} "
+        f"of {len(pixel_in)}, box IoU median {np.median(pixel_iou):.2f} (>= 0.5: "
+        f"{np.mean(pixel_iou >= 0.5):.2f})"
     )
 
 
@@ -144,6 +287,11 @@ def main() -> None:
     parser.add_argument("--pixel-c", type=float, default=0.001)
     parser.add_argument("--pixel-background", type=float, default=0.1)
     parser.add_argument("--level", type=float, default=LEVEL)
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="also fit everything on the development images and score the test images once",
+    )
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: BUSI not found (see ../shared/data/README.md)")
@@ -151,127 +299,42 @@ def main() -> None:
     start = time.perf_counter()
     manifest = scan("busi", DATA)
     split, _, _ = split_dataset(manifest, seed=args.seed, progress=False)
-    dev = split[split["partition"] != "test"]
-    rows = manifest.frame.set_index("path").loc[dev["path"]].reset_index().to_dict("records")
+    parts = ["train", "val", "test"] if args.test else ["train", "val"]
+    used = split[split["partition"].isin(parts)].reset_index(drop=True)
+    rows = manifest.frame.set_index("path").loc[used["path"]].reset_index().to_dict("records")
     classes = sorted(manifest.classes)
     y = np.array([classes.index(r["label"]) for r in rows])
-    groups = dev["split_group"].to_numpy()
     probe = create_model("probe", num_classes=len(classes), size=SIZE).eval()
     detector = create_model("transfer", num_classes=len(classes), size=args.detector_size).eval()
+    feats = read_features(rows, probe, detector, args.detector_size)
 
-    whole, oracle, cells, targets, images = [], [], [], [], []
-    pixels, pixel_targets, truth = [], [], []
-    with torch.inference_mode():
-        for r in tqdm(rows, desc="features", unit="img"):
-            a = to_gray_float(read_image(r["path"]))
-            mask = native_mask(r, "normal")
-            lesion = mask.shape == a.shape and bool(mask.any())
-            whole.append(probe.body(as_input(a, SIZE))[0].numpy())
-            if lesion:
-                ys, xs = np.nonzero(square(mask.astype(np.float32)))
-                box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
-                oracle.append(probe.body(as_input(crop(a, box), SIZE))[0].numpy())
-            else:
-                oracle.append(whole[-1])
-            columns, f = hypercolumns(detector.body.model, as_input(a, args.detector_size))
-            cells.append(f.permute(1, 2, 0).numpy())
-            pixels.append(columns.permute(1, 2, 0).half().numpy())
-            m = torch.from_numpy(square((mask > 0).astype(np.float32) if lesion else 0 * a))
-            for grid, out in ((f.shape[-2:], targets), (columns.shape[-2:], pixel_targets)):
-                inside = F.adaptive_avg_pool2d(m[None, None], grid)[0, 0].numpy()
-                out.append(np.where(inside >= 0.5, 1, np.where(inside == 0, 0, -1)))
-            truth.append(box if lesion else None)
-            images.append(a)
-    whole, oracle, cells, targets = map(np.stack, (whole, oracle, cells, targets))
-    pixels, pixel_targets = np.stack(pixels), np.stack(pixel_targets)
-    cuts = list(
-        StratifiedGroupKFold(5, shuffle=True, random_state=args.seed).split(whole, y, groups)
-    )
-
-    rng = np.random.default_rng(args.seed)
-    maps = np.zeros(targets.shape, np.float32)
-    for fit, held in cuts:
-        x, t = cells[fit].reshape(-1, cells.shape[-1]), targets[fit].reshape(-1)
-        keep = (t == 1) | ((t == 0) & (rng.random(len(t)) < 0.25))
-        cell_model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=0.001, max_iter=3000, class_weight="balanced")
-        ).fit(x[keep], t[keep])
-        held_cells = cells[held].reshape(-1, cells.shape[-1])
-        maps[held] = cell_model.predict_proba(held_cells)[:, 1].reshape(maps[held].shape)
-    known = targets.reshape(-1) >= 0
-    cell_auc = roc_auc_score(targets.reshape(-1)[known], maps.reshape(-1)[known])
-    found, detected = [], []
-    with torch.inference_mode():
-        for a, pmap, t in zip(images, maps, targets, strict=True):
-            box = detector_box(pmap, max(a.shape))
-            detected.append(probe.body(as_input(crop(a, box), SIZE))[0].numpy())
-            if (t == 1).any():  # lesion cells inside the box's cells
-                g = pmap.shape[0] / max(a.shape)
-                y0, y1, x0, x1 = (round(v * g) for v in box)
-                found.append((t[y0:y1, x0:x1] == 1).sum() / (t == 1).sum())
-    detected = np.stack(detected)
-
-    pixel_maps = np.zeros(pixel_targets.shape, np.float32)
-    for fit, held in tqdm(cuts, desc="pixel detector", unit="fold"):
-        t = pixel_targets[fit].reshape(-1)
-        keep = (t == 1) | ((t == 0) & (rng.random(len(t)) < args.pixel_background))
-        x = pixels[fit].reshape(-1, pixels.shape[-1])[keep].astype(np.float32)
-        pixel_model = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=args.pixel_c, max_iter=3000, class_weight="balanced"),
-        ).fit(x, t[keep])
-        for i in held:
-            p = pixel_model.predict_proba(
-                pixels[i].reshape(-1, pixels.shape[-1]).astype(np.float32)
-            )
-            pixel_maps[i] = p[:, 1].reshape(pixel_maps.shape[1:])
-    known = pixel_targets.reshape(-1) >= 0
-    pixel_auc = roc_auc_score(pixel_targets.reshape(-1)[known], pixel_maps.reshape(-1)[known])
-    segmented, pixel_found, overlaps, cell_overlaps = [], [], [], []
-    with torch.inference_mode():
-        for a, pmap, cmap, t, true_box in zip(
-            images, pixel_maps, maps, pixel_targets, truth, strict=True
-        ):
-            box = pixel_box(pmap, max(a.shape), args.level)
-            segmented.append(probe.body(as_input(crop(a, box), SIZE))[0].numpy())
-            if true_box is not None:
-                overlaps.append(iou(box, true_box))
-                cell_overlaps.append(iou(detector_box(cmap, max(a.shape)), true_box))
-            if (t == 1).any():
-                g = pmap.shape[0] / max(a.shape)
-                y0, y1, x0, x1 = (round(v * g) for v in box)
-                pixel_found.append((t[y0:y1, x0:x1] == 1).sum() / (t == 1).sum())
-    segmented = np.stack(segmented)
+    dev = np.flatnonzero(used["partition"] != "test")
+    cuts = [
+        (dev[fit], dev[held])
+        for fit, held in StratifiedGroupKFold(5, shuffle=True, random_state=args.seed).split(
+            dev, y[dev], used["split_group"].to_numpy()[dev]
+        )
+    ]
+    counts = used.loc[dev, "label"].value_counts().to_dict()
+    found = detected_crops(feats, cuts, args, probe)
     print(
-        f"pixel detector (stride 8, {pixels.shape[-1]} features, C={args.pixel_c}, level "
-        f"{args.level}): held-out "
-        f"pixel AUC {pixel_auc:.3f}; lesions with at least half their pixels in the box: "
-        f"{int((np.array(pixel_found) >= 0.5).sum())} of {len(pixel_found)}; box IoU with the "
-        f"mask's box, median {np.median(overlaps):.2f} (cell detector "
-        f"{np.median(cell_overlaps):.2f}), >= 0.5 in {np.mean(np.array(overlaps) >= 0.5):.2f} "
-        f"({np.mean(np.array(cell_overlaps) >= 0.5):.2f})"
+        f"\nBUSI development images of the seed-{args.seed} split: {len(dev)} ({counts}), "
+        f"5 folds by near-duplicate cluster, held-out figures; {describe(found, args)}\n"
     )
-
-    print(
-        f"\nBUSI development images of the seed-{args.seed} split: {len(y)} "
-        f"({dev['label'].value_counts().to_dict()}), "
-        f"5 folds by near-duplicate cluster; detector at {args.detector_size} px: held-out cell "
-        f"AUC {cell_auc:.3f}; lesions with at least half their cells in the box: "
-        f"{int((np.array(found) >= 0.5).sum())} of {len(found)}\n"
-    )
-    print("| features | macro AUC | accuracy (argmax) | benign vs malignant AUC |")
-    print("|---|---|---|---|")
-    for name, x in (
-        ("whole image", whole),
-        ("mask crop (oracle)", oracle),
-        ("whole + mask crop (oracle)", np.hstack([whole, oracle])),
-        ("detector crop", detected),
-        ("whole + detector crop", np.hstack([whole, detected])),
-        ("pixel-detector crop", segmented),
-        ("whole + pixel-detector crop", np.hstack([whole, segmented])),
-    ):
-        auc, acc, bm = scores(x, y, cuts, classes)
-        print(f"| {name} | {auc:.3f} | {acc:.3f} | {bm:.3f} |")
+    table(feats, found, y, cuts, classes)
+    if args.test:
+        test = np.flatnonzero(used["partition"] == "test")
+        once = [(dev, test)]
+        held_out = found  # the development images' crops, each from a detector not fitted on it
+        found = detected_crops(feats, once, args, probe)
+        for key in ("cell", "pixel"):  # test crops from the detector fitted on all of them
+            found[key] = (held_out[key][0] + found[key][0], *found[key][1:])
+        counts = used.loc[test, "label"].value_counts().to_dict()
+        print(
+            f"\nTest images, scored once: {len(test)} ({counts}); detectors and regressions "
+            f"fitted on all development images; {describe(found, args)}\n"
+        )
+        table(feats, found, y, once, classes)
     print(f"\n{(time.perf_counter() - start) / 60:.1f} minutes")
 
 
