@@ -180,137 +180,128 @@ def _tta_line(tta: str) -> str:
 
 
 def image_blocks(results: dict[str, Any]) -> list[Block]:
-    run, data, test = results["run"], results["data"], results["test"]
-    model, op = results["model"], results["operating_point"]
-    split = data.get("split", {})
-    blocks = [
-        *report_head(results),
-        Block(
-            "list",
-            [
-                run_line(run),
-                f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']})"
-                f"{_options_text(data.get('options'))}, manifest "
-                f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
-                f"positive class **{data['positive']}**",
-                f"Split: {_split_text(split)}; images per partition and class: {data['counts']}",
-                f"Input: {data['preprocessing']}",
-                f"Model: `{model['name']}` {_arch_text(model['arch'])}; initialisation: "
-                f"{model['init']}",
-                *_training_line(results.get("training")),
-                _tta_line(model.get("test_time_augmentation", "none")),
-                f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
-                f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
-                _calibration_line(test["calibration"]),
-                f"Intervals: 95% percentile bootstrap resampling whole groups "
-                f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
-            ],
-        ),
-    ]
+    """The report of an image run or a bundle's evaluation: how it was made, the test results,
+    where the model looks, the other-breast comparison, patient-level figures, plots and the
+    model card."""
+    data, test = results["data"], results["test"]
+    blocks = [*report_head(results), Block("list", _settings(results))]
     if data.get("problems"):
         blocks.append(
             Block("p", f"{len(data['problems'])} files skipped: " + "; ".join(data["problems"][:5]))
         )
-    blocks += [
-        Block("h2", f"Test results ({test['n']} images)"),
-        Block(
-            "table",
-            (
-                ["metric", "at the operating point (95% CI)", "argmax decision"],
-                [
-                    [
-                        label,
-                        _ci(test["ci"][k])
-                        if k in test["ci"]
-                        else _f(test["metrics"]["scalars"][k]),
-                        _f(test["argmax"][k]),
-                    ]
-                    for k, label in ROWS
-                ],
-            ),
-        ),
-        Block("h3", "Per class"),
-        Block(
-            "table",
-            (
-                ["class", "precision", "recall", "F1", "ROC AUC", "support"],
-                [
-                    [
-                        c,
-                        *(_f(v[m]) for m in ("precision", "recall", "f1", "auc")),
-                        str(v["support"]),
-                    ]
-                    for c, v in test["metrics"]["per_class"].items()
-                ],
-            ),
-        ),
-        Block("h3", "Calibration"),
-        Block(
-            "p",
-            "ECE {} -> {}, Brier {} -> {} (network as trained -> calibrated)".format(
-                *(
-                    _f(test["calibration"][k])
-                    for k in ("ece_before", "ece_after", "brier_before", "brier_after")
-                )
-            )
-            + _as_trained_text(test),
-        ),
-    ]
+    blocks += _test_blocks(test)
     blocks += _members_blocks(results.get("training"))
-    where = test.get("localisation")
-    if where:
-        blocks.append(Block("h3", "Lesion localisation (annotated test images)"))
-        blocks.append(
-            Block(
-                "p",
-                f"Cell scores ({where['cells_per_image']} cells per image) rank lesion cells "
-                f"above the others with ROC AUC {_f(where['cell_auc'])}"
-                f"{_range(where.get('cell_auc_ci'))} over "
-                f"{where['images']} annotated images; the most lesion-like cell lies on the "
-                f"lesion in {where['top_cell_on_lesion']} "
-                f"of {where['images_with_lesion']} images with one (rate "
-                f"{_f(where['top_cell_on_lesion_rate'])}"
-                f"{_range(where.get('top_cell_on_lesion_rate_ci'))}; a random cell would: "
-                f"{_f(where['random_cell_rate'])}). Intervals: {where.get('interval', 'none')}. "
-                "The annotations are used for this check and the training loss only, never "
-                "for prediction.",
-            )
-        )
-    pair = test.get("bilateral")
-    if pair:
-        blocks.append(Block("h3", "Each breast against the woman's other breast"))
-        difference = pair.get("auc_difference_ci")
-        blocks.append(
-            Block(
-                "p",
-                f"On the {pair['images']} test images whose other breast is also in the test "
-                f"part ({pair['positives']} positive), ROC AUC of the image alone "
-                f"{_f(pair['auc_single'])}{_range(pair.get('auc_single_ci'))}; of its "
-                f"{pair['score']}: {_f(pair['auc_bilateral'])}"
-                f"{_range(pair.get('auc_bilateral_ci'))}; difference "
-                f"{_f(pair['auc_bilateral'] - pair['auc_single'])}"
-                f"{f' ({_f(difference[0])} to {_f(difference[1])})' if difference else ''}. "
-                f"Intervals: {pair['interval']}. A reading aid computed at evaluation; the "
-                "model still predicts from one image.",
-            )
-        )
-    group = test.get("group_level")
-    if group:
-        blocks.append(Block("h3", f"Patient level ({group['kind']})"))
-        blocks.append(
-            Block(
-                "p",
-                ", ".join(
-                    f"{k} {_f(v)}"
-                    for k, v in group.items()
-                    if k not in ("kind", "per_group_accuracy")
-                ),
-            )
-        )
+    blocks += _localisation_blocks(test.get("localisation"))
+    blocks += _bilateral_blocks(test.get("bilateral"))
+    blocks += _group_blocks(test.get("group_level"))
     for key, alt in results.get("plots", {}).items():
         blocks.append(Block("img", (alt, key)))
     blocks += model_card(results)
     return blocks
+
+
+def _settings(results: dict[str, Any]) -> list[str]:
+    """How the result was obtained: run, data, split, input, model, training, test-time views,
+    operating point, calibration and intervals."""
+    run, data, test = results["run"], results["data"], results["test"]
+    model, op = results["model"], results["operating_point"]
+    return [
+        run_line(run),
+        f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']})"
+        f"{_options_text(data.get('options'))}, manifest "
+        f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
+        f"positive class **{data['positive']}**",
+        f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
+        f"{data['counts']}",
+        f"Input: {data['preprocessing']}",
+        f"Model: `{model['name']}` {_arch_text(model['arch'])}; initialisation: {model['init']}",
+        *_training_line(results.get("training")),
+        _tta_line(model.get("test_time_augmentation", "none")),
+        f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
+        f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
+        _calibration_line(test["calibration"]),
+        f"Intervals: 95% percentile bootstrap resampling whole groups "
+        f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
+    ]
+
+
+def _test_blocks(test: dict[str, Any]) -> list[Block]:
+    """The test figures at the operating point and at argmax, per class, and calibration."""
+    scalars = [
+        [
+            label,
+            _ci(test["ci"][k]) if k in test["ci"] else _f(test["metrics"]["scalars"][k]),
+            _f(test["argmax"][k]),
+        ]
+        for k, label in ROWS
+    ]
+    per_class = [
+        [c, *(_f(v[m]) for m in ("precision", "recall", "f1", "auc")), str(v["support"])]
+        for c, v in test["metrics"]["per_class"].items()
+    ]
+    calibration = "ECE {} -> {}, Brier {} -> {} (network as trained -> calibrated)".format(
+        *(
+            _f(test["calibration"][k])
+            for k in ("ece_before", "ece_after", "brier_before", "brier_after")
+        )
+    )
+    return [
+        Block("h2", f"Test results ({test['n']} images)"),
+        Block("table", (["metric", "at the operating point (95% CI)", "argmax decision"], scalars)),
+        Block("h3", "Per class"),
+        Block("table", (["class", "precision", "recall", "F1", "ROC AUC", "support"], per_class)),
+        Block("h3", "Calibration"),
+        Block("p", calibration + _as_trained_text(test)),
+    ]
+
+
+def _localisation_blocks(where: dict[str, Any] | None) -> list[Block]:
+    """Where a lesion model looks on the annotated test images (none without them)."""
+    if not where:
+        return []
+    text = (
+        f"Cell scores ({where['cells_per_image']} cells per image) rank lesion cells "
+        f"above the others with ROC AUC {_f(where['cell_auc'])}"
+        f"{_range(where.get('cell_auc_ci'))} over "
+        f"{where['images']} annotated images; the most lesion-like cell lies on the "
+        f"lesion in {where['top_cell_on_lesion']} "
+        f"of {where['images_with_lesion']} images with one (rate "
+        f"{_f(where['top_cell_on_lesion_rate'])}"
+        f"{_range(where.get('top_cell_on_lesion_rate_ci'))}; a random cell would: "
+        f"{_f(where['random_cell_rate'])}). Intervals: {where.get('interval', 'none')}. "
+        "The annotations are used for this check and the training loss only, never "
+        "for prediction."
+    )
+    return [Block("h3", "Lesion localisation (annotated test images)"), Block("p", text)]
+
+
+def _bilateral_blocks(pair: dict[str, Any] | None) -> list[Block]:
+    """Each breast against the woman's other breast (none where the data has no sides)."""
+    if not pair:
+        return []
+    difference = pair.get("auc_difference_ci")
+    text = (
+        f"On the {pair['images']} test images whose other breast is also in the test "
+        f"part ({pair['positives']} positive), ROC AUC of the image alone "
+        f"{_f(pair['auc_single'])}{_range(pair.get('auc_single_ci'))}; of its "
+        f"{pair['score']}: {_f(pair['auc_bilateral'])}"
+        f"{_range(pair.get('auc_bilateral_ci'))}; difference "
+        f"{_f(pair['auc_bilateral'] - pair['auc_single'])}"
+        f"{f' ({_f(difference[0])} to {_f(difference[1])})' if difference else ''}. "
+        f"Intervals: {pair['interval']}. A reading aid computed at evaluation; the "
+        "model still predicts from one image."
+    )
+    return [Block("h3", "Each breast against the woman's other breast"), Block("p", text)]
+
+
+def _group_blocks(group: dict[str, Any] | None) -> list[Block]:
+    """Patient-level figures (none where every image is its own group)."""
+    if not group:
+        return []
+    text = ", ".join(
+        f"{k} {_f(v)}" for k, v in group.items() if k not in ("kind", "per_group_accuracy")
+    )
+    return [Block("h3", f"Patient level ({group['kind']})"), Block("p", text)]
 
 
 def _options_text(options: dict[str, Any] | None) -> str:
