@@ -43,6 +43,7 @@ bench: $(VENV)/.stamp-base-$(LOCK_HASH)
 	$(BIN)/python benchmarks/bench_wdbc_protocol.py
 	$(BIN)/python benchmarks/bench_image_cache.py
 	$(BIN)/python benchmarks/bench_dicom_decode.py
+	$(BIN)/python benchmarks/bench_bootstrap.py
 	$(BIN)/python benchmarks/bench_idc_speed.py
 	$(BIN)/python benchmarks/bench_allocator.py
 	$(BIN)/python benchmarks/bench_image_models.py

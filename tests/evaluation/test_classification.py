@@ -1,5 +1,10 @@
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from breastcad.evaluation.classification import (
     classification_metrics,
@@ -36,6 +41,40 @@ def test_metrics_match_sklearn_and_threshold_moves_the_decision():
         and low["specificity"] < m["scalars"]["specificity"]
     )
     assert (decide(probs, 1, 0.0) == 1).all()
+
+
+def test_per_class_figures_and_aucs_equal_sklearns_with_ties_and_empty_classes():
+    """The bootstrap's own per-class figures and AUCs are scikit-learn's, where scores tie
+    (rounded probabilities), a class is never predicted, or a class is absent."""
+    rng = np.random.default_rng(3)
+    for k, absent, never_called in ((2, None, None), (3, None, 2), (4, 3, 0)):
+        y = rng.integers(0, k, 200)
+        if absent is not None:
+            y[y == absent] = 0
+        probs = np.round(softmax(rng.normal(0, 1, (200, k)) + 2.0 * np.eye(k)[y]), 1) + 0.05
+        if never_called is not None:
+            probs[:, never_called] = 0.0
+        probs /= probs.sum(1, keepdims=True)
+        classes = [f"c{i}" for i in range(k)]
+        m = classification_metrics(y, probs, classes, positive=1)
+        pred = decide(probs, 1, None)
+        p, r, f, support = precision_recall_fscore_support(
+            y, pred, labels=range(k), zero_division=0
+        )
+        mine = np.array(
+            [[m["per_class"][c][key] for c in classes] for key in ("precision", "recall", "f1")]
+        )
+        assert np.allclose(mine, [p, r, f], atol=1e-12)
+        assert [m["per_class"][c]["support"] for c in classes] == support.tolist()
+        assert m["confusion"] == confusion_matrix(y, pred, labels=range(k)).tolist()
+        for i, c in enumerate(classes):
+            present = 0 < (y == i).sum() < len(y)
+            auc = m["per_class"][c]["auc"]
+            assert (
+                np.isnan(auc)
+                if not present
+                else np.isclose(auc, roc_auc_score(y == i, probs[:, i]), atol=1e-12)
+            )
 
 
 def test_temperature_scaling_fixes_overconfidence_without_changing_decisions():

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,9 +110,23 @@ def decide(probs: np.ndarray, positive: int, threshold: float | None) -> np.ndar
 
 
 def _auc(y_bin: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from breastcad.evaluation.metrics import roc_auc  # the Mann-Whitney statistic, as sklearn's
 
-    return float(roc_auc_score(y_bin, score)) if 0 < y_bin.sum() < len(y_bin) else float("nan")
+    return roc_auc(y_bin, score) if 0 < y_bin.sum() < len(y_bin) else float("nan")
+
+
+def _per_class(matrix: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (rows true,
+    columns predicted), 0 where undefined: scikit-learn's `precision_recall_fscore_support`
+    with `zero_division=0`, without its checks (the group bootstrap calls this 1,000 times)."""
+    tp = np.diag(matrix).astype(float)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        denominator = support + predicted  # 2 tp + fp + fn
+        f1 = np.where(denominator > 0, 2 * tp / denominator, 0.0)
+    return precision, recall, f1, support
 
 
 def classification_metrics(
@@ -125,16 +138,11 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Scalars (see `SCALARS`), per-class precision/recall/F1/AUC and the confusion matrix
     (rows true, columns predicted)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     y = np.asarray(y)
     k = len(classes)
     pred = decide(probs, positive, threshold)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p, r, f, support = precision_recall_fscore_support(
-            y, pred, labels=range(k), zero_division=0
-        )
+    matrix = np.bincount(y.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
+    p, r, f, support = _per_class(matrix)
     present = support > 0
     pos_true, pos_pred = y == positive, pred == positive
     aucs = [_auc((y == c).astype(int), probs[:, c]) for c in range(k)]
@@ -155,8 +163,7 @@ def classification_metrics(
         | {"support": int(support[i])}
         for i, c in enumerate(classes)
     }
-    matrix = confusion_matrix(y, pred, labels=range(k)).tolist()
-    return {"scalars": scalars, "per_class": per_class, "confusion": matrix}
+    return {"scalars": scalars, "per_class": per_class, "confusion": matrix.tolist()}
 
 
 def group_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
