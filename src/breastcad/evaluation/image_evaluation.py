@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 
 from breastcad.allocator import keep_freed_memory
 from breastcad.config import PreprocessConfig
@@ -29,6 +28,7 @@ from breastcad.evaluation.classification import (
     group_resamples,
     softmax,
 )
+from breastcad.evaluation.metrics import roc_auc
 from breastcad.evaluation.plots import pr_curves, reliability_diagram, roc_curves
 from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
@@ -99,7 +99,7 @@ def lesion_localisation(
         k, w = idx[known_np[idx]], idx[with_lesion_np[idx]]
         cell_labels = labels[k].ravel()
         auc = (
-            float(roc_auc_score(cell_labels, values[k].ravel()))
+            roc_auc(cell_labels, values[k].ravel())
             if 0 < cell_labels.sum() < len(cell_labels)
             else float("nan")
         )
