@@ -130,25 +130,10 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
     data = load_tabular(data_cfg)
     X = predictor.features_from_frame(pd.DataFrame(data.X, columns=data.feature_names), data.source)
     proba = predictor.predict_proba(X)
-    name = predictor.bundle.manifest["model"]["name"]
-    where = out / "plots" / "external"
-    boot = bootstrap_metrics(data.y, proba, predictor.threshold)
-    summary = {
-        m: {
-            "mean": v["value"],
-            "sd": float("nan"),
-            "ci_low": v["ci_low"],
-            "ci_high": v["ci_high"],
-            "n": 1,
-        }
-        for m, v in boot.items()
-    }
-    point = binary_metrics(data.y, proba, predictor.threshold)
-    counts = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
-    curves = {name: (data.y, proba)}
+    manifest = predictor.bundle.manifest
     results: dict[str, Any] = {
         "title": f"breastcad evaluation of bundle {predictor.bundle.model_id}",
-        "run": run_info(int(predictor.bundle.manifest.get("seed", 0))),
+        "run": run_info(int(manifest.get("seed", 0))),
         "data": {
             "source": data.source,
             "n_samples": len(data.y),
@@ -161,45 +146,12 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
         },
         "how": [
             f"Bundle: {Path(bundle_dir).resolve()} ({predictor.bundle.model_id}), trained on "
-            f"{predictor.bundle.manifest['training_data']['source']} (sha256 "
-            f"{predictor.bundle.manifest['training_data']['fingerprint'][:16]}...)",
+            f"{manifest['training_data']['source']} (sha256 "
+            f"{manifest['training_data']['fingerprint'][:16]}...)",
             f"Threshold {predictor.threshold:.3f} from the bundle "
-            f"({predictor.bundle.manifest['threshold']['policy']})",
+            f"({manifest['threshold']['policy']})",
         ],
-        "protocols": {
-            "external": {
-                "description": f"external evaluation on all {len(data.y)} samples of {data.source}",
-                "protocol": {"kind": "external"},
-                "plots": {
-                    "roc": _rel(out, plots.roc_curves(curves, where / "roc.png")),
-                    "pr": _rel(out, plots.pr_curves(curves, where / "pr.png")),
-                    "reliability": _rel(
-                        out, plots.reliability_diagram(curves, where / "reliability.png")
-                    ),
-                },
-                "models": {
-                    name: {
-                        "description": predictor.bundle.manifest["model"]["description"],
-                        "summary": summary,
-                        "interval_method": "95% percentile bootstrap over samples (2000 resamples)",
-                        "threshold_policy": f"fixed at the bundle's {predictor.threshold:.3f}",
-                        "thresholds": [predictor.threshold],
-                        "confusion": counts,
-                        "chosen_params": [],
-                        "fit_seconds_mean": 0.0,
-                        "per_fold": [],
-                        "plots": {
-                            "confusion": _rel(
-                                out,
-                                plots.confusion_matrix(
-                                    counts, where / f"confusion_{name}.png", f"{name}, external"
-                                ),
-                            )
-                        },
-                    }
-                },
-            }
-        },
+        "protocols": {"external": _external_protocol(predictor, data, proba, out)},
         "plots": {
             "class_balance": _rel(
                 out,
@@ -220,6 +172,51 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
     write_metrics(out, results)
     write_report(out)
     return results
+
+
+def _external_protocol(predictor, data: TabularData, proba: np.ndarray, out: Path) -> dict:
+    """A bundle's figures on all of `data` at its stored threshold, as one protocol of the
+    report (bootstrap intervals over samples, ROC, PR, reliability and confusion plots)."""
+    name = predictor.bundle.manifest["model"]["name"]
+    where = out / "plots" / "external"
+    boot = bootstrap_metrics(data.y, proba, predictor.threshold)
+    summary = {
+        m: {
+            "mean": v["value"],
+            "sd": float("nan"),
+            "ci_low": v["ci_low"],
+            "ci_high": v["ci_high"],
+            "n": 1,
+        }
+        for m, v in boot.items()
+    }
+    point = binary_metrics(data.y, proba, predictor.threshold)
+    counts = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
+    curves = {name: (data.y, proba)}
+    confusion = plots.confusion_matrix(counts, where / f"confusion_{name}.png", f"{name}, external")
+    return {
+        "description": f"external evaluation on all {len(data.y)} samples of {data.source}",
+        "protocol": {"kind": "external"},
+        "plots": {
+            "roc": _rel(out, plots.roc_curves(curves, where / "roc.png")),
+            "pr": _rel(out, plots.pr_curves(curves, where / "pr.png")),
+            "reliability": _rel(out, plots.reliability_diagram(curves, where / "reliability.png")),
+        },
+        "models": {
+            name: {
+                "description": predictor.bundle.manifest["model"]["description"],
+                "summary": summary,
+                "interval_method": "95% percentile bootstrap over samples (2000 resamples)",
+                "threshold_policy": f"fixed at the bundle's {predictor.threshold:.3f}",
+                "thresholds": [predictor.threshold],
+                "confusion": counts,
+                "chosen_params": [],
+                "fit_seconds_mean": 0.0,
+                "per_fold": [],
+                "plots": {"confusion": _rel(out, confusion)},
+            }
+        },
+    }
 
 
 def _write_splits(path: Path, data: TabularData, protocol: ProtocolConfig) -> None:
