@@ -84,16 +84,21 @@ def crop(a: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     return s[max(0, int(y0 - dy)) : int(y1 + dy), max(0, int(x0 - dx)) : int(x1 + dx)]
 
 
-def detector_box(pmap: np.ndarray, side: int) -> tuple[float, float, float, float]:
-    """The connected cells around the most lesion-like one that score >= half of it."""
-    labels, _ = ndimage.label(pmap >= 0.5 * pmap.max())
+def detector_box(
+    pmap: np.ndarray, side: int, level: float | None = None
+) -> tuple[float, float, float, float]:
+    """The connected cells of the map around the most lesion-like one with probability >=
+    `level`, or >= half the highest where `level` is None or above it; in the padded square's
+    pixels (`side`)."""
+    top = pmap.max()
+    labels, _ = ndimage.label(pmap >= (level if level is not None and top >= level else top / 2))
     iy, ix = np.unravel_index(pmap.argmax(), pmap.shape)
     ys, xs = np.nonzero(labels == labels[iy, ix])
     cell = side / pmap.shape[0]
     return ys.min() * cell, (ys.max() + 1) * cell, xs.min() * cell, (xs.max() + 1) * cell
 
 
-def hypercolumns(model, x: torch.Tensor) -> torch.Tensor:
+def hypercolumns(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every stage's output and the last feature map of `model` at stride 8 (average-pooled
     or bilinearly upsampled): D x H/8 x W/8, and the last map itself (for the cell detector)."""
     final, stages = model.forward_intermediates(x)
@@ -107,22 +112,12 @@ def hypercolumns(model, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, 1)[0], final[0]
 
 
-def pixel_box(pmap: np.ndarray, side: int, level: float) -> tuple[float, float, float, float]:
-    """The connected pixels (stride 8) around the most lesion-like one with probability >=
-    `level` (or >= half the highest, where none reaches it)."""
-    labels, _ = ndimage.label(pmap >= (level if pmap.max() >= level else 0.5 * pmap.max()))
-    iy, ix = np.unravel_index(pmap.argmax(), pmap.shape)
-    ys, xs = np.nonzero(labels == labels[iy, ix])
-    cell = side / pmap.shape[0]
-    return ys.min() * cell, (ys.max() + 1) * cell, xs.min() * cell, (xs.max() + 1) * cell
-
-
 def iou(a: tuple, b: tuple) -> float:
     """Intersection over union of two (y0, y1, x0, x1) boxes."""
     h = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     w = max(0.0, min(a[3], b[3]) - max(a[2], b[2]))
-    area = lambda r: (r[1] - r[0]) * (r[3] - r[2])  # noqa: E731
-    return h * w / (area(a) + area(b) - h * w)
+    areas = [(r[1] - r[0]) * (r[3] - r[2]) for r in (a, b)]
+    return h * w / (sum(areas) - h * w)
 
 
 def scores(x: np.ndarray, y: np.ndarray, cuts, classes: list[str]) -> tuple[float, float, float]:
@@ -229,7 +224,7 @@ def detected_crops(feats: dict[str, Any], cuts, args, probe) -> dict[str, Any]:
     pixel = cropped(
         feats,
         pixel_maps,
-        lambda m, side: pixel_box(m, side, args.level),
+        lambda m, side: detector_box(m, side, args.level),
         feats["pixel_targets"],
         probe,
         scored,
