@@ -31,6 +31,7 @@ from breastcad.evaluation import plots
 from breastcad.evaluation.metrics import binary_metrics, bootstrap_metrics, choose_threshold
 from breastcad.evaluation.protocol import (
     ModelEvaluation,
+    bootstrap_summary,
     build_model,
     evaluate_model,
     make_splits,
@@ -179,17 +180,7 @@ def _external_protocol(predictor, data: TabularData, proba: np.ndarray, out: Pat
     report (bootstrap intervals over samples, ROC, PR, reliability and confusion plots)."""
     name = predictor.bundle.manifest["model"]["name"]
     where = out / "plots" / "external"
-    boot = bootstrap_metrics(data.y, proba, predictor.threshold)
-    summary = {
-        m: {
-            "mean": v["value"],
-            "sd": float("nan"),
-            "ci_low": v["ci_low"],
-            "ci_high": v["ci_high"],
-            "n": 1,
-        }
-        for m, v in boot.items()
-    }
+    summary = bootstrap_summary(bootstrap_metrics(data.y, proba, predictor.threshold))
     point = binary_metrics(data.y, proba, predictor.threshold)
     counts = {k: point[k] for k in ("tp", "fp", "tn", "fn")}
     curves = {name: (data.y, proba)}

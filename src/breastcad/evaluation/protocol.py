@@ -137,6 +137,21 @@ def fit_fold(
     )
 
 
+def bootstrap_summary(boot: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Bootstrap figures of one evaluation (`bootstrap_metrics`) in the shape of a
+    cross-validated summary: no standard deviation, n = 1."""
+    return {
+        m: {
+            "mean": v["value"],
+            "sd": float("nan"),
+            "ci_low": v["ci_low"],
+            "ci_high": v["ci_high"],
+            "n": 1,
+        }
+        for m, v in boot.items()
+    }
+
+
 def evaluate_model(
     X: np.ndarray,
     y: np.ndarray,
@@ -167,16 +182,7 @@ def evaluate_model(
     if single:
         fold = folds[0]
         boot = bootstrap_metrics(y[fold.test], fold.proba, fold.threshold, seed=cfg.seed)
-        evaluation.summary = {
-            m: {
-                "mean": v["value"],
-                "sd": float("nan"),
-                "ci_low": v["ci_low"],
-                "ci_high": v["ci_high"],
-                "n": 1,
-            }
-            for m, v in boot.items()
-        }
+        evaluation.summary = bootstrap_summary(boot)
         evaluation.interval_method = "95% percentile bootstrap over test samples (2000 resamples)"
     else:
         n_test = int(np.mean([len(f.test) for f in folds]))
