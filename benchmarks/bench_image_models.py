@@ -135,6 +135,11 @@ CONFIGS: dict[str, dict] = {
     "breastmnist-probe-3-128-flip": run(
         "breastmnist", "probe", 128, tta="flip", branches=PROBE_BRANCHES.format(size=128)
     ),
+    # ten test-time views (mirror, +-10 degrees, +-5% shifts), which the probe learns from too
+    "breastmnist-probe-3-128-affine": run(
+        "breastmnist", "probe", 128, tta="affine", branches=PROBE_BRANCHES.format(size=128)
+    ),
+    "busi-probe-affine": run("busi", "probe", tta="affine"),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
     "mias-mammo_cnn-x3": run("mini-mias", "mammo_cnn", members=3, **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),

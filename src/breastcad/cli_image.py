@@ -77,9 +77,10 @@ def train_image(
     tta: Annotated[
         str | None,
         typer.Option(
-            help="Test-time augmentation: none (default) or flip (average each image with its "
-            "mirror image; calibration and operating point fitted on the average, recorded in "
-            "the bundle)."
+            help="Test-time augmentation: none (default), flip (average each image with its "
+            "mirror image) or affine (ten views: the image and its mirror image, as given, "
+            "rotated by +-10 degrees and shifted by +-5%; a probe also learns from them); "
+            "calibration and operating point fitted on the average, recorded in the bundle."
         ),
     ] = None,
     split_file: Annotated[

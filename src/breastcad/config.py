@@ -200,10 +200,12 @@ class ImageTrainConfig(_Strict):
         "on fold i, and temperature and operating point are fitted on the out-of-fold "
         "predictions of all development images instead of the validation part alone.",
     )
-    tta: Literal["none", "flip"] = Field(
+    tta: Literal["none", "flip", "affine"] = Field(
         "none",
         description="Test-time augmentation: flip averages each image's probabilities with "
-        "its mirror image's; calibration and the operating point are fitted on the average.",
+        "its mirror image's, affine over ten views (the image and its mirror image, each as "
+        "given, rotated by +-10 degrees and shifted by +-5%; a linear probe also learns from "
+        "them); calibration and the operating point are fitted on the average.",
     )
     init_from: Path | None = Field(
         None,

@@ -202,7 +202,8 @@ class Predictor:
 
     @property
     def tta(self) -> str:
-        """The bundle's test-time augmentation (`breastcad.models.tta`): none or flip."""
+        """The bundle's test-time augmentation (`breastcad.models.tta`): none, flip or
+        affine."""
         return str(self.bundle.manifest.get("test_time_augmentation", "none"))
 
     def predict_logits(self, pixels: np.ndarray, views: bool = True) -> np.ndarray:

@@ -176,6 +176,13 @@ def _tta_line(tta: str) -> str:
             "Test-time augmentation: flip (each image's probabilities averaged with its mirror "
             "image's; calibration, operating point and every figure below use the average)"
         )
+    if tta == "affine":
+        return (
+            "Test-time augmentation: affine (each image's probabilities averaged over ten "
+            "views: the image and its mirror image, as given, rotated by +-10 degrees and "
+            "shifted by +-5%; calibration, operating point and every figure below use the "
+            "average)"
+        )
     return "Test-time augmentation: none (each image seen once, as given)"
 
 

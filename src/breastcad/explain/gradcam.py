@@ -35,10 +35,11 @@ def grad_cam(
     image, or the predicted class when None). An image whose map is zero everywhere (no
     positive evidence) warns and gets NaN, as MONAI does, rather than a misleading picture.
     For an ensemble (a network with `members`), the mean of its members' maps, each scaled to
-    its own maximum, for the class the ensemble predicts. With test-time views (`tta` flip,
-    `breastcad.models.tta`) the answer explained is the views' average, so the map is too:
-    the mirror image's map, mirrored back, averaged with the image's (each scaled)."""
-    from breastcad.models.tta import check_mode, mirror, with_views
+    its own maximum, for the class the ensemble predicts. With test-time views (`tta` flip or
+    affine, `breastcad.models.tta`) the answer explained is the views' average, so the map is
+    too: each view's map moved back onto the image (the mirror image's mirrored back, a
+    rotated view's rotated back), averaged with the image's (each scaled)."""
+    from breastcad.models.tta import check_mode, unview, views, with_views
 
     check_mode(tta)
     x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
@@ -50,9 +51,10 @@ def grad_cam(
             target = with_views(net.eval(), x.clone(), tta).argmax(dim=1).tolist()
         net.train(was_training)
     cam = _view_cam(net, x, target, size)
-    if tta == "flip":
-        back = np.ascontiguousarray(_view_cam(net, mirror(x), target, size)[:, :, ::-1])
-        cam = _mean_of_scaled([cam, back])
+    if tta != "none":
+        maps = [torch.from_numpy(cam)]
+        maps += [torch.from_numpy(_view_cam(net, v, target, size)) for v in views(x, tta)[1:]]
+        cam = _mean_of_scaled([m.numpy() for m in unview(maps, tta)])
     top = cam.reshape(len(cam), -1).max(axis=1)
     if np.any(top <= 0):
         warnings.warn(

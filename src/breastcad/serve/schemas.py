@@ -82,8 +82,9 @@ class ModelInfo(BaseModel):
     init: str | None = Field(description="Where the weights started from (e.g. ImageNet).")
     test_time_augmentation: str | None = Field(
         None,
-        description="Image models: none, or flip (each image's probabilities averaged with its "
-        "mirror image's).",
+        description="Image models: none, flip (each image's probabilities averaged with its "
+        "mirror image's) or affine (averaged over ten views: the image and its mirror image, "
+        "as given, rotated by +-10 degrees and shifted by +-5%).",
     )
     trained_on: dict[str, Any] | None
     metrics: dict[str, Any] = Field(

@@ -5,10 +5,12 @@ service, Grad-CAM and ONNX export see an ordinary network). `cell_probe` regress
 the last feature map instead (`fit_cell_probe`).
 
 Each training image counts twice, as given and mirrored (the left-right flip every modality
-here is trained to accept), both views in the image's group. The regularisation `C` is chosen from
-`C_GRID` by stratified 5-fold cross-validation within the training part, folds cut by group
-(patient, woman or near-duplicate cluster: the split's groups), on the ROC AUC of the positive
-class (two classes) or the macro one-vs-rest AUC; held-out images are scored as given. The
+here is trained to accept), both views in the image's group; ten times with test-time `affine`
+views (`breastcad.models.tta`), once per view the run will average. The regularisation `C` is
+chosen from `C_GRID` by stratified 5-fold cross-validation within the training part, folds cut
+by group (patient, woman or near-duplicate cluster: the split's groups), on the ROC AUC of the
+positive class (two classes) or the macro one-vs-rest AUC; held-out images are scored as the
+run answers (as given, or the mean over its test-time views). The
 validation part is not used here: it stays for calibration and the operating point.
 
 Example:
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork
-from breastcad.models.tta import mirror
+from breastcad.models.tta import views
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 DEFAULT_C = 0.01
@@ -39,16 +41,18 @@ DEFAULT_C = 0.01
 
 
 def body_features(
-    net: ImageNetwork, loader, device: torch.device, progress: bool, desc: str
+    net: ImageNetwork, loader, device: torch.device, progress: bool, desc: str, tta: str = "none"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The body's features of each image as given and mirrored (N x 2 x D) and the labels."""
+    """The body's features of each image as given and mirrored (N x 2 x D), or of each of its
+    ten views for `tta` affine (N x 10 x D), and the labels."""
+    mode = "affine" if tta == "affine" else "flip"
     net.eval().to(device)
     feats, labels = [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             x = batch[0].to(device)
-            views = [net.forward_features(x), net.forward_features(mirror(x))]
-            feats.append(torch.stack(views, 1).float().cpu().numpy())
+            seen = [net.forward_features(v) for v in views(x, mode)]
+            feats.append(torch.stack(seen, 1).float().cpu().numpy())
             labels.append(batch[1].numpy())
     net.cpu()
     return np.concatenate(feats), np.concatenate(labels)
@@ -104,7 +108,7 @@ def choose_c(
 ) -> dict[str, Any]:
     """Grouped stratified cross-validation of `C_GRID` on `feats` (N x views x D); the C
     with the highest held-out AUC, and each C's. Held-out images are scored as the run will
-    answer (`tta` flip: the mean probability of the image and its mirror image)."""
+    answer (`tta` flip or affine: the mean probability of the image's views)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     per_class = [len(set(groups[y == k])) for k in range(num_classes)]
@@ -117,19 +121,19 @@ def choose_c(
         }
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     cuts = list(splitter.split(feats[:, 0], y, groups))
-    views = feats.shape[1]
+    n_views = feats.shape[1]
     by_c = {}
     for c in C_GRID:
         held_probs = np.zeros((len(y), num_classes))
         for fit, held in cuts:
             _, _, model = logistic_head(
                 feats[fit].reshape(-1, feats.shape[-1]),
-                np.repeat(y[fit], views),
+                np.repeat(y[fit], n_views),
                 num_classes,
                 c,
                 class_weight,
             )
-            scored = range(views) if tta == "flip" else [0]
+            scored = range(n_views) if tta != "none" else [0]
             held_probs[held] = np.mean([model.predict_proba(feats[held, v]) for v in scored], 0)
         by_c[c] = _auc(y, held_probs, num_classes, positive)
     best = max(by_c, key=lambda c: (by_c[c], -abs(np.log(c / DEFAULT_C))))
@@ -139,10 +143,18 @@ def choose_c(
             "folds": folds,
             "cut_by": "group",
             "metric": "ROC AUC of the positive class" if num_classes == 2 else "macro AUC",
-            "held_out_scored": "as given and mirrored, averaged" if tta == "flip" else "as given",
+            "held_out_scored": _scored_text(tta, n_views),
             "by_C": {str(c): round(v, 4) for c, v in by_c.items()},
         },
     }
+
+
+def _scored_text(tta: str, views: int) -> str:
+    if tta == "none":
+        return "as given"
+    if tta == "flip":
+        return "as given and mirrored, averaged"
+    return f"its {views} test-time views (affine), averaged"
 
 
 def _no_epochs(device: torch.device) -> dict[str, Any]:
@@ -176,7 +188,7 @@ def fit_probe(
         groups = dm.manifest.frame["group_id"].astype(str).to_numpy()
     device = chosen_device(settings.accelerator)
     loader = dm.ordered_dataloader("train")
-    feats, y = body_features(net, loader, device, settings.progress, "probe features")
+    feats, y = body_features(net, loader, device, settings.progress, "probe features", settings.tta)
     num_classes = net.num_classes
     positive = positive_index(dm.classes)
     chosen = choose_c(
@@ -205,7 +217,9 @@ def fit_probe(
         "probe": {
             "features": int(feats.shape[-1]),
             "training_images": len(y),
-            "samples": "each training image as given and mirrored",
+            "samples": "each training image as given and mirrored"
+            if feats.shape[1] == 2
+            else f"each training image in its {feats.shape[1]} test-time views (affine)",
             "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised features, "
             f"class weights {settings.class_weight}, folded into the linear layer",
             **chosen,
