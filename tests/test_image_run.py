@@ -323,17 +323,18 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert empty.exit_code == 2 and "at least two classes" in empty.output
 
 
-def test_a_flip_tta_run_fits_and_deploys_the_averaged_answer(two_class_tree, tmp_path):
-    """`--tta flip`: the run's figures, the bundle, predict and evaluate all average each
-    image with its mirror image; a mirror image gets the same probabilities."""
+@pytest.mark.parametrize("tta", ["flip", "affine"])
+def test_a_tta_run_fits_and_deploys_the_averaged_answer(two_class_tree, tmp_path, tta):
+    """`--tta flip` / `affine`: the run's figures, the bundle, predict and evaluate all
+    average each image's views; with flip a mirror image gets the same probabilities."""
     out = tmp_path / "tta"
-    result = _train(two_class_tree, out, 2, "--tta", "flip")
+    result = _train(two_class_tree, out, 2, "--tta", tta)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert results["model"]["test_time_augmentation"] == "flip"
-    assert "Test-time augmentation: flip" in (out / "report.md").read_text()
+    assert results["model"]["test_time_augmentation"] == tta
+    assert f"Test-time augmentation: {tta}" in (out / "report.md").read_text()
     predictor = Predictor.from_bundle(out / "bundle")
-    assert predictor.tta == "flip"
+    assert predictor.tta == tta
     measured = pd.read_csv(out / "predictions.csv")
     again = predictor.predict_paths(measured["path"].tolist(), progress=False)
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
@@ -341,7 +342,10 @@ def test_a_flip_tta_run_fits_and_deploys_the_averaged_answer(two_class_tree, tmp
 
     image = predictor.prepare(read_image(measured["path"].iloc[0]))
     pair = predictor.predict_pixels(np.stack([image, image[:, ::-1]]))
-    assert np.allclose(pair[0], pair[1], atol=1e-5)
+    one_view = predictor.predict_logits(image[None], views=False)
+    assert not np.allclose(predictor.predict_logits(image[None]), one_view, atol=1e-4)
+    if tta == "flip":
+        assert np.allclose(pair[0], pair[1], atol=1e-5)
     evaluated = runner.invoke(
         app,
         [
@@ -354,7 +358,7 @@ def test_a_flip_tta_run_fits_and_deploys_the_averaged_answer(two_class_tree, tmp
     )
     assert evaluated.exit_code == 0, evaluated.output
     ev = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert ev["model"]["test_time_augmentation"] == "flip"
+    assert ev["model"]["test_time_augmentation"] == tta
     assert ev["test"]["ci"]["macro_auc"]["value"] == pytest.approx(
         results["test"]["ci"]["macro_auc"]["value"], abs=1e-6
     )

@@ -149,3 +149,26 @@ def test_a_flip_bundle_explains_the_average_of_both_views(tmp_path):
     assert not np.allclose(one_view_of_mirror, one_view[:, :, ::-1], atol=1e-3)
     with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
         grad_cam(predictor.network, pixels, decided, "rotate")
+
+
+def test_an_affine_bundle_explains_each_view_moved_back_onto_the_image(tmp_path):
+    """With affine test-time views the map explained is the mean of the ten views' maps, each
+    scaled and moved back onto the image (`unview`), for the class the average decides."""
+    from breastcad.models.tta import unview, views
+    from breastcad.predict import Predictor
+
+    predictor = Predictor.from_bundle(
+        make_image_bundle(tmp_path / "affine", test_time_augmentation="affine")
+    )
+    pixels = np.random.default_rng(6).integers(0, 256, (2, 50, 50, 3), dtype=np.uint8)
+    shown = np.stack([p.cam for p in predictor.predict_batch(pixels, [True] * 2)])
+    decided = [predictor.classes.index(p.prediction) for p in predictor.predict_batch(pixels)]
+    each = [
+        torch.from_numpy(np.nan_to_num(grad_cam(predictor.network, v, decided)))
+        for v in views(torch.from_numpy(pixels), "affine")
+    ]
+    back = torch.stack(unview(each, "affine")).numpy()
+    expected = back.mean(axis=0) / back.mean(axis=0).reshape(2, -1).max(axis=1)[:, None, None]
+    assert shown.shape == (2, 50, 50) and np.isfinite(shown).all()
+    np.testing.assert_allclose(shown, expected, atol=1e-5)
+    assert not np.allclose(shown, grad_cam(predictor.network, pixels, decided), atol=1e-2)

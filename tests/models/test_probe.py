@@ -97,9 +97,12 @@ def _stripes(i: int, vertical: bool) -> np.ndarray:
     return np.clip(img + rng.normal(0, 25, (32, 32)), 0, 255).astype(np.uint8)
 
 
-def test_fit_probe_learns_a_texture_from_imagenet_features(tmp_path):
+@pytest.mark.parametrize("tta", ["none", "affine"])
+def test_fit_probe_learns_a_texture_from_imagenet_features(tmp_path, tta):
     """Vertical against horizontal stripes, which ImageNet's edge detectors tell apart (a
-    mirror image keeps the orientation): the fitted network separates held-out images."""
+    mirror image keeps the orientation, and so, nearly, do the affine views' 10 degree
+    turns): the fitted network separates held-out images; with affine test-time views it
+    learns from all ten views of each training image and is cross-validated on them."""
     from breastcad.config import PreprocessConfig
     from tests.data.conftest import save
 
@@ -120,10 +123,16 @@ def test_fit_probe_learns_a_texture_from_imagenet_features(tmp_path):
         progress=False,
     )
     net = create_model("probe", size=32)
-    settings = ImageFitSettings(epochs=0, lr=0.0, accelerator="cpu", progress=False)
+    settings = ImageFitSettings(epochs=0, lr=0.0, accelerator="cpu", progress=False, tta=tta)
     history, info = fit_image(net, dm, settings, tmp_path / "run")
     assert history == [] and info["epochs_run"] == 0
     assert info["probe"]["training_images"] == 64 and info["probe"]["C"] in C_GRID
+    scored = info["probe"]["cross_validation"]["held_out_scored"]
+    if tta == "affine":
+        assert info["probe"]["samples"] == "each training image in its 10 test-time views (affine)"
+        assert scored == "its 10 test-time views (affine), averaged"
+    else:
+        assert "as given and mirrored" in info["probe"]["samples"] and scored == "as given"
     assert isinstance(net, ImageNetwork) and not net.training
     test = dm.datasets["test"]
     x, y = test[list(range(len(test)))][:2]

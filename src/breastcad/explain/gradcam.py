@@ -51,10 +51,13 @@ def grad_cam(
             target = with_views(net.eval(), x.clone(), tta).argmax(dim=1).tolist()
         net.train(was_training)
     cam = _view_cam(net, x, target, size)
-    if tta != "none":
-        maps = [torch.from_numpy(cam)]
-        maps += [torch.from_numpy(_view_cam(net, v, target, size)) for v in views(x, tta)[1:]]
-        cam = _mean_of_scaled([m.numpy() for m in unview(maps, tta)])
+    if tta != "none":  # each view's map scaled on its view, then moved back
+        maps = [cam] + [_view_cam(net, v, target, size) for v in views(x, tta)[1:]]
+        scaled = [_scaled(m) for m in maps]
+        back = unview([torch.from_numpy(np.nan_to_num(m, nan=0.0)) for m in scaled], tta)
+        cam = _nan_mean(
+            [np.where(np.isnan(m), np.nan, b.numpy()) for m, b in zip(scaled, back, strict=True)]
+        )
     top = cam.reshape(len(cam), -1).max(axis=1)
     if np.any(top <= 0):
         warnings.warn(
@@ -78,7 +81,12 @@ def _view_cam(
 
 def _mean_of_scaled(maps: list[np.ndarray]) -> np.ndarray:
     """The mean of maps each scaled to its maximum; 0 where none has positive evidence."""
-    stacked = np.stack([_scaled(m) for m in maps])
+    return _nan_mean([_scaled(m) for m in maps])
+
+
+def _nan_mean(maps: list[np.ndarray]) -> np.ndarray:
+    """The mean of maps, NaN (no evidence) left out; 0 where every map is NaN."""
+    stacked = np.stack(maps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no map with evidence: NaN
         return np.nan_to_num(np.nanmean(stacked, axis=0), nan=0.0)
