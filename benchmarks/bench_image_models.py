@@ -140,6 +140,9 @@ CONFIGS: dict[str, dict] = {
         "breastmnist", "probe", 128, tta="affine", branches=PROBE_BRANCHES.format(size=128)
     ),
     "busi-probe-affine": run("busi", "probe", tta="affine"),
+    "busi-probe-3-affine": run(
+        "busi", "probe", tta="affine", branches=PROBE_BRANCHES.format(size=160)
+    ),
     "mias-mammo_cnn": run("mini-mias", "mammo_cnn", **MIAS_SPLIT),
     "mias-mammo_cnn-x3": run("mini-mias", "mammo_cnn", members=3, **MIAS_SPLIT),
     "mias-finetune": run("mini-mias", "finetune", 224, **MIAS_SPLIT),
