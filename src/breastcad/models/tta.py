@@ -33,8 +33,8 @@ from breastcad.models.ensemble import mean_probability_logits
 
 MODES = ("none", "flip", "affine")
 AFFINE_MOVES = ((0.0, 0.0), (10.0, 0.0), (-10.0, 0.0), (0.0, 0.05), (0.0, -0.05))
-"""`affine`'s moves of the image and of its mirror image: (rotation in degrees, shift along
-both axes as a fraction of the width and height)."""
+"""`affine`'s moves of the image and of its mirror image: (rotation in degrees, clockwise as
+shown, about the centre; shift right and down as a fraction of the width and height)."""
 
 
 def mirror(x: torch.Tensor) -> torch.Tensor:
