@@ -1,16 +1,19 @@
-"""What test-time flip averaging (`--tta flip`) does to trained models, measured paired: each
-bundle of `bench_image_models.py` runs once on its validation and test images as they are
-and once averaged with their mirror images, same weights. Prints one table and a summary.
+"""What test-time views (`--tta flip`, or `--mode affine`: ten views) do to trained models,
+measured paired: each bundle of `bench_image_models.py` runs once on its validation and test
+images as they are and once averaged over the views (flip: with their mirror images), same
+weights. Prints one table and a summary.
 
     .venv/bin/python benchmarks/bench_tta.py [--runs runs/bench] [--only busi-transfer ...]
+        [--mode affine]
 
 Each run's split is made again from its config (seed, sizes, duplicate audit) and compared,
 image by image, with the split the run saved; a run whose split does not come out the same is
 skipped and said so, as is a cross-fitted run (its members learnt from the validation part).
 Figures are macro AUC and argmax accuracy (temperature and operating point
 do not change either); a run trained with `--tta flip` would also fit its temperature and
-operating point on the averaged answers. Decide on validation; the test columns are what that
-decision did, not a reason for it.
+operating point on the averaged answers (and a linear probe run with `--tta affine` would
+learn from the ten views, which this re-scoring cannot show). Decide on validation; the test
+columns are what that decision did, not a reason for it.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=Path("runs/bench"))
     ap.add_argument("--only", nargs="*", help="run folder names (default: every run with a bundle)")
+    ap.add_argument("--mode", choices=("flip", "affine"), default="flip", help="test-time views")
     args = ap.parse_args()
     keep_freed_memory()
     folders = sorted(p.parent.parent for p in args.runs.glob("*/bundle/bundle.json"))
@@ -95,9 +99,10 @@ def main() -> None:
         )
     splits: dict[str, tuple] = {}  # runs sharing data, seed and sizes share their split
     rows = []
+    mode = args.mode
     print(
-        "| run | val AUC | val AUC, flip | val acc | val acc, flip "
-        "| test AUC | test AUC, flip | test acc | test acc, flip |"
+        f"| run | val AUC | val AUC, {mode} | val acc | val acc, {mode} "
+        f"| test AUC | test AUC, {mode} | test acc | test acc, {mode} |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for out in folders:
@@ -116,14 +121,14 @@ def main() -> None:
             readable = np.flatnonzero(cache.readable)
             y = subset.frame["label"].iloc[readable].map(lookup).to_numpy()
             plain = figures(predictor.network, cache.pixels[readable], y, manifest.classes, "none")
-            flip = figures(predictor.network, cache.pixels[readable], y, manifest.classes, "flip")
-            row += [plain[0], flip[0], plain[1], flip[1]]
+            seen = figures(predictor.network, cache.pixels[readable], y, manifest.classes, mode)
+            row += [plain[0], seen[0], plain[1], seen[1]]
         rows.append(row)
         print(f"| {out.name} | " + " | ".join(f"{v:.3f}" for v in row) + " |", flush=True)
     if not rows:
         return
     table = np.array(rows)
-    print("\n| figure | flip better | same | worse | mean change | median change |")
+    print(f"\n| figure | {mode} better | same | worse | mean change | median change |")
     print("|---|---|---|---|---|---|")
     for name, col in (("val AUC", 0), ("val acc", 2), ("test AUC", 4), ("test acc", 6)):
         d = table[:, col + 1] - table[:, col]
@@ -131,7 +136,7 @@ def main() -> None:
             f"| {name} | {(d > 1e-9).sum()} | {(np.abs(d) <= 1e-9).sum()} | {(d < -1e-9).sum()} "
             f"| {d.mean():+.4f} | {np.median(d):+.4f} |"
         )
-    print(f"\n{len(rows)} runs; same weights with and without the mirror image.")
+    print(f"\n{len(rows)} runs; same weights with and without the views ({mode}).")
 
 
 if __name__ == "__main__":
