@@ -98,6 +98,7 @@ CONFIGS: dict[str, dict] = {
         "busi", "probe", branches=PROBE_BRANCHES.format(size=160), options=BENIGN_VS_MALIGNANT
     ),
     "busi-bm-transfer-224": run("busi", "transfer", 224, options=BENIGN_VS_MALIGNANT),
+    "busi-bm-probe-affine": run("busi", "probe", tta="affine", options=BENIGN_VS_MALIGNANT),
     "breastmnist-finetune": run("breastmnist", "finetune", 96),
     "breastmnist-transfer-128": run("breastmnist", "transfer", 128),
     "breastmnist-full_finetune-128": run("breastmnist", "full_finetune", 128),
