@@ -58,8 +58,10 @@ def unview(maps: list[torch.Tensor], mode: str) -> list[torch.Tensor]:
     """Maps (N, H, W) computed on each of `views(x, mode)`, moved back onto `x` (the part a
     move pushed out of the picture is zero)."""
     check_mode(mode)
-    if mode in ("none", "flip"):
-        return [maps[0], *([maps[1].flip(2)] if mode == "flip" else [])]
+    if mode == "none":
+        return [maps[0]]
+    if mode == "flip":
+        return [maps[0], maps[1].flip(2)]
     n = len(AFFINE_MOVES)
     back = [
         _moved(m[:, None], -angle, -shift)[:, 0]
@@ -96,10 +98,8 @@ def with_views(
     """`forward(x)` for `mode` none; otherwise the log of the mean softmax of `forward` on each
     of `views(x, mode)`. Works for any output whose last axis holds classes (an ensemble's
     member logits too)."""
-    if mode == "none":
-        check_mode(mode)
-        return forward(x)
-    return mean_probability_logits(torch.stack([forward(v) for v in views(x, mode)]))
+    answers = [forward(v) for v in views(x, mode)]
+    return answers[0] if mode == "none" else mean_probability_logits(torch.stack(answers))
 
 
 def check_mode(mode: str) -> None:
