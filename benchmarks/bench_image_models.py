@@ -50,15 +50,21 @@ def run(
     tta: str = "none",
     branches: str | None = None,
     calibration: str = "temperature",
+    lesion_views: str | None = None,
     **data,
 ) -> dict:
     """One `ImageRunConfig` as a dict: the dataset under ../shared/data, the model, its size,
     the epochs allowed (default: the recipe's), the members of a deep ensemble (1: none), the
     backbone (default: the recipe's, EfficientNet-Lite0), whether the members are
     cross-fitted on folds of the training and validation images, the test-time views, the
-    linear probe's extra backbones, the calibration."""
+    linear probe's extra backbones, the calibration, the lesion-cell probe's lesion views."""
     cfg = {"data": {"dataset": dataset, "root": DATA / dataset, **data}, "model": model}
-    params = {"size": size, "backbone": backbone, "branches": branches}
+    params = {
+        "size": size,
+        "backbone": backbone,
+        "branches": branches,
+        "lesion_views": lesion_views,
+    }
     if any(v is not None for v in params.values()):
         cfg["model_params"] = {k: v for k, v in params.items() if v is not None}
     cfg["train"] = {"epochs": epochs, "members": members, "cross_fit": cross_fit, "tta": tta}
@@ -150,8 +156,13 @@ CONFIGS: dict[str, dict] = {
     "mias-transfer-512": run("mini-mias", "transfer", 512, **MIAS_SPLIT),
     "mias-full_finetune-320": run("mini-mias", "full_finetune", 320, **MIAS_SPLIT),
     "mias-lesion_map-384": run("mini-mias", "lesion_map", 384, **MIAS_SPLIT),
-    # the lesion-cell detector of bench_mias_bilateral.py as a model: full resolution
+    # the lesion-cell detector of bench_mias_bilateral.py as a model: full resolution; it
+    # learns the lesion cells of ten moved views of each lesion image (its default), or, as
+    # the detector did, of the image as given only
     "mias-cell_probe-1024": run("mini-mias", "cell_probe", 1024, **MIAS_SPLIT),
+    "mias-cell_probe-1024-given": run(
+        "mini-mias", "cell_probe", 1024, lesion_views="none", **MIAS_SPLIT
+    ),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 # the same runs calibrated with the prior shift (`--calibration prior-shift`): log class

@@ -557,6 +557,10 @@ def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path
     assert results["training"]["epochs_run"] == 0 and fit["grid"] == [8, 8]
     normal_train = results["data"]["counts"]["train"]["normal"]
     assert fit["images"]["background"] == normal_train and fit["images"]["lesion"] > 0
+    # with the default `affine` lesion views: each lesion image's nine moved views add their
+    # cells under the moved disc, about as many again as the image as given has, nine times
+    assert fit["lesion_views"] == "affine"
+    assert 6 * fit["cells"]["lesion"] < fit["cells"]["lesion_moved"] < 12 * fit["cells"]["lesion"]
     assert 0 < fit["cells"]["background"] < 64 * normal_train  # a seeded quarter of them
     assert results["test"]["ci"]["macro_auc"]["value"] > 0.9
     # the highest of 64 cells is scaled to an image logit on the training images: the
@@ -566,7 +570,8 @@ def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path
     assert results["test"]["calibration"]["temperature"] < 10
     where = results["test"]["localisation"]
     assert where["cell_auc"] > 0.9  # lesion cells above the rest, held-out annotations
-    assert "lesion-cell probe, no epochs" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "lesion-cell probe, no epochs" in report and "of their moved views (mirrored" in report
     measured = pd.read_csv(out / "predictions.csv")
     again = Predictor.from_bundle(out / "bundle").predict_paths(
         measured["path"].tolist(), progress=False

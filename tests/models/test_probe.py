@@ -168,3 +168,36 @@ def test_the_cell_probe_scales_its_highest_cell_into_an_image_logit():
     assert ((p > 0.5) == y).mean() > 0.75
     flat = _image_scale(maps, np.zeros(n, int), w_cells, b_cells, [1], 0)  # one class only
     assert flat["a"][0] == 1.0 and flat["b"][0] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["flip", "affine"])
+def test_the_cell_probe_takes_moved_lesion_cells_where_the_moved_image_shows_the_lesion(mode):
+    """`lesion_views`: each moved view's lesion cells are those of its moved annotation, and
+    these are where the moved picture shows the lesion (the annotation moves as the image
+    does, in the same direction); the features are the body's cells of that view."""
+    from breastcad.data.lesions import LESION
+    from breastcad.models.tta import views
+    from breastcad.training.probe_fit import _moved_lesion_cells
+
+    size = 64
+    net = create_model("cell_probe", size=size, weights="random").eval()
+    assert net.arch["lesion_views"] == "affine"  # the default: cross-validated on mini-MIAS
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - 14) ** 2 + (xx - 44) ** 2 <= 7**2  # off-centre, so that every move shows
+    img = np.where(disc, 250, 10).astype(np.uint8)
+    x = torch.from_numpy(np.repeat(img[None, :, :, None], 3, axis=3))  # 1 x H x W x 3
+    masks = torch.from_numpy(np.where(disc, LESION, 0).astype(np.uint8))[None]
+    with torch.inference_mode():
+        moved = _moved_lesion_cells(net, x, masks, mode, torch.device("cpu"))
+        seen = views(x, mode)[1:]
+        assert len(moved) == len(seen) == (1 if mode == "flip" else 9)
+        for cells, view in zip(moved, seen, strict=True):
+            maps = net.forward_features(view)[0]  # D x h x w
+            h, w = maps.shape[-2:]
+            bright = view[0, :, :, 0].reshape(h, size // h, w, size // w) > 128
+            shown = bright.any(3).any(1).flatten()  # cells where this view shows the disc
+            assert 0 < int(shown.sum()) < h * w
+            expected = maps.flatten(1).T[shown].numpy()
+            assert cells[0].shape == expected.shape and np.allclose(cells[0], expected)
+    with pytest.raises(ConfigError, match="lesion_views must be one of none, flip, affine"):
+        create_model("cell_probe", size=size, weights="random", lesion_views="rotate")

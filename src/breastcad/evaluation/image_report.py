@@ -74,12 +74,21 @@ def _cell_probe_text(fit: dict[str, Any]) -> str:
     return (
         f"lesion-cell probe, no epochs: a logistic regression (C = {fit['C']}) on "
         f"{fit['features']} frozen features per cell of a {fit['grid'][0]} x {fit['grid'][1]} "
-        f"grid, {cells['lesion']} lesion cells of {images['lesion']} images against "
+        f"grid, {cells['lesion']} lesion cells of {images['lesion']} images"
+        f"{_lesion_views_text(fit.get('lesion_views', 'none'), cells.get('lesion_moved', 0))}"
+        " against "
         f"{cells['background']} cells ({fit['background_fraction']:g} of them) of "
         f"{images['background']} images without lesions; {images['left out']} training "
         "images left out (lesion not annotated or off the grid); image logit = its most "
         f"lesion-like cell, scaled per class on the training images ({_scale_text(fit)})"
     )
+
+
+def _lesion_views_text(mode: str, moved: int) -> str:
+    if mode == "none":
+        return ""
+    shown = "mirrored" if mode == "flip" else "mirrored, rotated +-10 degrees and shifted +-5%"
+    return f" and {moved} of their moved views ({shown}, the annotation moved with each)"
 
 
 def _scale_text(fit: dict[str, Any]) -> str:

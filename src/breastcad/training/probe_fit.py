@@ -239,6 +239,9 @@ def fit_cell_probe(
     regression (standardised, C from the network, class weights as the run's) on them gives,
     per lesion class, its logit minus the background's: the cell score the head takes the
     maximum of, then scaled into an image logit on the training images (`_image_scale`).
+    The network's `lesion_views` (`breastcad.models.tta.views`) add the lesion cells of each
+    lesion image's moved views, its annotation moved with it (background cells and the image
+    scale stay with the images as given, the view the network answers on).
     Returns an empty history and what was fitted."""
     from breastcad.data.lesions import annotated, lesion_cells
     from breastcad.training.image_fit import chosen_device
@@ -249,9 +252,11 @@ def fit_cell_probe(
     device = chosen_device(settings.accelerator)
     background, c = int(net.arch["background"]), float(net.arch["c"])
     fraction = float(net.arch["background_fraction"])
+    lesion_views = str(net.arch.get("lesion_views", "none"))  # bundles from before it: none
     rng = np.random.default_rng(settings.seed)
     xs, labels, images = [], [], {"lesion": 0, "background": 0, "left out": 0}
     every_map, every_y = [], []  # all cells of every training image, for the image scale
+    moved_count = 0  # lesion cells of the moved views
     net.eval().to(device)
     loader = dm.ordered_dataloader("train")
     with torch.inference_mode():
@@ -279,6 +284,18 @@ def fit_cell_probe(
                     images["left out"] += int(not keep.any())
                 xs.append(cells[keep])
                 labels.append(np.full(int(keep.sum()), label))
+            seen = [
+                i
+                for i in range(len(y))
+                if known[i] and int(y[i]) != background and bool(lesion[i].any())
+            ]
+            if lesion_views != "none" and seen:
+                moved_cells = _moved_lesion_cells(net, x[seen], masks[seen], lesion_views, device)
+                for cells_of_views in moved_cells:
+                    for j, i in enumerate(seen):
+                        xs.append(cells_of_views[j])
+                        labels.append(np.full(len(cells_of_views[j]), int(y[i])))
+                        moved_count += len(cells_of_views[j])
     net.cpu()
     x_cells, y_cells = np.concatenate(xs), np.concatenate(labels)
     w, b, _ = logistic_head(x_cells, y_cells, net.num_classes, c, settings.class_weight)
@@ -300,11 +317,13 @@ def fit_cell_probe(
             "features": int(x_cells.shape[1]),
             "grid": list(maps.shape[-2:]),
             "cells": {
-                "lesion": int((y_cells != background).sum()),
+                "lesion": int((y_cells != background).sum()) - moved_count,
+                "lesion_moved": moved_count,
                 "background": int((y_cells == background).sum()),
             },
             "images": images,
             "background_fraction": fraction,
+            "lesion_views": lesion_views,
             "C": c,
             "image_scale": {
                 dm.classes[k]: {"scale": round(float(a), 4), "offset": round(float(o), 4)}
@@ -316,6 +335,25 @@ def fit_cell_probe(
         },
     }
     return [], info
+
+
+def _moved_lesion_cells(
+    net: ImageNetwork, x: torch.Tensor, masks: torch.Tensor, mode: str, device: torch.device
+) -> list[list[np.ndarray]]:
+    """For each moved view of `views(x, mode)` (the first, the images as given, left out):
+    per image, the body's features of the view's cells that hold a pixel of the moved lesion
+    (cells x D)."""
+    from breastcad.data.lesions import LESION, lesion_cells
+
+    shown = (masks == LESION).float()[:, None]
+    out = []
+    for seen, drawn in zip(views(x, mode)[1:], views(shown, mode)[1:], strict=True):
+        maps = net.forward_features(seen.to(device)).float().cpu()  # N x D x h x w
+        moved = torch.where(drawn[:, 0] >= 0.5, LESION, 0).to(torch.uint8)
+        lesion = lesion_cells(moved, maps.shape[-2:]).flatten(1).numpy()
+        cells = maps.flatten(2).transpose(1, 2).numpy()  # N x h*w x D
+        out.append([cells[j][lesion[j]] for j in range(len(x))])
+    return out
 
 
 def _image_scale(
