@@ -19,8 +19,12 @@ lesion-like cell):
 - other negatives: cells of abnormal mammograms more than 4 cells from any lesion, every
   normal cell instead of a quarter, or a refit with the 2% or 0.5% most lesion-like normal
   cells added (hard-negative mining);
-- a small neural network head instead of the linear one.
-About 15 minutes on 2 CPU cores (4 of them in the backbone).
+- a small neural network head instead of the linear one;
+- more lesion cells: those of moved views of each lesion image (`breastcad.models.tta`'s ten
+  affine views: mirrored, rotated +-10 degrees, shifted +-5%; the annotation moved with each),
+  all nine moved views, the mirror image only, rotations only or shifts only; the background
+  cells and the scored image stay as given (`cell_probe`'s `lesion_views`).
+About 25 minutes on 2 CPU cores (4 of them in the backbone), 9 of them for the moved views.
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
 
 from bench_mias_bilateral import cell_features, cell_targets, fit_detector, mias_split
 from breastcad.data.imaging import read_image, resize, to_gray_float
 from breastcad.data.pairs import contralateral
 from breastcad.evaluation.metrics import roc_auc
 
-Fit = Callable[[np.ndarray, np.ndarray, int], object]
+Fit = Callable[[np.ndarray, np.ndarray, int, np.ndarray], object]
+"""(features, cell targets, seed, the images' positions in the development frame) -> model"""
 
 
 def kept_cells(targets: np.ndarray, seed: int, neg_frac: float) -> np.ndarray:
@@ -52,7 +58,7 @@ def kept_cells(targets: np.ndarray, seed: int, neg_frac: float) -> np.ndarray:
 
 
 def logistic(c: float, neg_frac: float = 0.25) -> Fit:
-    def fit(feats: np.ndarray, targets: np.ndarray, seed: int):
+    def fit(feats: np.ndarray, targets: np.ndarray, seed: int, idx: np.ndarray):
         if neg_frac == 0.25:
             return fit_detector(feats, targets, c, seed)  # the chosen detector, as benchmarked
         x = feats.reshape(-1, feats.shape[-1])
@@ -68,7 +74,7 @@ def logistic(c: float, neg_frac: float = 0.25) -> Fit:
 def hard_negatives(c: float, share: float) -> Fit:
     """Fit, then refit with the `share` most lesion-like normal cells added."""
 
-    def fit(feats: np.ndarray, targets: np.ndarray, seed: int):
+    def fit(feats: np.ndarray, targets: np.ndarray, seed: int, idx: np.ndarray):
         model = fit_detector(feats, targets, c, seed)
         x, t = feats.reshape(-1, feats.shape[-1]), targets.reshape(-1)
         negatives = np.flatnonzero(t == 0)
@@ -118,11 +124,68 @@ class MLPHead:
 
 
 def mlp(hidden: int, epochs: int) -> Fit:
-    def fit(feats: np.ndarray, targets: np.ndarray, seed: int):
+    def fit(feats: np.ndarray, targets: np.ndarray, seed: int, idx: np.ndarray):
         x = feats.reshape(-1, feats.shape[-1])
         keep = kept_cells(targets, seed, 0.25)
         head = MLPHead(hidden, epochs, seed)
         return head.fit(x[keep].astype(np.float32), targets.reshape(-1)[keep])
+
+    return fit
+
+
+def moved_lesion_cells(manifest, sides, size: int, backbone: str) -> list[list[np.ndarray]]:
+    """Per image, per moved view of `views(image, "affine")` (the nine after the image as
+    given): the frozen backbone's cells (float16, cells x C) that hold a pixel of the moved
+    lesion, as `cell_probe`'s `lesion_views` takes them; empty for images without an
+    annotated lesion. Same preprocessing as `cell_features` (right breasts mirrored first)."""
+    from breastcad.config import PreprocessConfig
+    from breastcad.data.lesions import LESION, annotated, lesion_cells, lesion_masks
+    from breastcad.models.backbones import create_backbone
+    from breastcad.models.tta import views
+
+    frame = manifest.frame
+    masks, _ = lesion_masks(manifest, PreprocessConfig(size=size), "normal", False)
+    flip = sides == "right"
+    masks[flip] = masks[flip][:, :, ::-1]
+    with_lesion = annotated(masks) & (frame["label"] != "normal").to_numpy()
+    net, _ = create_backbone(backbone)
+    net.eval()
+    out: list[list[np.ndarray]] = []
+    with torch.inference_mode():
+        for i, path in enumerate(tqdm(frame["path"], desc="moved lesion views", unit="img")):
+            if not with_lesion[i]:
+                out.append([])
+                continue
+            gray = resize(to_gray_float(read_image(path)), size, "pad")
+            gray = gray[:, ::-1] if flip[i] else gray
+            image = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None, None]
+            shown = torch.from_numpy((masks[i] == LESION).astype(np.float32))[None, None]
+            moved = torch.cat(views(image, "affine")[1:])  # 9 x 1 x H x W, black corners
+            drawn = torch.cat(views(shown, "affine")[1:])[:, 0]
+            maps = net.forward_features((moved * 2.0 - 1.0).expand(-1, 3, -1, -1))
+            lesion = lesion_cells(
+                torch.where(drawn >= 0.5, LESION, 0).to(torch.uint8), maps.shape[-2:]
+            )
+            cells = maps.permute(0, 2, 3, 1).flatten(1, 2).numpy().astype(np.float16)
+            out.append([cells[v][lesion[v].flatten().numpy()] for v in range(len(cells))])
+    return out
+
+
+def with_moved_lesions(c: float, moved: list[list[np.ndarray]], which: list[int]) -> Fit:
+    """The chosen detector with the lesion cells of moved views `which` (1-9, the positions in
+    `views(image, "affine")`) of each training image added as lesion cells."""
+
+    def fit(feats: np.ndarray, targets: np.ndarray, seed: int, idx: np.ndarray):
+        x = feats.reshape(-1, feats.shape[-1])
+        t = targets.reshape(-1)
+        keep = kept_cells(targets, seed, 0.25)  # the chosen detector's cells, same draws
+        extra = [moved[i][v - 1] for i in idx if moved[i] for v in which]
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+        )
+        cells = np.concatenate([x[keep], *extra]).astype(np.float32)
+        labels = np.concatenate([t[keep], np.ones(sum(len(e) for e in extra), dtype=t.dtype)])
+        return model.fit(cells, labels)
 
     return fit
 
@@ -203,6 +266,7 @@ def main() -> None:
     near_lesion = F.max_pool2d(lesion, 9, 1, 4)[:, 0].numpy() > 0
     far_targets = targets.copy()
     far_targets[(targets == 1).any(axis=(1, 2))[:, None, None] & ~near_lesion] = 0
+    moved = moved_lesion_cells(manifest, sides, 1024, "tf_efficientnet_lite0")
 
     variants: list[tuple[str, np.ndarray, np.ndarray, Fit, bool]] = [
         ("chosen (C=0.001)", coarse, targets, logistic(0.001), True),
@@ -216,6 +280,34 @@ def main() -> None:
         ("hard negatives, 0.5%", coarse, targets, hard_negatives(0.001, 0.005), False),
         ("MLP head, 256 hidden, 5 epochs", coarse, targets, mlp(256, 5), False),
         ("MLP head, 64 hidden, 10 epochs", coarse, targets, mlp(64, 10), False),
+        (
+            "lesion cells of the nine moved affine views added (cell_probe's default)",
+            coarse,
+            targets,
+            with_moved_lesions(0.001, moved, list(range(1, 10))),
+            False,
+        ),
+        (
+            "lesion cells of the mirror image added",
+            coarse,
+            targets,
+            with_moved_lesions(0.001, moved, [5]),
+            False,
+        ),
+        (
+            "lesion cells of the rotated views added (mirror image too)",
+            coarse,
+            targets,
+            with_moved_lesions(0.001, moved, [1, 2, 5, 6, 7]),
+            False,
+        ),
+        (
+            "lesion cells of the shifted views added (mirror image too)",
+            coarse,
+            targets,
+            with_moved_lesions(0.001, moved, [3, 4, 5, 8, 9]),
+            False,
+        ),
     ]
     rows, cell_aucs = [], []
     for name, feats, cell_y, fit, detail in variants:
@@ -225,7 +317,7 @@ def main() -> None:
             maps = np.zeros(feats.shape[:3], dtype=np.float32)
             folds = StratifiedGroupKFold(5, shuffle=True, random_state=repeat)
             for fit_idx, held in folds.split(frame, y, women):
-                model = fit(feats[fit_idx], cell_y[fit_idx], repeat)
+                model = fit(feats[fit_idx], cell_y[fit_idx], repeat, fit_idx)
                 cells = model.decision_function(
                     feats[held].reshape(-1, feats.shape[-1]).astype(np.float32)
                 )

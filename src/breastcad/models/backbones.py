@@ -479,8 +479,9 @@ def lesion_background(classes: Sequence[str], positive: int) -> int:
     family="pretrained",
     modality="image",
     description="Frozen pretrained backbone, a logistic regression on every feature-map cell "
-    "(lesion cells from the annotations against cells of images without lesions), image "
-    "logit = highest cell: the lesion_map head fitted in closed form, no epochs (the mini-MIAS "
+    "(lesion cells from the annotations, of each lesion image and of its moved views, against "
+    "cells of images without lesions), image logit = highest cell: the lesion_map head "
+    "fitted in closed form, no epochs (the mini-MIAS "
     "lesion-cell detector; not a published recipe)",
 )
 def cell_probe(
