@@ -268,6 +268,7 @@ def fit_cell_probe(
             known = annotated(masks)
             every_map.append(maps.flatten(2).transpose(1, 2).half().numpy())  # N x h*w x D
             every_y.append(y.numpy())
+            with_lesion = []  # this batch's images with lesion cells
             for i in range(len(y)):
                 cells = maps[i].flatten(1).T.numpy()  # h*w x D
                 if not known[i]:
@@ -282,20 +283,19 @@ def fit_cell_probe(
                     label = int(y[i])
                     images["lesion"] += int(keep.any())
                     images["left out"] += int(not keep.any())
+                    if keep.any():
+                        with_lesion.append(i)
                 xs.append(cells[keep])
                 labels.append(np.full(int(keep.sum()), label))
-            seen = [
-                i
-                for i in range(len(y))
-                if known[i] and int(y[i]) != background and bool(lesion[i].any())
-            ]
-            if lesion_views != "none" and seen:
-                moved_cells = _moved_lesion_cells(net, x[seen], masks[seen], lesion_views, device)
-                for cells_of_views in moved_cells:
-                    for j, i in enumerate(seen):
-                        xs.append(cells_of_views[j])
-                        labels.append(np.full(len(cells_of_views[j]), int(y[i])))
-                        moved_count += len(cells_of_views[j])
+            if lesion_views != "none" and with_lesion:
+                moved = _moved_lesion_cells(
+                    net, x[with_lesion], masks[with_lesion], lesion_views, device
+                )
+                for view_cells in moved:  # per moved view, per image
+                    for i, cells in zip(with_lesion, view_cells, strict=True):
+                        xs.append(cells)
+                        labels.append(np.full(len(cells), int(y[i])))
+                        moved_count += len(cells)
     net.cpu()
     x_cells, y_cells = np.concatenate(xs), np.concatenate(labels)
     w, b, _ = logistic_head(x_cells, y_cells, net.num_classes, c, settings.class_weight)
