@@ -51,6 +51,14 @@ Fit = Callable[[np.ndarray, np.ndarray, int, np.ndarray], object]
 """(features, cell targets, seed, the images' positions in the development frame) -> model"""
 
 
+def regression(c: float):
+    """The chosen detector's cell regression, unfitted: standardised features, L2 with
+    inverse strength `c`, balanced class weights (as `bench_mias_bilateral.fit_detector`)."""
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+    )
+
+
 def kept_cells(targets: np.ndarray, seed: int, neg_frac: float) -> np.ndarray:
     t = targets.reshape(-1)
     rng = np.random.default_rng(seed)
@@ -63,10 +71,7 @@ def logistic(c: float, neg_frac: float = 0.25) -> Fit:
             return fit_detector(feats, targets, c, seed)  # the chosen detector, as benchmarked
         x = feats.reshape(-1, feats.shape[-1])
         keep = kept_cells(targets, seed, neg_frac)
-        model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-        )
-        return model.fit(x[keep].astype(np.float32), targets.reshape(-1)[keep])
+        return regression(c).fit(x[keep].astype(np.float32), targets.reshape(-1)[keep])
 
     return fit
 
@@ -81,10 +86,7 @@ def hard_negatives(c: float, share: float) -> Fit:
         score = model.decision_function(x[negatives].astype(np.float32))
         keep = kept_cells(targets, seed, 0.25)
         keep[negatives[score >= np.quantile(score, 1 - share)]] = True
-        model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-        )
-        return model.fit(x[keep].astype(np.float32), t[keep])
+        return regression(c).fit(x[keep].astype(np.float32), t[keep])
 
     return fit
 
@@ -180,12 +182,9 @@ def with_moved_lesions(c: float, moved: list[list[np.ndarray]], which: list[int]
         t = targets.reshape(-1)
         keep = kept_cells(targets, seed, 0.25)  # the chosen detector's cells, same draws
         extra = [moved[i][v - 1] for i in idx if moved[i] for v in which]
-        model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-        )
         cells = np.concatenate([x[keep], *extra]).astype(np.float32)
         labels = np.concatenate([t[keep], np.ones(sum(len(e) for e in extra), dtype=t.dtype)])
-        return model.fit(cells, labels)
+        return regression(c).fit(cells, labels)
 
     return fit
 
