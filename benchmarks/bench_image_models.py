@@ -165,6 +165,15 @@ CONFIGS: dict[str, dict] = {
     ),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
+# the same runs trained in bfloat16 mixed precision (`--precision bf16-mixed`)
+MIXED = ["idc-idc_cnn", "busi-transfer", "busi-full_finetune", "breastmnist-full_finetune-128"]
+CONFIGS |= {
+    f"{name}-bf16": {
+        **CONFIGS[name],
+        "train": {**CONFIGS[name]["train"], "precision": "bf16-mixed"},
+    }
+    for name in MIXED
+}
 # the same runs calibrated with the prior shift (`--calibration prior-shift`): log class
 # frequencies of the training part added to the logits before the temperature
 SHIFTED = [

@@ -40,3 +40,21 @@ def test_full_finetune_recipe_reaches_the_optimiser():
     assert (o["label_smoothing"], o["body_lr_factor"], o["weight_decay"]) == (0.1, 0.1, 0.01)
     assert s.stages is None and s.patience == 8 and s.epochs == 20
     assert not net.body_frozen and net.train().body.training  # batch norm trains too
+
+
+def test_precision_reaches_the_trainer_and_a_probe_refuses_bf16():
+    import pytest
+
+    from breastcad.errors import ConfigError
+
+    net = create_model("idc_cnn")
+    assert _fit_settings(_cfg(), net, "histopathology").precision == "32"
+    mixed = _fit_settings(_cfg(precision="bf16-mixed"), net, "histopathology")
+    assert mixed.precision == "bf16-mixed"
+    probe = create_model("probe", num_classes=2, size=32)
+    with pytest.raises(
+        ConfigError, match="a closed-form recipe has no training steps to run in bf16-mixed"
+    ):
+        _fit_settings(_cfg(precision="bf16-mixed"), probe, "image")
+    with pytest.raises(ValueError, match="precision"):
+        _cfg(precision="16")

@@ -83,6 +83,13 @@ def train_image(
             "calibration and operating point fitted on the average, recorded in the bundle."
         ),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Training arithmetic: 32 (default, float32) or bf16-mixed (bfloat16 autocast "
+            "in the training steps; weights and every score after training stay float32)."
+        ),
+    ] = None,
     split_file: Annotated[
         Path | None,
         typer.Option(
@@ -134,6 +141,7 @@ def train_image(
         "accelerator": accelerator,
         "members": members,
         "tta": tta,
+        "precision": precision,
         "init_from": init_from,
     }.items():
         if value is not None:

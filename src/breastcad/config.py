@@ -186,6 +186,15 @@ class ImageTrainConfig(_Strict):
     augment: Literal["auto", "none", "histo", "ultrasound", "mammo"] = "auto"
     accelerator: str = Field("auto", description="auto: a GPU when present, else the CPU.")
     deterministic: bool = False
+    precision: Literal["32", "bf16-mixed"] = Field(
+        "32",
+        description="Arithmetic of the training steps. 32: float32 throughout. bf16-mixed: "
+        "convolutions and matrix products of the training and validation steps in bfloat16 "
+        "(autocast); weights, optimiser, loss, augmentation and every score after training "
+        "(calibration, operating point, test, the bundle's predictions) stay float32. Faster "
+        "on CPUs and GPUs with native bfloat16 (see the README); not for the closed-form "
+        "recipes (probe, cell_probe), which have no training steps.",
+    )
     members: int = Field(
         1,
         ge=1,

@@ -134,6 +134,11 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
     balanced class weights it equals in expectation. With fewer epochs than the recipe, the
     head stage of fine-tuning gets what the fine-tuning stage leaves."""
     t, r = cfg.train, net.recipe
+    if r.closed_form and t.precision != "32":
+        raise ConfigError(
+            f"{cfg.model}: a closed-form recipe has no training steps to run in "
+            f"{t.precision}; --precision applies to the recipes trained in epochs"
+        )
     class_weight = t.class_weight if t.sampling == "none" else "none"
     if r.closed_form and t.sampling != "none":
         class_weight = "balanced"
@@ -152,6 +157,7 @@ def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> Imag
         augment=augment,
         accelerator=t.accelerator,
         deterministic=t.deterministic,
+        precision=t.precision,
         progress=t.progress,
         resume=t.resume,
         stages=stages or None,
@@ -382,6 +388,7 @@ def _fit_ensemble(
     dm.seed = cfg.seed
     info = {
         "device": records[-1]["device"],
+        "precision": records[-1].get("precision", "float32"),
         "epochs_run": sum(r["epochs_run"] for r in records),
         "best_checkpoint": None,
         "best_val_loss": None,

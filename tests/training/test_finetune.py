@@ -141,3 +141,39 @@ def test_weight_decay_spares_norm_parameters_and_biases():
     assert sorted(id(p) for p, _ in grouped) == sorted(id(p) for p in net.parameters())
     assert all((p.ndim > 1) == (g["weight_decay"] == 0.05) for p, g in grouped)
     assert any(p.ndim == 1 for p, _ in grouped)  # there were norm parameters to spare
+
+
+def test_bf16_mixed_runs_the_network_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    """`precision="bf16-mixed"`: the training steps' convolutions compute in bfloat16, while
+    the augmented pixels, the weights, the checkpoint and the logged losses stay float32, and
+    the network still learns the tiny task (dark benign, bright malignant)."""
+    dm = _tiny_busi_like(tmp_path)
+    torch.manual_seed(0)
+    net = create_model("full_finetune", num_classes=2, size=32, weights="random")
+    w0 = net.body.model.conv_stem.weight.detach().clone()
+    seen: dict[str, set] = {"input": set(), "output": set()}
+
+    def record(module, inputs, output):
+        if module.training:
+            seen["input"].add(inputs[0].dtype)
+            seen["output"].add(output.dtype)
+
+    net.body.model.conv_stem.register_forward_hook(record)
+    settings = ImageFitSettings(
+        epochs=4,
+        lr=3e-3,
+        progress=False,
+        augment="ultrasound",
+        precision="bf16-mixed",
+        optim=net.recipe.optim_settings(),
+    )
+    history, info = fit_image(net, dm, settings, tmp_path / "run")
+    assert seen["output"] == {torch.bfloat16}  # the convolution ran under autocast
+    assert torch.float32 in seen["input"]  # it was handed float32 pixels (augmented outside)
+    assert info["precision"].startswith("bfloat16 mixed precision")
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert not torch.equal(net.body.model.conv_stem.weight, w0)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())
+    assert all(np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"]) for row in history)
+    assert history[-1]["train_acc"] > 0.5

@@ -106,11 +106,12 @@ def _training_line(training: dict[str, Any] | None) -> list[str]:
         return [f"Training: {_probe_text(training['probe'])}, on {device}"]
     if not members and "cell_probe" in training:
         return [f"Training: {_cell_probe_text(training['cell_probe'])}, on {device}"]
+    arithmetic = training.get("precision", "float32")
     if not members:
-        return [f"Training: {training['epochs_run']} epochs on {device}"]
+        return [f"Training: {training['epochs_run']} epochs on {device}, {arithmetic}"]
     each = ", ".join(str(m["epochs_run"]) for m in members)
     return [
-        f"Training: {training['epochs_run']} epochs in all ({each}) on {device}",
+        f"Training: {training['epochs_run']} epochs in all ({each}) on {device}, {arithmetic}",
         f"Deep ensemble: {training['ensemble']}",
     ]
 

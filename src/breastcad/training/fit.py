@@ -50,6 +50,7 @@ class FitSettings:
     deterministic: bool = False
     progress: bool = True
     class_weight: str = "none"
+    precision: str = "32"
 
 
 class TensorBatches:
@@ -102,12 +103,13 @@ def make_trainer(
     epochs: int, settings: Any, callbacks: list[Callback], checkpointing: bool
 ) -> L.Trainer:
     """The one Trainer configuration: no logger or model summary, no sanity validation, one
-    device; `settings` gives accelerator, deterministic and progress. The process keeps freed
-    tensor memory from here on (`allocator.keep_freed_memory`)."""
+    device; `settings` gives accelerator, precision, deterministic and progress. The process
+    keeps freed tensor memory from here on (`allocator.keep_freed_memory`)."""
     keep_freed_memory()
     return L.Trainer(
         max_epochs=epochs,
         accelerator=settings.accelerator,
+        precision=settings.precision,
         devices=1,
         logger=False,
         enable_checkpointing=checkpointing,

@@ -43,6 +43,8 @@ class ImageFitSettings:
     deterministic: bool = False
     progress: bool = True
     resume: bool = False
+    precision: str = "32"
+    """Lightning's precision of the training steps: 32 or bf16-mixed (`precision_text`)."""
     stages: list[dict[str, Any]] | None = None
     tta: str = "none"
     """How the run's answers are scored (`breastcad.models.tta`); a linear probe's
@@ -159,6 +161,23 @@ def device_name(device: torch.device) -> str:
     return str(device)
 
 
+def precision_text(precision: str, device: torch.device) -> str:
+    """How the training steps computed, for the record."""
+    if precision != "bf16-mixed":
+        return "float32"
+    text = "bfloat16 mixed precision (autocast; weights, optimiser and loss in float32)"
+    if device.type == "cpu" and not bf16_kernels_on_cpu():
+        text += "; oneDNN has no bfloat16 kernels for this CPU, so it is emulated (slower)"
+    return text
+
+
+def bf16_kernels_on_cpu() -> bool:
+    """Whether oneDNN has bfloat16 convolution kernels for this CPU (AVX-512 or newer; the
+    speed-up is largest with AVX-512 BF16 or AMX instructions)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
 def fit_image(
     net: ImageNetwork,
     dm: ImageDataModule,
@@ -228,6 +247,7 @@ def fit_image(
     net.cpu().eval()
     info = {
         "device": device_name(trainer.strategy.root_device),
+        "precision": precision_text(settings.precision, trainer.strategy.root_device),
         "epochs_run": trainer.current_epoch,
         "best_checkpoint": best.best_model_path or None,
         "best_val_loss": float(best.best_model_score)

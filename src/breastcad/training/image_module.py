@@ -11,6 +11,9 @@ adds a cell-level loss (`supervised`), logged per epoch as `train_lesion_loss`.
 The optimiser follows the network's recipe (`Optim`): Keras-style Adam at a constant rate for the
 published recipes; AdamW with the body at a lower rate than the head, a linear warm-up and a
 cosine decay (stepped every batch) for the full fine-tuning recipe.
+
+Under `bf16-mixed` precision the network runs in bfloat16 autocast; augmentation runs outside it
+(the same pixels in any precision) and logits are cast to float32 before loss and metrics.
 """
 
 from __future__ import annotations
@@ -105,14 +108,16 @@ class ImageClassifier(L.LightningModule):
         targets, lesion masks): its head then adds the cell loss (`supervised`)."""
         x, y = batch[:2]
         masks = batch[2] if len(batch) > 2 else None
-        if self.augment is not None and masks is not None:
-            x, masks = self.augment(x, masks)
-        elif self.augment is not None:
-            x = self.augment(x)
+        with torch.autocast(x.device.type, enabled=False):  # the same pixels in any precision
+            if self.augment is not None and masks is not None:
+                x, masks = self.augment(x, masks)
+            elif self.augment is not None:
+                x = self.augment(x)
         if masks is None:
-            logits, extra = self(x), 0.0
+            logits, extra = self(x).float(), 0.0
         else:
             logits, extra = self.net.head.supervised(self.net.forward_features(x), masks, y)
+            logits, extra = logits.float(), extra.float()
             self.log("train_lesion_loss", extra, on_step=False, on_epoch=True, batch_size=len(y))
         loss = self._loss(logits, y)
         self.train_metrics.update(logits.detach().softmax(-1), y)
@@ -121,7 +126,7 @@ class ImageClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self(x).float()  # loss and metrics in float32 whatever the precision
         self.val_metrics.update(logits.softmax(-1), y)
         self.log("val_loss", self._loss(logits, y), on_epoch=True, batch_size=len(y))
 
