@@ -299,6 +299,12 @@ def test_image_commands_give_clear_errors(two_class_tree, tmp_path):
     assert copies.exit_code == 2 and "--cross-fit" in copies.output  # three identical probes
     odd = _train(two_class_tree, tmp_path / "c", 1, "--calibration", "platt")
     assert odd.exit_code == 2 and "calibration" in odd.output
+    half = _train(two_class_tree, tmp_path / "h", 1, "--precision", "16-mixed")
+    assert half.exit_code == 2 and "precision" in half.output
+    mixed_probe = _train_folder(
+        two_class_tree, tmp_path / "mp", "--model", "probe", "--precision", "bf16-mixed"
+    )
+    assert mixed_probe.exit_code == 2 and "no training steps" in mixed_probe.output
     no_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(tmp_path)])
     assert no_bundle.exit_code == 2 and "bundle" in no_bundle.output
     # the published mammogram CNN pools four times: 8 px leaves nothing to flatten
@@ -380,6 +386,28 @@ def test_full_finetune_bundle_predicts_what_the_run_measured(two_class_tree, tmp
     results = json.loads((out / "results.json").read_text())
     assert results["model"]["recipe"]["optimizer"] == "adamw"
     assert results["training"]["settings"]["optim"]["schedule"] == "cosine"
+    measured = pd.read_csv(out / "predictions.csv")
+    again = Predictor.from_bundle(out / "bundle").predict_paths(
+        measured["path"].tolist(), progress=False
+    )
+    assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+
+
+def test_a_bf16_mixed_run_says_so_and_its_bundle_predicts_what_it_measured(
+    two_class_tree, tmp_path
+):
+    """bfloat16 autocast is for the training steps only: the run's test answers and the
+    bundle's predictions are float32, the same to float32 precision, and the run records how
+    it trained."""
+    out = tmp_path / "bf16"
+    result = _train(two_class_tree, out, 2, "--precision", "bf16-mixed")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["train"]["precision"] == "bf16-mixed"
+    assert results["training"]["precision"].startswith("bfloat16 mixed precision")
+    assert results["test"]["ci"]["macro_auc"]["value"] > 0.9  # brightness still tells them
+    report = (out / "report.md").read_text()
+    assert f"epochs on {results['training']['device']}, bfloat16 mixed precision" in report
     measured = pd.read_csv(out / "predictions.csv")
     again = Predictor.from_bundle(out / "bundle").predict_paths(
         measured["path"].tolist(), progress=False
