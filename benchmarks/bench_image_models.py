@@ -166,7 +166,13 @@ CONFIGS: dict[str, dict] = {
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 # the same runs trained in bfloat16 mixed precision (`--precision bf16-mixed`)
-MIXED = ["idc-idc_cnn", "busi-transfer", "busi-full_finetune", "breastmnist-full_finetune-128"]
+MIXED = [
+    "idc-idc_cnn",
+    "busi-transfer",
+    "busi-full_finetune",
+    "breastmnist-full_finetune-128",
+    "mias-mammo_cnn",
+]
 CONFIGS |= {
     f"{name}-bf16": {
         **CONFIGS[name],

@@ -413,6 +413,9 @@ def test_a_bf16_mixed_run_says_so_and_its_bundle_predicts_what_it_measured(
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
+    switched = _train(two_class_tree, out, 3, "--resume")  # float32, the default
+    assert switched.exit_code == 2
+    assert "train.precision: 'bf16-mixed' -> '32'" in " ".join(switched.output.split())
 
 
 def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measured(
