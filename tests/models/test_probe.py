@@ -47,6 +47,33 @@ def test_probe_branches_add_backbones_at_their_own_sizes_and_rebuild_from_the_bu
         create_model("probe", size=32, weights="random", branches="tf_efficientnet_lite0@big")
 
 
+def test_cell_probe_branches_stack_their_maps_on_each_cell_and_rebuild_from_the_bundle_arch():
+    """A branch's last feature map joins each cell's features: at its own input size, resized
+    to the first backbone's grid where it differs; the bundle's arch rebuilds the same net."""
+    net = create_model(
+        "cell_probe",
+        size=64,
+        weights="random",
+        branches="tf_efficientnet_lite0@96, tf_efficientnet_lite2",
+    )
+    assert net.arch["branches"] == ["tf_efficientnet_lite0@96", "tf_efficientnet_lite2"]
+    assert net.body.num_features == 2 * 1280 + 1280 and net.head.score.in_channels == 3840
+    seen = []
+    for branch in net.body.extra:
+        branch.conv_stem.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2]))
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    net.eval()
+    maps = net.forward_features(x)
+    assert seen == [96, 64] and maps.shape == (2, 3840, 2, 2)  # 96 px gives 3 x 3, resized
+    first = net.body.model.forward_features(net.input(x))
+    assert torch.equal(maps[:, :1280], first)  # the first backbone's cells as they were
+    again = create_model(**net.arch)
+    again.load_state_dict(net.state_dict())
+    assert torch.allclose(again.eval()(x), net(x))
+    with pytest.raises(ConfigError, match="cell_probe branch 'x@big'"):
+        create_model("cell_probe", size=64, weights="random", branches="x@big")
+
+
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_the_folded_head_gives_the_regressions_probabilities(num_classes):
     rng = np.random.default_rng(num_classes)

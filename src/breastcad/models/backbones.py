@@ -185,6 +185,72 @@ class _PooledStages(nn.Module):
         return torch.cat(pooled, dim=1)
 
 
+class _StackedMaps(nn.Module):
+    """A timm model's last feature map with the last feature maps of `extra` models stacked
+    on its channels, each extra model seeing the input resized to its entry of `sizes`
+    (bilinear) and its map resized to the first model's grid where that differs (bilinear):
+    each cell holds every model's features of that place (`cell_probe`'s branches)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        extra: Sequence[nn.Module] = (),
+        sizes: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = nn.ModuleList(extra)
+        self.sizes = [tuple(s) for s in sizes]
+        self.num_features = model.num_features + sum(m.num_features for m in extra)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.model.forward_features(x)
+        maps = [first]
+        for model, size in zip(self.extra, self.sizes, strict=True):
+            if tuple(x.shape[-2:]) != size:
+                seen = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            else:
+                seen = x
+            fm = model.forward_features(seen)
+            if fm.shape[-2:] != first.shape[-2:]:
+                fm = F.interpolate(fm, size=first.shape[-2:], mode="bilinear", align_corners=False)
+            maps.append(fm)
+        return torch.cat(maps, dim=1)
+
+
+def _branch_models(
+    who: str, backbone: str, weights: str, size: int | Sequence[int], branches
+) -> tuple[list[tuple[nn.Module, tuple[int, int], str]], list[str] | None]:
+    """`branches` (a list, or one comma-separated string of 'name@size' or 'name': the
+    network's size) as built models, (model, size, init) each, and as the list the bundle
+    records. They must normalise their input as `backbone` does."""
+    import timm.models
+
+    if isinstance(branches, str):
+        branches = [b.strip() for b in branches.split(",") if b.strip()]
+    if not branches:
+        return [], None
+    main_cfg = timm.models.get_pretrained_cfg(backbone)
+    built = []
+    for spec in branches:
+        name, _, at = spec.partition("@")
+        try:
+            branch_size = as_hw(int(at)) if at else as_hw(size)
+        except ValueError:
+            raise ConfigError(
+                f"{who} branch '{spec}': give 'backbone@size', e.g. '{name}@224'"
+            ) from None
+        model, init = create_backbone(name, weights)
+        cfg = model.pretrained_cfg
+        if (tuple(cfg["mean"]), tuple(cfg["std"])) != (main_cfg.mean, main_cfg.std):
+            raise ConfigError(
+                f"{who} branch '{spec}' normalises its input differently from {backbone}; "
+                "branches must share the main backbone's mean and std"
+            )
+        built.append((model.eval(), branch_size, f"branch {name} at {branch_size}: {init}"))
+    return built, list(branches)
+
+
 def _network(
     name: str,
     make_head: Callable[[int, int], nn.Module],
@@ -201,16 +267,20 @@ def _network(
     """A recipe's network: the backbone, `make_head(num_features, num_classes)`, the body
     frozen unless `frozen=False`; with `pooled_stages` the body gives the pooled stages
     (`_PooledStages`, of `extra_models` too: (model, size, init) each) instead of the last
-    feature map. `arch` (num_classes, backbone, weights, size and the recipe's own
+    feature map; without it, `extra_models`' last feature maps are stacked on the backbone's
+    (`_StackedMaps`). `arch` (num_classes, backbone, weights, size and the recipe's own
     parameters) is what a bundle stores to rebuild it. Input is 3-channel: gray arrives as a
     broadcast."""
     model, init = create_backbone(backbone, weights)
     cfg = model.pretrained_cfg
+    extra, sizes = [m[0] for m in extra_models], [m[1] for m in extra_models]
     if pooled_stages:
-        body = _PooledStages(model, [m[0] for m in extra_models], [m[1] for m in extra_models])
-        init = "; ".join([init, *(m[2] for m in extra_models)])
+        body = _PooledStages(model, extra, sizes)
+    elif extra_models:
+        body = _StackedMaps(model, extra, sizes)
     else:
         body = _Features(model)
+    init = "; ".join([init, *(m[2] for m in extra_models)])
     net = ImageNetwork(
         body,
         make_head(getattr(body, "num_features", model.num_features), num_classes),
@@ -279,29 +349,8 @@ def probe(
     """`branches`: more backbones whose pooled stages join the features, each 'name@size' (or
     'name': the network's size), seeing the network's input resized; a list or one
     comma-separated string. They must normalise their input as `backbone` does."""
-    import timm.models
-
     recipe = Recipe(epochs=0, batch_size=64, lr=0.0, size=size, resize="pad", closed_form=True)
-    if isinstance(branches, str):
-        branches = [b.strip() for b in branches.split(",") if b.strip()]
-    built = []
-    main_cfg = timm.models.get_pretrained_cfg(backbone) if branches else None
-    for spec in branches or []:
-        name, _, at = spec.partition("@")
-        try:
-            branch_size = as_hw(int(at)) if at else as_hw(size)
-        except ValueError:
-            raise ConfigError(
-                f"probe branch '{spec}': give 'backbone@size', e.g. '{name}@224'"
-            ) from None
-        model, init = create_backbone(name, weights)
-        cfg = model.pretrained_cfg
-        if (tuple(cfg["mean"]), tuple(cfg["std"])) != (main_cfg.mean, main_cfg.std):
-            raise ConfigError(
-                f"probe branch '{spec}' normalises its input differently from {backbone}; "
-                "branches must share the main backbone's mean and std"
-            )
-        built.append((model.eval(), branch_size, f"branch {name} at {branch_size}: {init}"))
+    built, branches = _branch_models("probe", backbone, weights, size, branches)
 
     def head(num_features: int, num_classes: int) -> nn.Module:
         return nn.Linear(num_features, num_classes)
@@ -493,9 +542,13 @@ def cell_probe(
     c: float = 0.001,
     background_fraction: float = 0.25,
     lesion_views: str = "affine",
+    branches: Sequence[str] | str | None = None,
 ) -> ImageNetwork:
-    """`c`: the regression's inverse L2 strength (0.001 cross-validated best on mini-MIAS's
-    development women, `benchmarks/bench_mias_detector_variants.py`); `background_fraction`:
+    """`branches`: more backbones whose last feature maps join each cell's features, as
+    `probe`'s ('name@size' or 'name', a list or one comma-separated string; their maps are
+    resized to the first backbone's grid where they differ). `c`: the regression's inverse
+    L2 strength (0.001 cross-validated best on mini-MIAS's development women,
+    `benchmarks/bench_mias_detector_variants.py`); `background_fraction`:
     the seeded share of the background images' cells it learns from (memory);
     `lesion_views`: the views of each training image with a lesion whose lesion cells it
     learns from (`breastcad.models.tta.views`: none the image as given, flip it and its
@@ -514,6 +567,7 @@ def cell_probe(
     recipe = Recipe(
         epochs=0, batch_size=8, lr=0.0, size=size, resize="pad", lesion_masks=True, closed_form=True
     )
+    built, branches = _branch_models("cell_probe", backbone, weights, size, branches)
     return _lesion_network(
         "cell_probe",
         recipe,
@@ -526,6 +580,8 @@ def cell_probe(
         c=c,
         background_fraction=background_fraction,
         lesion_views=lesion_views,
+        extra_models=built,
+        **({"branches": branches} if branches else {}),
     )
 
 
