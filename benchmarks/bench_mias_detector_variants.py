@@ -23,8 +23,12 @@ lesion-like cell):
 - more lesion cells: those of moved views of each lesion image (`breastcad.models.tta`'s ten
   affine views: mirrored, rotated +-10 degrees, shifted +-5%; the annotation moved with each),
   all nine moved views, the mirror image only, rotations only or shifts only; the background
-  cells and the scored image stay as given (`cell_probe`'s `lesion_views`).
-About 25 minutes on 2 CPU cores (4 of them in the backbone), 9 of them for the moved views.
+  cells and the scored image stay as given (`cell_probe`'s `lesion_views`);
+- with `--lite2`, more features: EfficientNet-Lite2's last feature map at 1024 px (the same
+  32 x 32 grid) stacked on Lite0's in each cell (`cell_probe`'s `branches`), as given and with
+  the moved views' lesion cells, at C=0.001 and 0.0003.
+About 25 minutes on 2 CPU cores (4 of them in the backbone), 9 of them for the moved views,
+on the slower CPU of earlier sessions; `--lite2` adds about 15 minutes on the faster one.
 """
 
 from __future__ import annotations
@@ -241,6 +245,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="the split's seed")
     parser.add_argument("--cv-repeats", type=int, default=2)
+    parser.add_argument(
+        "--lite2",
+        action="store_true",
+        help="also EfficientNet-Lite2's cells stacked on Lite0's (cell_probe's branches; "
+        "its features of every image and moved view, about 15 more minutes here)",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     manifest, split = mias_split(args.seed)
@@ -308,6 +318,27 @@ def main() -> None:
             False,
         ),
     ]
+    if args.lite2:
+        lite2, _ = cell_features(frame["path"], sides, 1024, "tf_efficientnet_lite2")
+        stacked = np.concatenate([coarse, lite2], -1)
+        del lite2
+        moved2 = moved_lesion_cells(manifest, sides, 1024, "tf_efficientnet_lite2")
+        moved_stacked = [
+            [np.concatenate([a, b], -1) for a, b in zip(m0, m2, strict=True)]
+            for m0, m2 in zip(moved, moved2, strict=True)
+        ]
+        del moved2
+        for c in (0.001, 0.0003):
+            variants += [
+                (f"Lite2's cells stacked on Lite0's, C={c}", stacked, targets, logistic(c), False),
+                (
+                    f"Lite2's cells stacked on Lite0's, nine moved views' lesion cells, C={c}",
+                    stacked,
+                    targets,
+                    with_moved_lesions(c, moved_stacked, list(range(1, 10))),
+                    False,
+                ),
+            ]
     rows, cell_aucs = [], []
     for name, feats, cell_y, fit, detail in variants:
         alone: dict[str, list[float]] = {}

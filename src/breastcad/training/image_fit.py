@@ -196,6 +196,16 @@ def fit_image(
         if net.recipe.lesion_masks:
             return fit_cell_probe(net, dm, settings)
         return fit_probe(net, dm, settings, groups)
+    on = chosen_device(settings.accelerator)
+    if (
+        settings.precision == "bf16-mixed"
+        and on.type == "cuda"
+        and not torch.cuda.is_bf16_supported()
+    ):
+        raise ConfigError(
+            f"--precision bf16-mixed: {device_name(on)} has no bfloat16 arithmetic; train "
+            "with --precision 32"
+        )
     dm.setup()
     weights = None
     if settings.class_weight == "balanced":
