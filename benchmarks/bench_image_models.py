@@ -163,6 +163,12 @@ CONFIGS: dict[str, dict] = {
     "mias-cell_probe-1024-given": run(
         "mini-mias", "cell_probe", 1024, lesion_views="none", **MIAS_SPLIT
     ),
+    # EfficientNet-Lite2's cells stacked on Lite0's (`--param branches=...`; chosen over C
+    # 0.0003 and over Lite2 alone on the development women, bench_mias_detector_variants.py
+    # --lite2)
+    "mias-cell_probe-1024-lite2": run(
+        "mini-mias", "cell_probe", 1024, branches="tf_efficientnet_lite2", **MIAS_SPLIT
+    ),
     "idc-idc_cnn": run("idc", "idc_cnn", test_size=0.3, val_size=0.2),
 }
 # the same runs trained in bfloat16 mixed precision (`--precision bf16-mixed`)
