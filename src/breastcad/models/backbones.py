@@ -40,7 +40,7 @@ network's `init` records which was used. Normalisation comes from timm's pretrai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,32 @@ class _Features(nn.Module):
         return self.model.forward_features(x)
 
 
-class _PooledStages(nn.Module):
+class _Branches(nn.Module):
+    """A timm model and `extra` ones, each extra model seeing the input resized to its entry
+    of `sizes` (bilinear): the bodies of `probe` and `cell_probe` with branches."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        extra: Sequence[nn.Module] = (),
+        sizes: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = nn.ModuleList(extra)
+        self.sizes = [tuple(s) for s in sizes]
+
+    def seen(self, x: torch.Tensor) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+        """(model, its input): the first model on `x`, each extra one on `x` at its size."""
+        yield self.model, x
+        for model, size in zip(self.extra, self.sizes, strict=True):
+            if tuple(x.shape[-2:]) != size:
+                yield model, F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            else:
+                yield model, x
+
+
+class _PooledStages(_Branches):
     """A timm model's global average of its last feature map and of each stage's output
     (`forward_intermediates`, the stages of `feature_info`), concatenated: N x
     `num_features`; with `extra` models, theirs too, each on the input resized to its entry
@@ -153,21 +178,17 @@ class _PooledStages(nn.Module):
 
     NOT_FEATURES = ("global_pool", "fc", "classifier", "head", "head_drop")
 
-    def __init__(
-        self,
-        model: nn.Module,
-        extra: Sequence[nn.Module] = (),
-        sizes: Sequence[tuple[int, int]] = (),
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.extra = nn.ModuleList(extra)
-        self.sizes = [tuple(s) for s in sizes]
-        self.num_features = sum(
-            m.num_features + sum(f["num_chs"] for f in m.feature_info) for m in [model, *extra]
+    @property
+    def num_features(self) -> int:
+        return sum(
+            m.num_features + sum(f["num_chs"] for f in m.feature_info)
+            for m in [self.model, *self.extra]
         )
-        last = [n for n, _ in model.named_children() if n not in self.NOT_FEATURES][-1]
-        self.cam_layer = f"body.model.{last}"
+
+    @property
+    def cam_layer(self) -> str:
+        last = [n for n, _ in self.model.named_children() if n not in self.NOT_FEATURES][-1]
+        return f"body.model.{last}"
 
     @staticmethod
     def _pool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -175,47 +196,31 @@ class _PooledStages(nn.Module):
         return torch.cat([final.mean((2, 3)), *(s.mean((2, 3)) for s in stages)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [self._pool(self.model, x)]
-        for model, size in zip(self.extra, self.sizes, strict=True):
-            if tuple(x.shape[-2:]) != size:
-                x_model = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            else:
-                x_model = x
-            pooled.append(self._pool(model, x_model))
-        return torch.cat(pooled, dim=1)
+        return torch.cat([self._pool(model, seen) for model, seen in self.seen(x)], dim=1)
 
 
-class _StackedMaps(nn.Module):
+class _StackedMaps(_Branches):
     """A timm model's last feature map with the last feature maps of `extra` models stacked
     on its channels, each extra model seeing the input resized to its entry of `sizes`
     (bilinear) and its map resized to the first model's grid where that differs (bilinear):
     each cell holds every model's features of that place (`cell_probe`'s branches)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        extra: Sequence[nn.Module] = (),
-        sizes: Sequence[tuple[int, int]] = (),
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.extra = nn.ModuleList(extra)
-        self.sizes = [tuple(s) for s in sizes]
-        self.num_features = model.num_features + sum(m.num_features for m in extra)
+    @property
+    def num_features(self) -> int:
+        return self.model.num_features + sum(m.num_features for m in self.extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.model.forward_features(x)
-        maps = [first]
-        for model, size in zip(self.extra, self.sizes, strict=True):
-            if tuple(x.shape[-2:]) != size:
-                seen = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            else:
-                seen = x
-            fm = model.forward_features(seen)
-            if fm.shape[-2:] != first.shape[-2:]:
-                fm = F.interpolate(fm, size=first.shape[-2:], mode="bilinear", align_corners=False)
-            maps.append(fm)
-        return torch.cat(maps, dim=1)
+        maps = [model.forward_features(seen) for model, seen in self.seen(x)]
+        grid = maps[0].shape[-2:]
+        return torch.cat(
+            [
+                F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+                if m.shape[-2:] != grid
+                else m
+                for m in maps
+            ],
+            dim=1,
+        )
 
 
 def _branch_models(
