@@ -370,7 +370,7 @@ def probe(
         size,
         pooled_stages=True,
         extra_models=built,
-        **({"branches": list(branches)} if branches else {}),
+        **({"branches": branches} if branches else {}),
     )
 
 
