@@ -418,6 +418,29 @@ def test_a_bf16_mixed_run_says_so_and_its_bundle_predicts_what_it_measured(
     assert "train.precision: 'bf16-mixed' -> '32'" in " ".join(switched.output.split())
 
 
+def test_deterministic_runs_repeat_exactly_and_say_so(two_class_tree, tmp_path):
+    """`--deterministic`: two seeded runs with augmentation give the same epochs and the same
+    test answers (on the GPU too where one is present, where runs without it do not repeat),
+    and the config, the results and the report record the switch."""
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = _train(two_class_tree, out, 2, "--deterministic", "--seed", "3")
+        assert result.exit_code == 0, result.output
+        runs.append((json.loads((out / "results.json").read_text()), out))
+    first, out = runs[0]
+    assert first["config"]["train"]["deterministic"] is True
+    assert first["training"]["deterministic"] is True
+    assert first["training"]["device"].startswith("cuda") == torch.cuda.is_available()
+    assert "deterministic algorithms" in (out / "report.md").read_text()
+    keys = ["train_loss", "val_loss", "train_acc", "val_auc"]
+    steps = [[[row[k] for k in keys] for row in r["training"]["history"]] for r, _ in runs]
+    assert steps[0] == steps[1] and len(steps[0]) == 2
+    answers = [pd.read_csv(o / "predictions.csv") for _, o in runs]
+    assert answers[0]["p_malignant"].tolist() == answers[1]["p_malignant"].tolist()
+    assert first["config"]["seed"] == 3
+
+
 def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measured(
     two_class_tree, tmp_path
 ):

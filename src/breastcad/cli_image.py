@@ -90,6 +90,14 @@ def train_image(
             "in the training steps; weights and every score after training stay float32)."
         ),
     ] = None,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            help="Deterministic algorithms only: a seeded run repeats exactly on the same "
+            "machine and software, on a GPU too (slower there; a seed still gives another "
+            "network on another device)."
+        ),
+    ] = False,
     split_file: Annotated[
         Path | None,
         typer.Option(
@@ -149,6 +157,8 @@ def train_image(
     train.update(resume=resume, progress=not quiet)
     if cross_fit:
         train["cross_fit"] = True
+    if deterministic:
+        train["deterministic"] = True
     if sensitivity is not None:
         base["operating_point"] = {"policy": "min_sensitivity", "value": sensitivity}
     if seed is not None:

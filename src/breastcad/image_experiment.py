@@ -389,6 +389,7 @@ def _fit_ensemble(
     info = {
         "device": records[-1]["device"],
         "precision": records[-1].get("precision", "float32"),
+        "deterministic": records[-1].get("deterministic", False),
         "epochs_run": sum(r["epochs_run"] for r in records),
         "best_checkpoint": None,
         "best_val_loss": None,

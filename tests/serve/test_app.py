@@ -114,17 +114,21 @@ def bomb_png(side: int = 60_000) -> bytes:
     )
 
 
+BAD_UPLOADS = [
+    (b"just some text, not an image", "notes.png", 415, "not an image"),
+    (truncated_png(), "cut.png", 400, "truncated"),
+    (b"", "empty.png", 400, "empty"),
+    (bomb_png(), "bomb.png", 413, "decompression bomb"),
+    (dicom_bytes(with_pixels=False), "nopixels.dcm", 415, "without pixel data"),
+    (png(0, (1, 1)), "dot.png", 422, "1x1 pixels is too small to classify"),
+    (png(0, (300, 7)), "sliver.png", 422, "7x300 pixels is too small"),
+]
+
+
+# named by file: the DICOM's UIDs are new in every process, and test ids must not be (pytest-xdist
+# workers collect the same ids or refuse to run)
 @pytest.mark.parametrize(
-    ("data", "name", "status", "words"),
-    [
-        (b"just some text, not an image", "notes.png", 415, "not an image"),
-        (truncated_png(), "cut.png", 400, "truncated"),
-        (b"", "empty.png", 400, "empty"),
-        (bomb_png(), "bomb.png", 413, "decompression bomb"),
-        (dicom_bytes(with_pixels=False), "nopixels.dcm", 415, "without pixel data"),
-        (png(0, (1, 1)), "dot.png", 422, "1x1 pixels is too small to classify"),
-        (png(0, (300, 7)), "sliver.png", 422, "7x300 pixels is too small"),
-    ],
+    ("data", "name", "status", "words"), BAD_UPLOADS, ids=[case[1] for case in BAD_UPLOADS]
 )
 def test_bad_images_get_a_4xx_naming_the_problem(api, data, name, status, words):
     response = upload(api, data, name)

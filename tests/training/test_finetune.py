@@ -146,10 +146,13 @@ def test_weight_decay_spares_norm_parameters_and_biases():
 def test_bf16_mixed_runs_the_network_in_bfloat16_and_keeps_float32_weights(tmp_path):
     """`precision="bf16-mixed"`: the training steps' convolutions compute in bfloat16, while
     the augmented pixels, the weights, the checkpoint and the logged losses stay float32, and
-    the network still learns the tiny task (dark benign, bright malignant)."""
+    the network still learns the tiny task (dark benign, bright malignant), on the GPU too
+    where one is present. It starts from the ImageNet weights: from a random initialisation 18
+    images and 12 steps teach nothing reliably in either precision (an earlier version of this
+    test passed or failed with the CPU's arithmetic)."""
     dm = _tiny_busi_like(tmp_path)
     torch.manual_seed(0)
-    net = create_model("full_finetune", num_classes=2, size=32, weights="random")
+    net = create_model("full_finetune", num_classes=2, size=32)
     w0 = net.body.model.conv_stem.weight.detach().clone()
     seen: dict[str, set] = {"input": set(), "output": set()}
 
@@ -164,10 +167,12 @@ def test_bf16_mixed_runs_the_network_in_bfloat16_and_keeps_float32_weights(tmp_p
         lr=3e-3,
         progress=False,
         augment="ultrasound",
+        accelerator="auto",
         precision="bf16-mixed",
         optim=net.recipe.optim_settings(),
     )
     history, info = fit_image(net, dm, settings, tmp_path / "run")
+    assert info["device"].startswith("cuda") == torch.cuda.is_available()
     assert seen["output"] == {torch.bfloat16}  # the convolution ran under autocast
     assert torch.float32 in seen["input"]  # it was handed float32 pixels (augmented outside)
     assert info["precision"].startswith("bfloat16 mixed precision")
@@ -176,4 +181,7 @@ def test_bf16_mixed_runs_the_network_in_bfloat16_and_keeps_float32_weights(tmp_p
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())
     assert all(np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"]) for row in history)
-    assert history[-1]["train_acc"] > 0.5
+    # learnt: the last epoch's loss below the first's, and most training images right at the
+    # end (seeds 0-3 on this CPU, either precision: 0.69-0.86 against 0.5 for a coin)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert np.mean([row["train_acc"] for row in history[-2:]]) > 0.6

@@ -107,6 +107,8 @@ def _training_line(training: dict[str, Any] | None) -> list[str]:
     if not members and "cell_probe" in training:
         return [f"Training: {_cell_probe_text(training['cell_probe'])}, on {device}"]
     arithmetic = training.get("precision", "float32")
+    if training.get("deterministic"):
+        arithmetic += ", deterministic algorithms"
     if not members:
         return [f"Training: {training['epochs_run']} epochs on {device}, {arithmetic}"]
     each = ", ".join(str(m["epochs_run"]) for m in members)

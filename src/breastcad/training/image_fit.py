@@ -258,6 +258,7 @@ def fit_image(
     info = {
         "device": device_name(trainer.strategy.root_device),
         "precision": precision_text(settings.precision, trainer.strategy.root_device),
+        "deterministic": settings.deterministic,
         "epochs_run": trainer.current_epoch,
         "best_checkpoint": best.best_model_path or None,
         "best_val_loss": float(best.best_model_score)
