@@ -577,16 +577,13 @@ def test_cross_fitted_probes_each_learn_from_the_other_folds_only(two_class_tree
     assert np.allclose(again["p_malignant"], measured["p_malignant"], atol=1e-5)
 
 
-def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path):
-    """`cell_probe` on a mini-MIAS layout whose abnormal mammograms hold a bright disc where
-    Info.txt says: the frozen ImageNet cells under the annotated discs against the cells of
-    normal images, no epochs; the image score (its most lesion-like cell) separates the test
-    images, the cell scores single out the annotated cells, and the bundle needs no annotation
-    to give the run's probabilities."""
-    root, size, lines = tmp_path / "mias", 256, []
+def _mias_with_discs(root, size=256, images=48):
+    """A mini-MIAS layout whose abnormal mammograms (every third) hold a bright disc where
+    Info.txt says; consecutive references are one woman's two breasts."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
-    for i in range(1, 49):
+    lines = []
+    for i in range(1, images + 1):
         img = rng.normal(70, 12, (size, size))
         if i % 3 == 0:
             row, col = rng.integers(32, size - 32, 2)
@@ -596,6 +593,16 @@ def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path
             lines.append(f"mdb{i:03d} G NORM")
         save(root / f"mdb{i:03d}.png", np.clip(img, 0, 255).astype(np.uint8))
     (root / "Info.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path):
+    """`cell_probe` on a mini-MIAS layout whose abnormal mammograms hold a bright disc where
+    Info.txt says: the frozen ImageNet cells under the annotated discs against the cells of
+    normal images, no epochs; the image score (its most lesion-like cell) separates the test
+    images, the cell scores single out the annotated cells, and the bundle needs no annotation
+    to give the run's probabilities."""
+    root, size = _mias_with_discs(tmp_path / "mias"), 256
     out = tmp_path / "cells"
     result = runner.invoke(
         app,
@@ -631,6 +638,67 @@ def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path
         measured["path"].tolist(), progress=False
     )
     assert np.allclose(again["p_abnormal"], measured["p_abnormal"], atol=1e-5)
+
+
+def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs(tmp_path):
+    """Where the data knows a woman's two breasts, the run fits a probability and a threshold
+    for the bilateral score on validation, reports its test decisions, writes each test
+    image's partner and bilateral probability, and the bundle gives the same answers to
+    `predict --pairs`; a pairs file without its columns is refused by name."""
+    root = _mias_with_discs(tmp_path / "mias")
+    out = tmp_path / "pairs"
+    result = runner.invoke(
+        app,
+        [
+            *("train-image", "--dataset", "mini-mias", "--root", str(root)),
+            *("--model", "cell_probe", "--size", "256", "--param", "lesion_views=none"),
+            *("--val-size", "0.3", "--test-size", "0.3", "--out", str(out), "--quiet"),
+        ],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    fit = results["operating_point"]["bilateral"]
+    assert fit["slope"] > 0 and fit["chosen_on"] == "the validation part"
+    assert fit["validation"]["positives"] > 0 and fit["validation"]["negatives"] > 0
+    assert fit["validation"]["sensitivity"] >= 0.95  # the run's policy, on its own score
+    decided = results["test"]["bilateral"]["at_operating_point"]
+    assert decided["threshold"] == fit["threshold"]
+    assert decided["positives"] == results["test"]["bilateral"]["positives"]
+    assert "predict --pairs" in (out / "report.md").read_text()
+    measured = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    paired = measured[measured["partner"] != ""]
+    assert len(paired) == results["test"]["bilateral"]["images"] > 0
+    bundle = out / "bundle"
+    assert json.loads((bundle / "bundle.json").read_text())["bilateral"]["slope"] == fit["slope"]
+
+    pairs_file = tmp_path / "women.csv"
+    halves = paired[paired["path"] < paired["partner"]]  # each woman once
+    pd.DataFrame({"image": halves["path"], "other": halves["partner"]}).to_csv(
+        pairs_file, index=False
+    )
+    table = tmp_path / "bilateral.csv"
+    cli = ["predict", "--model", str(bundle), "--pairs", str(pairs_file), "--quiet"]
+    result = runner.invoke(app, [*cli, "--out", str(table)])
+    assert result.exit_code == 0, result.output
+    again = pd.read_csv(table, keep_default_na=False).set_index("path")
+    assert len(again) == len(paired)  # both ways: each image against its partner
+    expected = paired.set_index("path")
+    assert (again.loc[expected.index, "partner"] == expected["partner"]).all()
+    assert np.allclose(
+        again.loc[expected.index, "p_bilateral"].astype(float), expected["p_bilateral"], atol=1e-5
+    )
+    assert np.allclose(again.loc[expected.index, "p_abnormal"], expected["p_abnormal"], atol=1e-5)
+    flagged = again["p_bilateral"].astype(float) >= fit["threshold"]
+    assert (again.loc[flagged, "prediction_bilateral"] == "abnormal").all()
+    assert (again.loc[~flagged, "prediction_bilateral"] == "normal").all()
+
+    (tmp_path / "bad.csv").write_text("left,right\na.png,b.png\n")
+    bad = runner.invoke(
+        app, ["predict", "--model", str(bundle), "--pairs", str(tmp_path / "bad.csv")]
+    )
+    assert bad.exit_code != 0 and "bad.csv" in bad.output and "'image' and 'other'" in bad.output
+    assert "Traceback" not in bad.output
 
 
 def test_lesion_map_run_trains_on_annotations_and_predicts_without(tmp_path):

@@ -11,7 +11,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from breastcad.errors import BreastcadError
+from breastcad.errors import BreastcadError, ConfigError
 
 app = typer.Typer(
     help="breastcad: computer-aided diagnosis of breast cancer, evaluated honestly. "
@@ -243,10 +243,19 @@ def _print_image_summary(results: dict[str, Any]) -> None:
 @app.command()
 @clear_errors
 def predict(
-    inputs: Annotated[
-        list[Path], typer.Argument(help="A CSV (tabular bundles), or images and folders.")
-    ],
     model: Annotated[Path, typer.Option("--model", help="A bundle folder.")],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="A CSV (tabular bundles), or images and folders."),
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image bundles: a CSV of one woman's two breasts per row (columns image, "
+            "other); each image is also scored against the other (p_bilateral), with the "
+            "bilateral fit of the bundle's run."
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Write predictions to this CSV (default: print them as CSV)."),
@@ -257,9 +266,13 @@ def predict(
 ) -> None:
     """Probabilities and classes from a bundle (its checksums are verified first). Images:
     PNG, JPEG, PGM, TIFF, DICOM; unreadable files are listed with their problem."""
-    from breastcad.predict import Predictor
+    from breastcad.predict import Predictor, read_pairs
 
+    if not inputs and pairs is None:
+        raise ConfigError("give images, folders or a CSV to predict (or --pairs FILE)")
     predictor = Predictor.from_bundle(model)
+    if pairs is not None and (predictor.kind != "image" or inputs):
+        raise ConfigError("--pairs is for image bundles, and takes the place of the inputs")
     if predictor.kind == "image":
         fits = predictor.batch_that_fits(batch_size)
         if fits < batch_size:
@@ -269,7 +282,10 @@ def predict(
                 "memory available is used",
                 err=True,
             )
-        table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
+        if pairs is not None:
+            table = predictor.predict_pairs(read_pairs(pairs), fits, not quiet, jobs)
+        else:
+            table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
         for row in table.loc[table["error"] != ""].itertuples():
             typer.echo(f"skipped {row.path}: {row.error}", err=True)
     elif len(inputs) != 1:

@@ -18,6 +18,12 @@ import torch
 from breastcad.config import ImageRunConfig
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.pairs import contralateral
+from breastcad.evaluation.bilateral import (
+    bilateral_probability,
+    bilateral_scores,
+    fit_bilateral,
+    log_odds,
+)
 from breastcad.evaluation.classification import decide, fit_temperature, prior_shift, softmax
 from breastcad.evaluation.image_evaluation import (
     evaluate_predictions,
@@ -73,6 +79,12 @@ def calibrate_and_test(
     )
     test_rows = dm.datasets["test"].rows
     groups = split.set_index("path").loc[dm.manifest.frame["path"].iloc[test_rows], "split_group"]
+    frame = dm.manifest.frame
+    val_rows = dm.datasets["val"].rows if val.rows is None else val.rows
+    test_other = contralateral(frame.iloc[test_rows])  # a woman's breasts, where known
+    bilateral_fit = fit_bilateral(
+        val_probs, contralateral(frame.iloc[val_rows]), val.y, positive, cfg.operating_point
+    )
     evaluation = evaluate_predictions(
         test_logits,
         test_y,
@@ -83,8 +95,9 @@ def calibrate_and_test(
         threshold,
         cfg.bootstrap,
         cfg.seed,
-        contralateral(dm.manifest.frame.iloc[test_rows]),  # a woman's breasts, where known
+        test_other,
         shift,
+        bilateral_fit,
     )
     evaluation["calibration"]["fitted_on"] = val.scored
     evaluation["calibration"]["prior_shift_from"] = _shift_text(settings, cfg, dm)
@@ -101,7 +114,10 @@ def calibrate_and_test(
         _member_figures(members, member_logits, test_y, classes, positive, shift)
     probs = softmax(test_logits, temperature, shift)
     pred = decide(probs, positive, threshold)
-    write_predictions(out, dm.manifest, test_rows, test_y, probs, pred, classes, threshold)
+    extra = _bilateral_columns(frame.iloc[test_rows], test_other, probs, positive, bilateral_fit)
+    write_predictions(
+        out, dm.manifest, test_rows, test_y, probs, pred, classes, threshold, extra=extra
+    )
     if val.rows is not None:  # what calibration and the operating point of a cross-fit saw
         oof_pred = decide(val_probs, positive, threshold)
         write_predictions(
@@ -117,7 +133,31 @@ def calibrate_and_test(
             "scored": val.scored,
         },
     }
+    if bilateral_fit is not None:
+        operating_point["bilateral"] = {**bilateral_fit, "chosen_on": val.scored}
     return Tested(evaluation, operating_point, test_logits, test_y, probs, pred)
+
+
+def _bilateral_columns(
+    frame: pd.DataFrame,
+    other: np.ndarray,
+    probs: np.ndarray,
+    positive: int,
+    fit: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """`predictions.csv`'s columns for each image against its other breast: the partner's
+    path and, with a fit, P(positive) of the bilateral score (empty where there is none)."""
+    if fit is None or not (other >= 0).any():
+        return None
+    paired = other >= 0
+    score = bilateral_scores(log_odds(probs, positive), other)
+    p = np.full(len(other), np.nan)
+    p[paired] = bilateral_probability(score[paired], fit)
+    paths = frame["path"].to_numpy()
+    return {
+        "partner": [paths[j] if j >= 0 else "" for j in other],
+        "p_bilateral": p,
+    }
 
 
 @dataclass

@@ -451,4 +451,6 @@ def _write_image_bundle(
         intended_use="Research use only; not a medical device.",
         test_time_augmentation=results["model"]["test_time_augmentation"],
     )
+    if "bilateral" in results["operating_point"]:  # each breast against the other, fitted
+        manifest["bilateral"] = results["operating_point"]["bilateral"]
     save_bundle(folder, ImageModel(net), manifest)

@@ -62,6 +62,32 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def read_pairs(path: str | Path) -> list[tuple[Path, Path]]:
+    """A CSV of a woman's two images per row, columns `image` and `other` (paths relative to
+    the CSV's folder unless absolute), for `Predictor.predict_pairs`."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"cannot read the pairs file: {error}", path) from error
+    missing = {"image", "other"} - set(table.columns)
+    if missing:
+        raise DataError(
+            f"the pairs file needs columns 'image' and 'other' (missing: "
+            f"{', '.join(sorted(missing))}; found: {', '.join(table.columns) or 'none'})",
+            path,
+        )
+    empty = table.index[(table["image"] == "") | (table["other"] == "")]
+    if len(empty):
+        raise DataError(f"row {int(empty[0]) + 2} of the pairs file has an empty path", path)
+    if table.empty:
+        raise DataError("the pairs file has no rows", path)
+    return [
+        (path.parent / a, path.parent / b)  # an absolute path stays as it is
+        for a, b in zip(table["image"], table["other"], strict=True)
+    ]
+
+
 @dataclass
 class ImagePrediction:
     """One image's answer: what the model saw, calibrated probabilities, the decision."""
@@ -360,6 +386,85 @@ class Predictor:
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
         return frame
+
+    @property
+    def bilateral(self) -> dict | None:
+        """The run's fit for each breast against the woman's other breast
+        (`evaluation.bilateral.fit_bilateral`), or None where the run had no pairs."""
+        return self.bundle.manifest.get("bilateral")
+
+    def predict_pairs(
+        self,
+        pairs: Iterable[tuple[str | Path, str | Path]],
+        batch_size: int = 32,
+        progress: bool = True,
+        jobs: int = 2,
+    ) -> pd.DataFrame:
+        """Each (image, other) pair of one woman's two breasts, both ways: one row per image
+        with its own probabilities and class (as `predict_paths`), its partner, and
+        `p_bilateral` / `prediction_bilateral`, the probability of the bilateral score
+        (its log-odds minus the partner's) and the decision at the bundle's bilateral
+        threshold; empty where either image could not be read (the `error` says which)."""
+        fit = self.bilateral
+        if fit is None:
+            raise BundleError(
+                f"{self.bundle.path}: no bilateral fit in this bundle (its run had no "
+                "validation images with the other breast of the same woman); predict the "
+                "images one at a time instead"
+            )
+        from breastcad.evaluation.bilateral import bilateral_probability, log_odds
+
+        pairs = [(Path(a), Path(b)) for a, b in pairs]
+        folder = next((p for pair in pairs for p in pair if p.is_dir()), None)
+        if folder is not None:
+            raise ConfigError(f"{folder} is a folder; a pair is two image files")
+        if any(a == b for a, b in pairs):
+            same = next(str(a) for a, b in pairs if a == b)
+            raise ConfigError(f"{same} is paired with itself; give the other breast's image")
+        unique = list(dict.fromkeys(p for pair in pairs for p in pair))
+        single = self.predict_paths(unique, batch_size, progress, jobs).set_index("path")
+        columns = [f"p_{k}" for k in self.classes]
+        score = pd.Series(np.nan, index=single.index)
+        readable = single["error"] == ""
+        if readable.any():
+            probs = single.loc[readable, columns].to_numpy(np.float64)
+            score[readable] = log_odds(probs, self.positive)
+        rows = []
+        for a, b in pairs:
+            for image, partner in ((a, b), (b, a)):
+                own, their = single.loc[str(image)], single.loc[str(partner)]
+                problem = "; ".join(
+                    f"{who}: {row['error']}"
+                    for who, row in (("image", own), ("partner", their))
+                    if row["error"]
+                )
+                p = np.nan
+                if not problem:
+                    p = float(bilateral_probability(score[str(image)] - score[str(partner)], fit))
+                row = {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
+                rows.append(
+                    row
+                    | {
+                        "prediction": own["prediction"],
+                        "p_bilateral": p,
+                        "prediction_bilateral": ""
+                        if problem
+                        else self.classes[self.positive]
+                        if p >= fit["threshold"]
+                        else self._negative_name(),
+                        "threshold_bilateral": fit["threshold"],
+                        "error": problem,
+                    }
+                )
+        frame = pd.DataFrame(rows)
+        frame["threshold"] = self.threshold
+        frame["model"] = self.bundle.model_id
+        return frame
+
+    def _negative_name(self) -> str:
+        """The decision below a binary threshold: the other class ('normal', 'benign')."""
+        others = [c for i, c in enumerate(self.classes) if i != self.positive]
+        return others[0] if len(others) == 1 else f"not {self.classes[self.positive]}"
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(malignant) for rows already in the bundle's feature order."""

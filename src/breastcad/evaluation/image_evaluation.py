@@ -143,13 +143,14 @@ def evaluate_predictions(
     seed: int,
     other: np.ndarray | None = None,
     shift: np.ndarray | None = None,
+    bilateral_fit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Test metrics at the chosen operating point with group-bootstrap CIs; ECE and Brier
     before and after calibration (the prior `shift`, then the temperature); the argmax
     decision of the calibrated model and, for comparison, of the network as trained;
     patient-level results; where `other` pairs images with the same woman's other breast
     (`data.pairs.contralateral`), each breast against it (`bilateral`, only when some image
-    has a partner)."""
+    has a partner; with `bilateral_fit`, `bilateral.fit_bilateral`'s threshold decides too)."""
     shift = np.zeros(len(classes)) if shift is None else np.asarray(shift, dtype=np.float64)
     raw, calibrated = softmax(logits), softmax(logits, temperature, shift)
     at_point = classification_metrics(y, calibrated, classes, positive, threshold)
@@ -157,7 +158,9 @@ def evaluate_predictions(
     bilateral = (
         None
         if other is None
-        else bilateral_comparison(y, calibrated, other, groups, positive, n_boot, seed)
+        else bilateral_comparison(
+            y, calibrated, other, groups, positive, n_boot, seed, bilateral_fit
+        )
     )
     return {
         "n": len(y),
@@ -181,7 +184,16 @@ def evaluate_predictions(
 
 
 def write_predictions(
-    out, manifest, rows, y, probs, pred, classes, threshold, name: str = "predictions.csv"
+    out,
+    manifest,
+    rows,
+    y,
+    probs,
+    pred,
+    classes,
+    threshold,
+    name: str = "predictions.csv",
+    extra: dict[str, Any] | None = None,
 ) -> None:
     frame = pd.DataFrame({"path": manifest.frame["path"].iloc[rows].to_numpy()})
     frame["group_id"] = manifest.frame["group_id"].iloc[rows].to_numpy()
@@ -190,6 +202,8 @@ def write_predictions(
         frame[f"p_{c}"] = probs[:, k]
     frame["prediction"] = [classes[i] for i in pred]
     frame["threshold"] = threshold
+    for column, values in (extra or {}).items():
+        frame[column] = values
     frame.to_csv(out / name, index=False)
 
 

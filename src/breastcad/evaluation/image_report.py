@@ -307,9 +307,24 @@ def _bilateral_blocks(pair: dict[str, Any] | None) -> list[Block]:
         f"{_range(pair.get('auc_bilateral_ci'))}; difference "
         f"{_f(pair['auc_bilateral'] - pair['auc_single'])}"
         f"{f' ({_f(difference[0])} to {_f(difference[1])})' if difference else ''}. "
-        f"Intervals: {pair['interval']}. A reading aid computed at evaluation; the "
-        "model still predicts from one image."
+        f"Intervals: {pair['interval']}."
     )
+    decided = pair.get("at_operating_point")
+    if decided is None:
+        text += (
+            " A reading aid computed at evaluation: the run fitted no probability for it (too "
+            "few validation images with their other breast, or no rise with the label there), "
+            "so the bundle predicts from one image only."
+        )
+    else:
+        text += (
+            f" Its probability (logistic regression on the validation images with their other "
+            f"breast) at the threshold chosen there, {_f(decided['threshold'])}: test "
+            f"sensitivity {_f(decided['sensitivity'])} ({decided['detected']} of "
+            f"{decided['positives']}), specificity {_f(decided['specificity'])}, accuracy "
+            f"{_f(decided['accuracy'])}. The bundle carries the fit: `breastcad predict "
+            "--pairs` scores a woman's two images this way."
+        )
     return [Block("h3", "Each breast against the woman's other breast"), Block("p", text)]
 
 
