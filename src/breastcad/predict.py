@@ -393,6 +393,16 @@ class Predictor:
         (`evaluation.bilateral.fit_bilateral`), or None where the run had no pairs."""
         return self.bundle.manifest.get("bilateral")
 
+    def pair_probability(self, probs: np.ndarray, other_probs: np.ndarray) -> np.ndarray:
+        """P(positive) of each image against its partner: the bundle's bilateral fit applied
+        to the difference of their log-odds (rows of calibrated class probabilities)."""
+        from breastcad.evaluation.bilateral import bilateral_probability, log_odds
+
+        if self.bilateral is None:
+            raise BundleError(f"{self.bundle.path}: no bilateral fit in this bundle")
+        score = log_odds(probs, self.positive) - log_odds(other_probs, self.positive)
+        return bilateral_probability(score, self.bilateral)
+
     def predict_pairs(
         self,
         pairs: Iterable[tuple[str | Path, str | Path]],
@@ -412,8 +422,6 @@ class Predictor:
                 "validation images with the other breast of the same woman); predict the "
                 "images one at a time instead"
             )
-        from breastcad.evaluation.bilateral import bilateral_probability, log_odds
-
         pairs = [(Path(a), Path(b)) for a, b in pairs]
         folder = next((p for pair in pairs for p in pair if p.is_dir()), None)
         if folder is not None:
@@ -424,11 +432,6 @@ class Predictor:
         unique = list(dict.fromkeys(p for pair in pairs for p in pair))
         single = self.predict_paths(unique, batch_size, progress, jobs).set_index("path")
         columns = [f"p_{k}" for k in self.classes]
-        score = pd.Series(np.nan, index=single.index)
-        readable = single["error"] == ""
-        if readable.any():
-            probs = single.loc[readable, columns].to_numpy(np.float64)
-            score[readable] = log_odds(probs, self.positive)
         rows = []
         for a, b in pairs:
             for image, partner in ((a, b), (b, a)):
@@ -440,7 +443,8 @@ class Predictor:
                 )
                 p = np.nan
                 if not problem:
-                    p = float(bilateral_probability(score[str(image)] - score[str(partner)], fit))
+                    mine, theirs = (r[columns].to_numpy(np.float64)[None] for r in (own, their))
+                    p = float(self.pair_probability(mine, theirs)[0])
                 row = {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
                 rows.append(
                     row
