@@ -693,6 +693,19 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     assert (again.loc[flagged, "prediction_bilateral"] == "abnormal").all()
     assert (again.loc[~flagged, "prediction_bilateral"] == "normal").all()
 
+    # evaluate on the run's own test women: the bundle's fit gives the run's decisions
+    again_out = tmp_path / "again"
+    evaluate = ["evaluate", "--model", str(bundle), "--dataset", "mini-mias", "--root", str(root)]
+    split = ["--split", str(out / "splits" / "split.json"), "--partition", "test"]
+    result = runner.invoke(
+        app,
+        [*evaluate, *split, "--out", str(again_out), "--quiet"],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((again_out / "results.json").read_text())
+    assert evaluated["test"]["bilateral"]["at_operating_point"] == decided
+
     (tmp_path / "bad.csv").write_text("left,right\na.png,b.png\n")
     bad = runner.invoke(
         app, ["predict", "--model", str(bundle), "--pairs", str(tmp_path / "bad.csv")]

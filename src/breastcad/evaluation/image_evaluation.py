@@ -284,6 +284,7 @@ def evaluate_image_bundle(
         0,
         contralateral(manifest.frame.iloc[rows]),
         predictor.prior_shift,
+        predictor.bilateral,  # its training run's fit decides each breast against the other
     )
     fitted_on = predictor.bundle.manifest.get("calibration_fitted_on", "the validation part")
     evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
