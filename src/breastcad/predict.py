@@ -455,7 +455,7 @@ class Predictor:
                         if problem
                         else self.classes[self.positive]
                         if p >= fit["threshold"]
-                        else self._negative_name(),
+                        else self.below_threshold_class,
                         "threshold_bilateral": fit["threshold"],
                         "error": problem,
                     }
@@ -465,7 +465,8 @@ class Predictor:
         frame["model"] = self.bundle.model_id
         return frame
 
-    def _negative_name(self) -> str:
+    @property
+    def below_threshold_class(self) -> str:
         """The decision below a binary threshold: the other class ('normal', 'benign')."""
         others = [c for i, c in enumerate(self.classes) if i != self.positive]
         return others[0] if len(others) == 1 else f"not {self.classes[self.positive]}"

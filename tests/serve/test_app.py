@@ -335,3 +335,49 @@ def test_model_card_metrics_from_image_and_tabular_bundles():
     }
     table, how = _metrics(image)
     assert list(table) == ["macro_auc"] and "test set" in how
+
+
+def test_a_pair_of_breasts_is_scored_each_against_the_other(bundles, tmp_path):
+    """`/api/v1/predict/pair`: each image alone as `/predict` gives it, and each against the
+    other with the bundle's bilateral fit, the same numbers as the Predictor's; a model
+    without a fit, a missing `other` and a raw body are refused with 4xx naming the problem."""
+    from tests.conftest import make_image_bundle
+
+    fit = {"slope": 2.0, "intercept": -0.5, "threshold": 0.4, "chosen_on": "the validation part"}
+    paired = make_image_bundle(tmp_path / "paired", seed=1, bilateral=fit)  # its own id
+    api = client(bundles, models=[paired, bundles["image"]])
+    key = Predictor.from_bundle(paired).bundle.model_id
+    first, second = png(11), png(12)
+    files = {"file": ("l.png", first, "image/png"), "other": ("r.png", second, "image/png")}
+    response = api.post(f"/api/v1/predict/pair?model={key}", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["threshold_bilateral"] == 0.4 and "validation part" in body["bilateral_fit"]
+    predictor = Predictor.from_bundle(paired)
+    alone = [upload(api, data, query=f"?model={key}").json() for data in (first, second)]
+    for side, single in zip(("image", "other"), alone, strict=True):
+        assert body[side]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
+        assert body[side]["prediction"] == single["prediction"]
+    probs = [np.array([[a["probabilities"][c] for c in predictor.classes]]) for a in alone]
+    expected = predictor.pair_probability(probs[0], probs[1])[0]
+    assert body["image"]["p_bilateral"] == pytest.approx(expected, abs=1e-6)
+    # the score is antisymmetric: the two logits add to twice the intercept
+    logits = [
+        np.log(body[s]["p_bilateral"] / (1 - body[s]["p_bilateral"])) for s in ("image", "other")
+    ]
+    assert sum(logits) == pytest.approx(2 * fit["intercept"], abs=1e-6)
+    for side in ("image", "other"):
+        flagged = body[side]["p_bilateral"] >= 0.4
+        assert body[side]["prediction_bilateral"] == ("idc" if flagged else "benign")
+    assert body["image"]["filename"] == "l.png" and body["other"]["filename"] == "r.png"
+
+    plain = Predictor.from_bundle(bundles["image"]).bundle.model_id
+    refused = api.post(f"/api/v1/predict/pair?model={plain}", files=files)
+    assert refused.status_code == 422 and "no bilateral fit" in refused.json()["detail"]
+    one = api.post(f"/api/v1/predict/pair?model={key}", files={"file": files["file"]})
+    assert one.status_code == 422 and "'other'" in one.json()["detail"]
+    raw = api.post(
+        f"/api/v1/predict/pair?model={key}", content=first, headers={"content-type": "image/png"}
+    )
+    assert raw.status_code == 415 and "'file' and 'other'" in raw.json()["detail"]
+    assert "/api/v1/predict/pair" in api.get("/openapi.json").json()["paths"]

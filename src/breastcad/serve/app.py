@@ -38,10 +38,12 @@ from breastcad.serve.schemas import (
     ImagePredictionOut,
     ModelInfo,
     ModelRef,
+    PairImageOut,
+    PairPredictionOut,
     TabularPredictionOut,
     TabularRequest,
 )
-from breastcad.serve.uploads import read_upload
+from breastcad.serve.uploads import read_pair, read_upload
 from breastcad.serve.worker import InferenceWorker
 
 STATIC = Path(__file__).parent / "static"
@@ -288,6 +290,83 @@ def api_router() -> APIRouter:
             threshold=predictor.threshold,
             operating_point=_policy(predictor),
             **result,
+        )
+
+    @router.post(
+        "/predict/pair",
+        response_model=PairPredictionOut,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file", "other"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "other": {"type": "string", "format": "binary"},
+                                "model": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def predict_pair(
+        request: Request,
+        models: ModelsDep,
+        settings: SettingsDep,
+        model: Annotated[str | None, Query(description="Model id or name.")] = None,
+    ) -> PairPredictionOut:
+        """One woman's two breasts (multipart fields `file` and `other`): each image alone,
+        and each against the other with the bilateral fit of the model's training run (models
+        trained on data that pairs the breasts, such as mini-MIAS). Held in memory only."""
+        first, second = await read_pair(request, settings.max_upload_bytes)
+        key, predictor = models.get(model or first.fields.get("model") or None, "image")
+        fit = predictor.bilateral
+        if fit is None:
+            raise ApiError(
+                422,
+                "no_bilateral_fit",
+                f"model '{key}' has no bilateral fit (its training run had no validation "
+                "images with the other breast of the same woman); use /api/v1/predict",
+            )
+        if settings.store_uploads is not None:
+            for part in (first, second):
+                _store(settings.store_uploads, part.data, part.filename)
+        answers = []
+        for part in (first, second):
+            _, pixels = await run_in_threadpool(
+                _prepare, predictor, part.data, part.filename, settings.max_pixels
+            )
+            answers.append((part, await models.worker.predict(predictor, pixels, False)))
+        probs = [np.array([[r.probabilities[c] for c in predictor.classes]]) for _, r in answers]
+        both = [predictor.pair_probability(probs[0], probs[1])[0]]
+        both.append(predictor.pair_probability(probs[1], probs[0])[0])
+        out = [
+            PairImageOut(
+                filename=part.filename,
+                probabilities=result.probabilities,
+                prediction=result.prediction,
+                p_bilateral=float(p),
+                prediction_bilateral=predictor.classes[predictor.positive]
+                if p >= fit["threshold"]
+                else predictor.below_threshold_class,
+                dicom=await run_in_threadpool(_dicom_header, part.data),
+            )
+            for (part, result), p in zip(answers, both, strict=True)
+        ]
+        return PairPredictionOut(
+            model=_ref(key, predictor),
+            classes=predictor.classes,
+            positive_class=predictor.classes[predictor.positive],
+            threshold_bilateral=float(fit["threshold"]),
+            bilateral_fit=f"{fit.get('probability', 'logistic regression')}, fitted on "
+            f"{fit.get('chosen_on', 'the validation part')} of the training run",
+            image=out[0],
+            other=out[1],
         )
 
     @router.post("/predict/tabular", response_model=TabularPredictionOut)

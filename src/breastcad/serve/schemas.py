@@ -50,6 +50,33 @@ class ImagePredictionOut(BaseModel):
     notice: str = NOTICE
 
 
+class PairImageOut(BaseModel):
+    filename: str
+    probabilities: dict[str, float] = Field(description="Calibrated, this image alone.")
+    prediction: str = Field(description="This image alone, at the model's operating point.")
+    p_bilateral: float = Field(
+        description="P(positive) of this image against the other: the training run's "
+        "bilateral fit applied to its log-odds minus the other image's."
+    )
+    prediction_bilateral: str = Field(description="Decided at the bilateral threshold.")
+    dicom: dict[str, Any] | None = Field(
+        description="Acquisition facts from a de-identified copy of the DICOM header."
+    )
+
+
+class PairPredictionOut(BaseModel):
+    model: ModelRef
+    classes: list[str]
+    positive_class: str
+    threshold_bilateral: float = Field(
+        description="p_bilateral at or above which the positive class is decided."
+    )
+    bilateral_fit: str = Field(description="How the bilateral probability was fitted.")
+    image: PairImageOut = Field(description="The image sent as `file`.")
+    other: PairImageOut = Field(description="The image sent as `other`, against `file`.")
+    notice: str = NOTICE
+
+
 class TabularRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -45,7 +45,40 @@ async def read_upload(request: Request, limit: int) -> Upload:
     )
 
 
+async def read_pair(request: Request, limit: int) -> tuple[Upload, Upload]:
+    """The `file` and `other` parts of a multipart form (one woman's two breasts), each with
+    at most `limit` bytes."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the two images as multipart/form-data (fields 'file' and 'other'), not "
+            f"'{content_type or 'none'}'",
+        )
+    files, fields = await _parts(request, content_type, limit)
+    return _one(files, fields, "file", limit), _one(files, fields, "other", limit)
+
+
 async def _multipart(request: Request, content_type: str, limit: int) -> Upload:
+    files, fields = await _parts(request, content_type, limit)
+    return _one(files, fields, "file", limit)
+
+
+def _one(files: list[tuple[str, str, bytes]], fields: dict[str, str], name: str, limit: int):
+    uploads = [f for f in files if f[0] == name]
+    if not uploads:
+        raise ApiError(422, "missing_file", f"the form has no file field named '{name}'")
+    _, filename, data = uploads[0]
+    if len(data) > limit:
+        raise _too_large(limit)
+    return Upload(data, filename, fields)
+
+
+async def _parts(
+    request: Request, content_type: str, limit: int
+) -> tuple[list[tuple[str, str, bytes]], dict[str, str]]:
+    """Every file part (field name, file name, bytes) and form field, held in memory."""
     files: list[tuple[str, str, bytes]] = []
     fields: dict[str, str] = {}
 
@@ -64,13 +97,7 @@ async def _multipart(request: Request, content_type: str, limit: int) -> Upload:
     async for chunk in request.stream():  # bounded by the app's BodyLimit middleware
         _parse(parser.write, chunk)
     _parse(parser.finalize)
-    uploads = [f for f in files if f[0] == "file"]
-    if not uploads:
-        raise ApiError(422, "missing_file", "the form has no file field named 'file'")
-    _, filename, data = uploads[0]
-    if len(data) > limit:
-        raise _too_large(limit)
-    return Upload(data, filename, fields)
+    return files, fields
 
 
 def _parse(step, *args) -> None:
