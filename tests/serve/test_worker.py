@@ -11,6 +11,7 @@ import pytest
 from breastcad.bundle import load_bundle
 from breastcad.predict import Predictor
 from breastcad.serve.worker import InferenceWorker
+from tests.conftest import make_image_bundle
 
 
 class Recording(Predictor):
@@ -115,3 +116,9 @@ def test_models_load_on_the_inference_thread_and_errors_reach_the_caller(bundles
     models.close()
     with pytest.raises(BundleError, match="not a bundle folder"):
         create_app(ServiceSettings(models=[tmp_path / "missing"]))
+    from breastcad.errors import ConfigError
+
+    twin = tmp_path / "twin"  # the same network, another manifest: the same model id
+    make_image_bundle(twin, bilateral={"slope": 1.0, "intercept": 0.0, "threshold": 0.5})
+    with pytest.raises(ConfigError, match="hold the same model files"):
+        ServedModels.load([bundles["image"], twin], "auto")

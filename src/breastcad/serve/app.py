@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from breastcad import __version__
 from breastcad.config import ServiceSettings
 from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
-from breastcad.errors import DataError
+from breastcad.errors import ConfigError, DataError
 from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve.errors import ApiError, BodyLimit, install_error_handlers
 from breastcad.serve.schemas import (
@@ -66,15 +66,25 @@ class ServedModels:
     and runs them all (`InferenceWorker`; concurrent requests are batched per model)."""
 
     def __init__(self, predictors: list[Predictor], worker: InferenceWorker | None = None) -> None:
-        self.predictors = {p.bundle.model_id: p for p in predictors}
+        self.predictors: dict[str, Predictor] = {}
+        for p in predictors:  # one id, one model: a second would silently replace the first
+            twin = self.predictors.setdefault(p.bundle.model_id, p)
+            if twin is not p:
+                raise ConfigError(
+                    f"{twin.bundle.path} and {p.bundle.path} hold the same model files (id "
+                    f"{p.bundle.model_id}), so requests could not tell them apart; serve one"
+                )
         self.worker = worker or InferenceWorker()
 
     @classmethod
     def load(cls, paths: list[Path], runtime: str) -> ServedModels:
         """Load bundles on the inference thread (see `serve.worker` for why)."""
         worker = InferenceWorker()
-        predictors = [worker.run(lambda p=p: _loaded(p, runtime)) for p in paths]
-        return cls(predictors, worker)
+        try:
+            return cls([worker.run(lambda p=p: _loaded(p, runtime)) for p in paths], worker)
+        except Exception:
+            worker.close()  # no thread left behind by a refused start
+            raise
 
     def close(self) -> None:
         self.worker.close()
