@@ -674,21 +674,35 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
 
     pairs_file = tmp_path / "women.csv"
     halves = paired[paired["path"] < paired["partner"]]  # each woman once
-    pd.DataFrame({"image": halves["path"], "other": halves["partner"]}).to_csv(
-        pairs_file, index=False
-    )
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")  # reported with its pair, never a crash
+    pd.DataFrame(
+        {
+            "image": [*halves["path"], str(broken)],
+            "other": [*halves["partner"], halves["path"].iloc[0]],
+        }
+    ).to_csv(pairs_file, index=False)
     table = tmp_path / "bilateral.csv"
     cli = ["predict", "--model", str(bundle), "--pairs", str(pairs_file), "--quiet"]
     result = runner.invoke(app, [*cli, "--out", str(table)])
     assert result.exit_code == 0, result.output
-    again = pd.read_csv(table, keep_default_na=False).set_index("path")
+    every = pd.read_csv(table, keep_default_na=False)
+    failed = every[every["error"] != ""]
+    assert len(failed) == 2 and "broken.png" in result.output  # the pair, both ways
+    by_broken = failed.set_index("path")["error"]
+    assert by_broken[str(broken)].startswith("image: ")  # its own problem, then its partner's
+    assert by_broken[halves["path"].iloc[0]].startswith("partner: ")
+    assert (failed["p_bilateral"] == "").all() and (failed["prediction_bilateral"] == "").all()
+    again = every[every["error"] == ""].set_index("path")
     assert len(again) == len(paired)  # both ways: each image against its partner
     expected = paired.set_index("path")
     assert (again.loc[expected.index, "partner"] == expected["partner"]).all()
     assert np.allclose(
         again.loc[expected.index, "p_bilateral"].astype(float), expected["p_bilateral"], atol=1e-5
     )
-    assert np.allclose(again.loc[expected.index, "p_abnormal"], expected["p_abnormal"], atol=1e-5)
+    assert np.allclose(
+        again.loc[expected.index, "p_abnormal"].astype(float), expected["p_abnormal"], atol=1e-5
+    )
     flagged = again["p_bilateral"].astype(float) >= fit["threshold"]
     assert (again.loc[flagged, "prediction_bilateral"] == "abnormal").all()
     assert (again.loc[~flagged, "prediction_bilateral"] == "normal").all()

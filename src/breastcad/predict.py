@@ -441,21 +441,18 @@ class Predictor:
                     for who, row in (("image", own), ("partner", their))
                     if row["error"]
                 )
-                p = np.nan
+                p, decided = np.nan, ""
                 if not problem:
                     mine, theirs = (r[columns].to_numpy(np.float64)[None] for r in (own, their))
                     p = float(self.pair_probability(mine, theirs)[0])
-                row = {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
+                    flagged = p >= fit["threshold"]
+                    decided = self.classes[self.positive] if flagged else self.below_threshold_class
                 rows.append(
-                    row
+                    {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
                     | {
                         "prediction": own["prediction"],
                         "p_bilateral": p,
-                        "prediction_bilateral": ""
-                        if problem
-                        else self.classes[self.positive]
-                        if p >= fit["threshold"]
-                        else self.below_threshold_class,
+                        "prediction_bilateral": decided,
                         "threshold_bilateral": fit["threshold"],
                         "error": problem,
                     }
