@@ -24,6 +24,7 @@ from breastcad.evaluation.classification import group_resamples
 from breastcad.evaluation.metrics import choose_threshold, operating_point_support, roc_auc
 
 PROBABILITY = "sigmoid(slope x bilateral score + intercept)"
+SCORE = "log-odds of the positive class minus that of the same woman's other breast"
 
 
 def log_odds(probs: np.ndarray, positive: int, eps: float = 1e-7) -> np.ndarray:
@@ -69,7 +70,7 @@ def fit_bilateral(
         **fit,
         "threshold": threshold,
         "probability": PROBABILITY,
-        "score": "log-odds of the positive class minus that of the same woman's other breast",
+        "score": SCORE,
         "validation": operating_point_support(label == 1, p, threshold),
     }
 
@@ -130,7 +131,7 @@ def bilateral_comparison(
         "auc_bilateral": float(point[1]),
         "auc_bilateral_ci": interval(boot[:, 1]),
         "auc_difference_ci": interval(boot[:, 1] - boot[:, 0]),
-        "score": "log-odds of the positive class minus that of the same woman's other breast",
+        "score": SCORE,
         "interval": f"95% percentile bootstrap, {n_boot} resamples of "
         f"{len(np.unique(groups[paired]))} women",
         **decided,
