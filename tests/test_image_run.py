@@ -59,13 +59,14 @@ def _train(root, out, epochs, *extra, size=24):
     return runner.invoke(app, _train_args(root, out, epochs, *extra, size=size), env=env)
 
 
-def _train_folder(root, out, *options):
-    """`train-image` on a folder dataset with the given model options, quiet, into `out`."""
+def _train_folder(root, out, *options, dataset="folder"):
+    """`train-image` on a folder dataset (or another layout) with the given model options,
+    quiet, into `out`."""
     return runner.invoke(
         app,
         [
             "train-image",
-            *("--dataset", "folder", "--root", str(root)),
+            *("--dataset", dataset, "--root", str(root)),
             *options,
             *("--out", str(out), "--quiet"),
         ],
@@ -602,16 +603,9 @@ def test_a_cell_probe_learns_lesion_cells_in_closed_form_and_finds_them(tmp_path
     normal images, no epochs; the image score (its most lesion-like cell) separates the test
     images, the cell scores single out the annotated cells, and the bundle needs no annotation
     to give the run's probabilities."""
-    root, size = _mias_with_discs(tmp_path / "mias"), 256
+    root = _mias_with_discs(tmp_path / "mias")
     out = tmp_path / "cells"
-    result = runner.invoke(
-        app,
-        [
-            *("train-image", "--dataset", "mini-mias", "--root", str(root)),
-            *("--model", "cell_probe", "--size", str(size), "--out", str(out), "--quiet"),
-        ],
-        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
-    )
+    result = _train_folder(root, out, "--model", "cell_probe", "--size", "256", dataset="mini-mias")
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     fit = results["training"]["cell_probe"]
@@ -647,14 +641,12 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     `predict --pairs`; a pairs file without its columns is refused by name."""
     root = _mias_with_discs(tmp_path / "mias")
     out = tmp_path / "pairs"
-    result = runner.invoke(
-        app,
-        [
-            *("train-image", "--dataset", "mini-mias", "--root", str(root)),
-            *("--model", "cell_probe", "--size", "256", "--param", "lesion_views=none"),
-            *("--val-size", "0.3", "--test-size", "0.3", "--out", str(out), "--quiet"),
-        ],
-        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    result = _train_folder(
+        root,
+        out,
+        *("--model", "cell_probe", "--size", "256", "--param", "lesion_views=none"),
+        *("--val-size", "0.3", "--test-size", "0.3"),
+        dataset="mini-mias",
     )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())

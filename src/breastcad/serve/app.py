@@ -241,6 +241,21 @@ def _image_answer(
     return out
 
 
+def _upload_body(files: list[str], raw: bool) -> dict[str, Any]:
+    """The OpenAPI request body of an upload endpoint: a multipart form with these file
+    fields and an optional `model`, and with `raw`, the image itself as the body."""
+    binary = {"type": "string", "format": "binary"}
+    form = {
+        "type": "object",
+        "required": files,
+        "properties": {**{f: binary for f in files}, "model": {"type": "string"}},
+    }
+    content: dict[str, Any] = {"multipart/form-data": {"schema": form}}
+    if raw:
+        content |= {"image/*": {"schema": binary}, "application/dicom": {"schema": binary}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_key)], responses=ERRORS)
 
@@ -252,25 +267,7 @@ def api_router() -> APIRouter:
     @router.post(
         "/predict",
         response_model=ImagePredictionOut,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["file"],
-                            "properties": {
-                                "file": {"type": "string", "format": "binary"},
-                                "model": {"type": "string"},
-                            },
-                        }
-                    },
-                    "image/*": {"schema": {"type": "string", "format": "binary"}},
-                    "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-                },
-            }
-        },
+        openapi_extra=_upload_body(["file"], raw=True),
     )
     async def predict_image(
         request: Request,
@@ -305,24 +302,7 @@ def api_router() -> APIRouter:
     @router.post(
         "/predict/pair",
         response_model=PairPredictionOut,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["file", "other"],
-                            "properties": {
-                                "file": {"type": "string", "format": "binary"},
-                                "other": {"type": "string", "format": "binary"},
-                                "model": {"type": "string"},
-                            },
-                        }
-                    }
-                },
-            }
-        },
+        openapi_extra=_upload_body(["file", "other"], raw=False),
     )
     async def predict_pair(
         request: Request,
