@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import secrets
@@ -326,12 +327,16 @@ def api_router() -> APIRouter:
         if settings.store_uploads is not None:
             for part in (first, second):
                 _store(settings.store_uploads, part.data, part.filename)
-        answers = []
-        for part in (first, second):
-            _, pixels = await run_in_threadpool(
+        prepared = [
+            await run_in_threadpool(
                 _prepare, predictor, part.data, part.filename, settings.max_pixels
             )
-            answers.append((part, await models.worker.predict(predictor, pixels, False)))
+            for part in (first, second)
+        ]  # both decoded (and checked) before either is run; then one batch for the two
+        results = await asyncio.gather(
+            *(models.worker.predict(predictor, pixels, False) for _, pixels in prepared)
+        )
+        answers = list(zip((first, second), results, strict=True))
         probs = [np.array([[r.probabilities[c] for c in predictor.classes]]) for _, r in answers]
         both = [predictor.pair_probability(probs[0], probs[1])[0]]
         both.append(predictor.pair_probability(probs[1], probs[0])[0])
