@@ -78,8 +78,8 @@ def calibrate_and_test(
         (val.y == positive).astype(int), val_probs[:, positive], cfg.operating_point
     )
     test_rows = dm.datasets["test"].rows
-    groups = split.set_index("path").loc[dm.manifest.frame["path"].iloc[test_rows], "split_group"]
     frame = dm.manifest.frame
+    groups = split.set_index("path").loc[frame["path"].iloc[test_rows], "split_group"]
     val_rows = dm.datasets["val"].rows if val.rows is None else val.rows
     test_other = contralateral(frame.iloc[test_rows])  # a woman's breasts, where known
     bilateral_fit = fit_bilateral(
@@ -149,14 +149,11 @@ def _bilateral_columns(
     path and, with a fit, P(positive) of the bilateral score (empty where there is none)."""
     if fit is None or not (other >= 0).any():
         return None
-    paired = other >= 0
-    score = bilateral_scores(log_odds(probs, positive), other)
-    p = np.full(len(other), np.nan)
-    p[paired] = bilateral_probability(score[paired], fit)
     paths = frame["path"].to_numpy()
+    score = bilateral_scores(log_odds(probs, positive), other)  # NaN without a partner
     return {
         "partner": [paths[j] if j >= 0 else "" for j in other],
-        "p_bilateral": p,
+        "p_bilateral": bilateral_probability(score, fit),  # and so NaN there too
     }
 
 

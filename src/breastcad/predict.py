@@ -445,8 +445,7 @@ class Predictor:
                 if not problem:
                     mine, theirs = (r[columns].to_numpy(np.float64)[None] for r in (own, their))
                     p = float(self.pair_probability(mine, theirs)[0])
-                    flagged = p >= fit["threshold"]
-                    decided = self.classes[self.positive] if flagged else self.below_threshold_class
+                    decided = self.bilateral_decision(p)
                 rows.append(
                     {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
                     | {
@@ -462,9 +461,11 @@ class Predictor:
         frame["model"] = self.bundle.model_id
         return frame
 
-    @property
-    def below_threshold_class(self) -> str:
-        """The decision below a binary threshold: the other class ('normal', 'benign')."""
+    def bilateral_decision(self, p: float) -> str:
+        """The class decided for a `pair_probability` at the bilateral threshold: the
+        positive class, or below it the other one ('normal', 'benign')."""
+        if p >= self.bilateral["threshold"]:
+            return self.classes[self.positive]
         others = [c for i, c in enumerate(self.classes) if i != self.positive]
         return others[0] if len(others) == 1 else f"not {self.classes[self.positive]}"
 

@@ -346,9 +346,7 @@ def api_router() -> APIRouter:
                 probabilities=result.probabilities,
                 prediction=result.prediction,
                 p_bilateral=float(p),
-                prediction_bilateral=predictor.classes[predictor.positive]
-                if p >= fit["threshold"]
-                else predictor.below_threshold_class,
+                prediction_bilateral=predictor.bilateral_decision(p),
                 dicom=await run_in_threadpool(_dicom_header, part.data),
             )
             for (part, result), p in zip(answers, both, strict=True)
