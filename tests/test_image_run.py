@@ -638,7 +638,8 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     """Where the data knows a woman's two breasts, the run fits a probability and a threshold
     for the bilateral score on validation, reports its test decisions, writes each test
     image's partner and bilateral probability, and the bundle gives the same answers to
-    `predict --pairs`; a pairs file without its columns is refused by name."""
+    `predict --pairs` and to `predict --pair` (pairs found by the file names); a pair of two
+    women is refused by its rows, a pairs file without its columns by name."""
     root = _mias_with_discs(tmp_path / "mias")
     out = tmp_path / "pairs"
     result = _train_folder(
@@ -668,10 +669,11 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     halves = paired[paired["path"] < paired["partner"]]  # each woman once
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")  # reported with its pair, never a crash
+    strangers = (halves["path"].iloc[0], halves["partner"].iloc[1])  # two women's images
     pd.DataFrame(
         {
-            "image": [*halves["path"], str(broken)],
-            "other": [*halves["partner"], halves["path"].iloc[0]],
+            "image": [*halves["path"], str(broken), strangers[0]],
+            "other": [*halves["partner"], halves["path"].iloc[0], strangers[1]],
         }
     ).to_csv(pairs_file, index=False)
     table = tmp_path / "bilateral.csv"
@@ -679,7 +681,15 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     result = runner.invoke(app, [*cli, "--out", str(table)])
     assert result.exit_code == 0, result.output
     every = pd.read_csv(table, keep_default_na=False)
-    failed = every[every["error"] != ""]
+    refused = every[every["error"].str.contains("not one woman's two breasts", regex=False)]
+    assert len(refused) == 2 and set(refused["path"]) == set(strangers)
+    assert (
+        refused["error"]
+        .str.contains("different women (by their mini-MIAS name)", regex=False)
+        .all()
+    )
+    assert (refused["p_bilateral"] == "").all() and (refused["p_abnormal"] != "").all()
+    failed = every[(every["error"] != "") & ~every.index.isin(refused.index)]
     assert len(failed) == 2 and "broken.png" in result.output  # the pair, both ways
     by_broken = failed.set_index("path")["error"]
     assert by_broken[str(broken)].startswith("image: ")  # its own problem, then its partner's
@@ -698,6 +708,22 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     flagged = again["p_bilateral"].astype(float) >= fit["threshold"]
     assert (again.loc[flagged, "prediction_bilateral"] == "abnormal").all()
     assert (again.loc[~flagged, "prediction_bilateral"] == "normal").all()
+
+    # or paired by the files themselves (mini-MIAS names): every woman of the folder, the
+    # test women as the run paired them; a file that does not say its side is predicted alone
+    auto = tmp_path / "auto.csv"
+    cli = ["predict", "--model", str(bundle), "--pair", str(root), str(broken), "--quiet"]
+    result = runner.invoke(app, [*cli, "--out", str(auto)])
+    assert result.exit_code == 0, result.output
+    found = pd.read_csv(auto, keep_default_na=False).set_index("path")
+    assert f"not paired {broken}: which breast it shows is unknown" in result.output
+    assert found.loc[str(broken), "error"] != "" and found.loc[str(broken), "partner"] == ""
+    found = found.drop(str(broken))
+    assert len(found) == 48 and (found["unpaired"] == "").all() and (found["error"] == "").all()
+    assert (found.loc[expected.index, "partner"] == expected["partner"]).all()
+    assert np.allclose(
+        found.loc[expected.index, "p_bilateral"].astype(float), expected["p_bilateral"], atol=1e-5
+    )
 
     # evaluate on the run's own test women: the bundle's fit gives the run's decisions
     again_out = tmp_path / "again"

@@ -256,6 +256,15 @@ def predict(
             "bilateral fit of the bundle's run."
         ),
     ] = None,
+    pair: Annotated[
+        bool,
+        typer.Option(
+            "--pair",
+            help="Image bundles: pair the given images as --pairs does, by what they carry "
+            "(DICOM PatientID, study date, laterality and view; mini-MIAS names such as "
+            "mdb001); images without a partner are predicted alone, with why (unpaired).",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(help="Write predictions to this CSV (default: print them as CSV)."),
@@ -271,8 +280,10 @@ def predict(
     if not inputs and pairs is None:
         raise ConfigError("give images, folders or a CSV to predict (or --pairs FILE)")
     predictor = Predictor.from_bundle(model)
-    if pairs is not None and (predictor.kind != "image" or inputs):
+    if pairs is not None and (predictor.kind != "image" or inputs or pair):
         raise ConfigError("--pairs is for image bundles, and takes the place of the inputs")
+    if pair and predictor.kind != "image":
+        raise ConfigError("--pair is for image bundles")
     if predictor.kind == "image":
         fits = predictor.batch_that_fits(batch_size)
         if fits < batch_size:
@@ -284,6 +295,13 @@ def predict(
             )
         if pairs is not None:
             table = predictor.predict_pairs(read_pairs(pairs), fits, not quiet, jobs)
+        elif pair:
+            table = predictor.predict_paired(inputs, fits, not quiet, jobs)
+            unpaired = table.loc[table["unpaired"] != ""]
+            for row in unpaired.head(10).itertuples():
+                typer.echo(f"not paired {row.path}: {row.unpaired}", err=True)
+            if len(unpaired) > 10:
+                typer.echo(f"... {len(unpaired) - 10} more not paired (see unpaired)", err=True)
         else:
             table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
         for row in table.loc[table["error"] != ""].itertuples():

@@ -409,12 +409,18 @@ class Predictor:
         batch_size: int = 32,
         progress: bool = True,
         jobs: int = 2,
+        alone: dict[Path, str] | None = None,
     ) -> pd.DataFrame:
         """Each (image, other) pair of one woman's two breasts, both ways: one row per image
         with its own probabilities and class (as `predict_paths`), its partner, and
         `p_bilateral` / `prediction_bilateral`, the probability of the bilateral score
         (its log-odds minus the partner's) and the decision at the bundle's bilateral
-        threshold; empty where either image could not be read (the `error` says which)."""
+        threshold; empty where either image could not be read, or where what the two carry
+        says they are not one woman's two breasts (`data.pairs.mismatch`: DICOM patient,
+        side, view; mini-MIAS names); the `error` says which. `alone`: images predicted
+        by themselves as well, each with why it has no partner (the `unpaired` column)."""
+        from breastcad.data.pairs import breast_of, mismatch
+
         fit = self.bilateral
         if fit is None:
             raise BundleError(
@@ -423,17 +429,19 @@ class Predictor:
                 "images one at a time instead"
             )
         pairs = [(Path(a), Path(b)) for a, b in pairs]
+        alone = {Path(f): why for f, why in (alone or {}).items()}
         folder = next((p for pair in pairs for p in pair if p.is_dir()), None)
         if folder is not None:
             raise ConfigError(f"{folder} is a folder; a pair is two image files")
         if any(a == b for a, b in pairs):
             same = next(str(a) for a, b in pairs if a == b)
             raise ConfigError(f"{same} is paired with itself; give the other breast's image")
-        unique = list(dict.fromkeys(p for pair in pairs for p in pair))
+        unique = list(dict.fromkeys([*(p for pair in pairs for p in pair), *alone]))
         single = self.predict_paths(unique, batch_size, progress, jobs).set_index("path")
         columns = [f"p_{k}" for k in self.classes]
         rows = []
         for a, b in pairs:
+            not_a_pair = mismatch(breast_of(a), breast_of(b))
             for image, partner in ((a, b), (b, a)):
                 own, their = single.loc[str(image)], single.loc[str(partner)]
                 problem = "; ".join(
@@ -441,6 +449,8 @@ class Predictor:
                     for who, row in (("image", own), ("partner", their))
                     if row["error"]
                 )
+                if not problem and not_a_pair:
+                    problem = f"not one woman's two breasts: {not_a_pair}"
                 p, decided = np.nan, ""
                 if not problem:
                     mine, theirs = (r[columns].to_numpy(np.float64)[None] for r in (own, their))
@@ -448,18 +458,43 @@ class Predictor:
                     decided = self.bilateral_decision(p)
                 rows.append(
                     {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
-                    | {
-                        "prediction": own["prediction"],
-                        "p_bilateral": p,
-                        "prediction_bilateral": decided,
-                        "threshold_bilateral": fit["threshold"],
-                        "error": problem,
-                    }
+                    | {"prediction": own["prediction"], "p_bilateral": p}
+                    | {"prediction_bilateral": decided, "threshold_bilateral": fit["threshold"]}
+                    | {"error": problem, "unpaired": ""}
                 )
+        for image, why in alone.items():
+            own = single.loc[str(image)]
+            rows.append(
+                {"path": str(image), "partner": "", **own[columns].to_dict()}
+                | {"prediction": own["prediction"], "p_bilateral": np.nan}
+                | {"prediction_bilateral": "", "threshold_bilateral": fit["threshold"]}
+                | {"error": own["error"], "unpaired": why}
+            )
         frame = pd.DataFrame(rows)
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
         return frame
+
+    def predict_paired(
+        self,
+        paths: Iterable[str | Path],
+        batch_size: int = 32,
+        progress: bool = True,
+        jobs: int = 2,
+    ) -> pd.DataFrame:
+        """`predict_pairs` of images and folders paired by what they carry
+        (`data.pairs.pair_images`: DICOM PatientID, study date, laterality and view;
+        mini-MIAS reference names); the rest predicted alone, with why (`unpaired`). Rows in
+        the order of the files."""
+        from breastcad.data.pairs import pair_images
+
+        files = expand_paths(paths)
+        pairs, alone = pair_images(files)
+        frame = self.predict_pairs(pairs, batch_size, progress, jobs, alone=alone)
+        order = {str(f): i for i, f in enumerate(dict.fromkeys(files))}
+        return frame.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(
+            drop=True
+        )
 
     def bilateral_decision(self, p: float) -> str:
         """The class decided for a `pair_probability` at the bilateral threshold: the

@@ -1,8 +1,16 @@
 """Pairing a woman's two breasts."""
 
-import pandas as pd
+from pathlib import Path
 
-from breastcad.data.pairs import contralateral
+import numpy as np
+import pandas as pd
+import pytest
+
+from breastcad.data.pairs import Breast, breast_of, contralateral, mismatch, pair_images
+from breastcad.data.sources.dicom import pseudonym
+from tests.conftest import shared_dir
+from tests.data.conftest import save
+from tests.serve.conftest import dicom_bytes
 
 
 def test_each_breast_finds_the_other_one_of_the_same_woman():
@@ -26,3 +34,76 @@ def test_without_sides_nothing_is_paired_and_positions_follow_the_frame():
     part = frame.iloc[[0, 2, 3]]  # a subset, as the test part of a split
     assert contralateral(part).tolist() == [1, 0, -1]
     assert contralateral(frame.iloc[:0]).tolist() == []
+
+
+def _dicom(path: Path, **header: str) -> Path:
+    path.write_bytes(dicom_bytes(**header))
+    return path
+
+
+def test_an_image_says_which_breast_it_is_by_its_header_or_its_mini_mias_name(tmp_path):
+    left = breast_of(_dicom(tmp_path / "a.dcm", laterality="L", ViewPosition="CC"))
+    assert isinstance(left, Breast) and (left.side, left.view) == ("left", "CC")
+    assert left.told_by == "DICOM header" and "MRN-0042-SECRET" not in left.woman
+    # the same woman on the same day; on another day (an earlier examination) someone else
+    right = breast_of(_dicom(tmp_path / "b.dcm", laterality="R", ViewPosition="CC"))
+    assert right.woman == left.woman and right.side == "right"
+    prior = breast_of(_dicom(tmp_path / "c.dcm", laterality="R", StudyDate="20200101"))
+    assert prior.woman != left.woman and prior.view == ""
+    # from the upload's bytes as from the file: a suffixless name is found by its preamble
+    assert breast_of(Path("upload"), dicom_bytes(laterality="L", ViewPosition="CC")) == left
+    assert breast_of(save(tmp_path / "mdb007.png", np.zeros((8, 8), np.uint8))) == Breast(
+        "mini-mias-woman-004", "right", "MLO", "mini-MIAS name"
+    )
+    assert breast_of(tmp_path / "mdb008.pgm", b"P5 ...").side == "left"
+    plain = save(tmp_path / "scan.png", np.zeros((8, 8), np.uint8))
+    assert "unknown" in breast_of(plain)
+    assert "no PatientID" in breast_of(_dicom(tmp_path / "d.dcm", PatientID=""))
+    (tmp_path / "e.dcm").write_bytes(b"DICM but not really")
+    assert breast_of(tmp_path / "e.dcm").startswith("unreadable DICOM header")
+
+
+def test_two_images_given_as_a_pair_are_checked_against_what_they_carry(tmp_path):
+    def dcm(name, **header):
+        return breast_of(_dicom(tmp_path / name, **header))
+
+    left, right = dcm("l.dcm", laterality="L"), dcm("r.dcm", laterality="R")
+    assert mismatch(left, right) == ""
+    other_woman = dcm("o.dcm", laterality="R", PatientID="MRN-0099")
+    assert "different women" in mismatch(left, other_woman)
+    assert "MRN" not in mismatch(left, other_woman)  # identifiers are never shown
+    assert "both images are of the left breast" in mismatch(left, left)
+    cc, mlo = (
+        dcm("cc.dcm", laterality="L", ViewPosition="CC"),
+        dcm("mlo.dcm", laterality="R", ViewPosition="MLO"),
+    )
+    assert "different views (CC and MLO)" in mismatch(cc, mlo)
+    assert mismatch(left, "which breast it shows is unknown") == ""  # the caller's word
+
+
+def test_files_are_paired_by_woman_side_and_view_and_the_rest_say_why_not(tmp_path):
+    blank = np.zeros((8, 8), np.uint8)
+    mias = [save(tmp_path / f"mdb{i:03d}.png", blank) for i in (1, 2, 3)]  # woman 2 half
+    l_cc = _dicom(tmp_path / "l_cc.dcm", laterality="L", ViewPosition="CC")
+    r_cc = _dicom(tmp_path / "r_cc.dcm", laterality="R", ViewPosition="CC")
+    l_mlo = _dicom(tmp_path / "l_mlo.dcm", laterality="L", ViewPosition="MLO")
+    twins = [_dicom(tmp_path / f"t{i}.dcm", laterality="L", PatientID="MRN-7") for i in range(2)]
+    lone_right = _dicom(tmp_path / "t_r.dcm", laterality="R", PatientID="MRN-7")
+    plain = save(tmp_path / "scan.png", blank)
+    files = [plain, r_cc, *mias, l_mlo, l_cc, *twins, lone_right]
+    pairs, alone = pair_images(files)
+    assert pairs == [(l_cc, r_cc), (mias[1], mias[0])]  # left first, in the files' order
+    assert list(alone) == [plain, mias[2], l_mlo, *twins, lone_right]
+    assert "unknown" in alone[plain]
+    assert alone[mias[2]] == "no image of this woman's left breast in the MLO view given"
+    assert alone[l_mlo] == "no image of this woman's right breast in the MLO view given"
+    for f in [*twins, lone_right]:  # two left images: none of the three is paired
+        assert alone[f] == "2 images of this woman's left breast: which to compare is a guess"
+
+
+@pytest.mark.integration
+def test_the_real_cbis_ddsm_mammogram_is_a_womans_left_cc_by_its_patient_id():
+    path = next(shared_dir("cbis-ddsm").rglob("*.dcm"))
+    breast = breast_of(path)
+    assert (breast.side, breast.view, breast.told_by) == ("left", "CC", "CBIS-DDSM patient id")
+    assert breast.woman == pseudonym("P_00173")  # the dicom adapter's group of this woman

@@ -29,8 +29,9 @@ def png(seed: int = 0, size: tuple[int, int] = (50, 50), mode: str = "RGB") -> b
     return buffer.getvalue()
 
 
-def dicom_bytes(with_pixels: bool = True, **identifiers: str) -> bytes:
-    """A small MONOCHROME2 mammogram-like DICOM carrying patient identifiers."""
+def dicom_bytes(with_pixels: bool = True, laterality: str = "R", **identifiers: str) -> bytes:
+    """A small MONOCHROME2 mammogram-like DICOM carrying patient identifiers (`StudyDate`
+    and `ViewPosition` among them where given)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -46,14 +47,16 @@ def dicom_bytes(with_pixels: bool = True, **identifiers: str) -> bytes:
         meta.MediaStorageSOPInstanceUID,
     )
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.Laterality = "MG", "R"
+    ds.Modality, ds.Laterality = "MG", laterality
     ds.PatientName = identifiers.get("PatientName", "Doe^Jane")
     ds.PatientID = identifiers.get("PatientID", "MRN-0042-SECRET")
     ds.PatientBirthDate = identifiers.get("PatientBirthDate", "19700101")
     ds.AccessionNumber = identifiers.get("AccessionNumber", "ACC-777")
     ds.InstitutionName = identifiers.get("InstitutionName", "St Example Hospital")
     ds.ReferringPhysicianName = "Smith^John"
-    ds.StudyDate = "20240102"
+    ds.StudyDate = identifiers.get("StudyDate", "20240102")
+    if "ViewPosition" in identifiers:
+        ds.ViewPosition = identifiers["ViewPosition"]
     if with_pixels:
         pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 7) % 4096
         ds.Rows, ds.Columns = pixels.shape

@@ -381,3 +381,37 @@ def test_a_pair_of_breasts_is_scored_each_against_the_other(bundles, tmp_path):
     )
     assert raw.status_code == 415 and "'file' and 'other'" in raw.json()["detail"]
     assert "/api/v1/predict/pair" in api.get("/openapi.json").json()["paths"]
+
+
+def test_a_pair_of_mammograms_that_is_not_one_womans_two_breasts_is_refused(bundles, tmp_path):
+    """Two DICOM mammograms say whose which breast they are: a pair of one woman's left and
+    right is scored, two women or the same side twice get 422 `not_a_pair`, and the
+    message names neither patient."""
+    from tests.conftest import make_image_bundle
+
+    fit = {"slope": 1.0, "intercept": 0.0, "threshold": 0.5, "chosen_on": "the validation part"}
+    paired = make_image_bundle(tmp_path / "paired", seed=2, bilateral=fit)
+    api = client(bundles, models=[paired])
+
+    def post(first: bytes, second: bytes):
+        files = {
+            "file": ("a.dcm", first, "application/dicom"),
+            "other": ("b.dcm", second, "application/dicom"),
+        }
+        return api.post("/api/v1/predict/pair", files=files)
+
+    left, right = dicom_bytes(laterality="L"), dicom_bytes(laterality="R")
+    scored = post(left, right)
+    assert scored.status_code == 200, scored.text
+    assert 0 < scored.json()["image"]["p_bilateral"] < 1
+    assert "MRN-0042-SECRET" not in scored.text  # headers shown de-identified
+    stranger = dicom_bytes(laterality="R", PatientID="MRN-0099-OTHER")
+    for first, second, problem in (
+        (left, stranger, "different women (by their DICOM header)"),
+        (right, stranger, "different women"),
+        (left, left, "both images are of the left breast"),
+    ):
+        refused = post(first, second)
+        assert refused.status_code == 422 and refused.json()["code"] == "not_a_pair"
+        assert problem in refused.json()["detail"]
+        assert "MRN" not in refused.text

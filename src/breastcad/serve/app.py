@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from breastcad import __version__
 from breastcad.config import ServiceSettings
 from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
+from breastcad.data.pairs import breast_of, mismatch
 from breastcad.errors import ConfigError, DataError
 from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve.errors import ApiError, BodyLimit, install_error_handlers
@@ -324,6 +325,11 @@ def api_router() -> APIRouter:
                 f"model '{key}' has no bilateral fit (its training run had no validation "
                 "images with the other breast of the same woman); use /api/v1/predict",
             )
+        not_a_pair = await run_in_threadpool(
+            lambda: mismatch(*(breast_of(Path(u.filename), u.data) for u in (first, second)))
+        )
+        if not_a_pair:
+            raise ApiError(422, "not_a_pair", f"not one woman's two breasts: {not_a_pair}")
         if settings.store_uploads is not None:
             for part in (first, second):
                 _store(settings.store_uploads, part.data, part.filename)

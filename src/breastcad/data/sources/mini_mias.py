@@ -43,6 +43,16 @@ def parse_info(path: Path) -> dict[str, dict]:
     return refs
 
 
+def woman_and_side(number: int) -> tuple[str, str]:
+    """The woman and breast of reference `mdb<number>`: consecutive references are one
+    woman's two breasts, the odd one the right.
+
+    >>> woman_and_side(1), woman_and_side(2)
+    (('woman-001', 'right'), ('woman-001', 'left'))
+    """
+    return f"woman-{(number + 1) // 2:03d}", "left" if number % 2 == 0 else "right"
+
+
 def scan(root: Path, task: str = "normal_vs_abnormal") -> Manifest:
     if task not in TASKS:
         raise ConfigError(f"unknown mini-MIAS task '{task}'; known: {', '.join(TASKS)}")
@@ -64,18 +74,18 @@ def scan(root: Path, task: str = "normal_vs_abnormal") -> Manifest:
             continue
         else:
             label = {"B": "benign", "M": "malignant"}.get(entry["severity"] or "", "unknown")
-        number = int(ref[3:])
+        woman, side = woman_and_side(int(ref[3:]))
         rows.append(
             {
                 "path": str(image),
                 "label": label,
-                "group_id": f"woman-{(number + 1) // 2:03d}",
+                "group_id": woman,
                 "dataset": "mini-mias",
                 "tissue": entry["tissue"],
                 "abnormality": "+".join(entry["classes"]) or "NORM",
                 "severity": entry["severity"] or "",
                 "lesions": ";".join(entry["abnormalities"]),
-                "side": "left" if number % 2 == 0 else "right",
+                "side": side,
             }
         )
     problems = (
