@@ -107,3 +107,41 @@ def test_the_real_cbis_ddsm_mammogram_is_a_womans_left_cc_by_its_patient_id():
     breast = breast_of(path)
     assert (breast.side, breast.view, breast.told_by) == ("left", "CC", "CBIS-DDSM patient id")
     assert breast.woman == pseudonym("P_00173")  # the dicom adapter's group of this woman
+
+
+def test_a_dicom_folder_knows_each_breast_and_pairs_them_within_a_view(tmp_path):
+    from breastcad.data.sources import scan
+
+    root = tmp_path / "mammograms"
+    (root / "benign").mkdir(parents=True)
+    for side in "LR":
+        for view in ("CC", "MLO"):
+            _dicom(root / "benign" / f"a_{side}{view}.dcm", laterality=side, ViewPosition=view)
+    _dicom(root / "benign" / "b_LCC.dcm", laterality="L", ViewPosition="CC", PatientID="B-1")
+    frame = scan("dicom", root).frame.reset_index(drop=True)
+    names = frame["path"].map(lambda p: Path(p).stem).tolist()
+    assert frame.set_index(pd.Index(names))[["side", "view"]].loc["a_LMLO"].tolist() == [
+        "left",
+        "MLO",
+    ]
+    partner = {names[i]: (names[j] if j >= 0 else None) for i, j in enumerate(contralateral(frame))}
+    assert partner == {
+        "a_LCC": "a_RCC",
+        "a_RCC": "a_LCC",
+        "a_LMLO": "a_RMLO",
+        "a_RMLO": "a_LMLO",
+        "b_LCC": None,
+    }
+    # a labels CSV says side and view where it has them; the header fills in the rest
+    pd.DataFrame(
+        {
+            "file": ["benign/a_LCC.dcm", "benign/a_RCC.dcm"],
+            "patient_id": ["P_1", "P_1"],
+            "laterality": ["RIGHT", ""],  # the CSV is taken at its word
+            "view": ["CC", ""],
+            "pathology": ["BENIGN", "MALIGNANT"],
+        }
+    ).to_csv(root / "labels.csv", index=False)
+    listed = scan("dicom", root).frame
+    assert listed["side"].tolist() == ["right", "right"] and listed["view"].tolist() == ["CC"] * 2
+    assert listed["group_id"].nunique() == 1 and "P_1" not in listed.to_csv()

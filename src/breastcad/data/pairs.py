@@ -27,9 +27,10 @@ OTHER_SIDE = {"left": "right", "right": "left"}
 
 
 def contralateral(frame: pd.DataFrame) -> np.ndarray:
-    """Per row, the position of the same woman's other breast in `frame`; -1 where there is
-    none: no `side` column, a side that is not left or right, the other breast absent, or
-    more than one image of either side of that woman (which one to compare would be a guess).
+    """Per row, the position of the same woman's other breast in `frame` (in the same view
+    where a `view` column says it: CC with CC, MLO with MLO); -1 where there is none: no
+    `side` column, a side that is not left or right, the other breast absent, or more than one
+    image of either side of that woman and view (which one to compare would be a guess).
 
     >>> frame = pd.DataFrame({"group_id": ["a", "a", "b"], "side": ["left", "right", "left"]})
     >>> contralateral(frame).tolist()
@@ -38,9 +39,10 @@ def contralateral(frame: pd.DataFrame) -> np.ndarray:
     other = np.full(len(frame), -1, dtype=np.int64)
     if "side" not in frame.columns or not len(frame):
         return other
-    keys = pd.DataFrame(
-        {"group": frame["group_id"].astype(str).to_numpy(), "side": frame["side"].to_numpy()}
-    )
+    group = frame["group_id"].astype(str)
+    if "view" in frame.columns:
+        group = group + "|" + frame["view"].fillna("").astype(str)
+    keys = pd.DataFrame({"group": group.to_numpy(), "side": frame["side"].to_numpy()})
     counts = keys.value_counts()
     position = {
         (g, s): i

@@ -28,13 +28,27 @@ def pseudonym(patient_id: str) -> str:
     return "patient-" + hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _patient_from_header(path: Path) -> str:
+def _header(path: Path) -> dict[str, str]:
+    """PatientID (the file's stem where there is none), side ('left' / 'right' / '') and
+    view (ViewPosition) from a DICOM header."""
     import pydicom
 
     try:
-        return str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", path.stem))
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:
         raise DataError(f"unreadable DICOM header ({exc})", path) from exc
+    side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
+    return {
+        "patient": str(ds.get("PatientID", "") or path.stem),
+        "side": _side(side),
+        "view": str(ds.get("ViewPosition", "") or "").strip().upper(),
+    }
+
+
+def _side(laterality: object) -> str:
+    """'left' / 'right' from L, R, LEFT, RIGHT (any case); '' otherwise."""
+    value = str(laterality).strip().upper() if isinstance(laterality, str) else ""
+    return {"L": "left", "LEFT": "left", "R": "right", "RIGHT": "right"}.get(value, "")
 
 
 def scan(
@@ -43,7 +57,7 @@ def scan(
     csv = root / labels_csv if labels_csv else None
     rows, problems = [], []
     if csv is not None and csv.is_file():
-        table = pd.read_csv(csv)
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
         if "file" not in table.columns or label_column not in table.columns:
             raise DataError(f"needs columns 'file' and '{label_column}'", csv)
         for rec in table.to_dict("records"):
@@ -53,26 +67,29 @@ def scan(
                 continue
             raw = str(rec[label_column]).strip().upper()
             label = _PATHOLOGY.get(raw, raw.lower())
-            patient = str(rec.get("patient_id") or _patient_from_header(path))
+            listed = {k: rec.get(k, "").strip() for k in ("patient_id", "laterality", "view")}
+            header = _header(path) if not all(listed.values()) else {}  # what the CSV lacks
             rows.append(
                 {
                     "path": str(path),
                     "label": label,
-                    "group_id": pseudonym(patient),
+                    "group_id": pseudonym(listed["patient_id"] or header["patient"]),
                     "dataset": "dicom",
-                    "laterality": rec.get("laterality", ""),
-                    "view": rec.get("view", ""),
+                    "side": _side(listed["laterality"]) or header.get("side", ""),
+                    "view": (listed["view"] or header.get("view", "")).upper(),
                 }
             )
     else:
         for path in sorted(root.rglob("*.dcm")):
-            label = path.parent.name.lower()
+            header = _header(path)
             rows.append(
                 {
                     "path": str(path),
-                    "label": label,
-                    "group_id": pseudonym(_patient_from_header(path)),
+                    "label": path.parent.name.lower(),
+                    "group_id": pseudonym(header["patient"]),
                     "dataset": "dicom",
+                    "side": header["side"],
+                    "view": header["view"],
                 }
             )
     frame = pd.DataFrame(rows)
