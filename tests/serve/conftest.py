@@ -15,9 +15,11 @@ from tests.conftest import make_image_bundle, make_wdbc_bundle
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bundles")
+    fit = {"slope": 1.5, "intercept": -0.2, "threshold": 0.45, "chosen_on": "the validation part"}
     return {
         "image": make_image_bundle(root / "idc"),
         "tabular": make_wdbc_bundle(root / "wdbc"),
+        "paired": make_image_bundle(root / "paired", seed=3, bilateral=fit),
     }
 
 

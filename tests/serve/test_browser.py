@@ -47,7 +47,8 @@ def free_port() -> int:
 def server(bundles):
     port = free_port()
     args = [sys.executable, "-m", "breastcad", "serve", "--port", str(port)]
-    args += ["--model", str(bundles["image"]), "--model", str(bundles["tabular"])]
+    for name in ("image", "tabular", "paired"):
+        args += ["--model", str(bundles[name])]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -99,11 +100,15 @@ def screenshot(page, tmp_path: Path, name: str) -> Path:
 
 def test_upload_an_image_and_read_the_result(server, browser, tmp_path):
     image = patch(tmp_path)
+    models = httpx.get(f"{server}/api/v1/models").json()
+    single = next(m for m in models if m["kind"] == "image" and not m["bilateral"])
     with open(image, "rb") as f:
-        api = httpx.post(f"{server}/api/v1/predict", files={"file": (image.name, f)}).json()
+        url = f"{server}/api/v1/predict?model={single['id']}"
+        api = httpx.post(url, files={"file": (image.name, f)}).json()
     page = browser.new_page()
     page.goto(server)
     page.wait_for_selector("#model option", state="attached")
+    page.select_option("#model", single["id"])
     assert "not a medical device" in page.inner_text("#notice").lower()
     assert "idc_cnn" in page.inner_text("#card")
     page.set_input_files("#file", str(image))
@@ -125,6 +130,45 @@ def test_upload_an_image_and_read_the_result(server, browser, tmp_path):
     page.click("#submit")
     page.wait_for_selector("#error:not([hidden])")
     assert "415" in page.inner_text("#error") and "not an image" in page.inner_text("#error")
+    page.close()
+
+
+def test_upload_a_womans_two_breasts_and_read_each_against_the_other(server, browser, tmp_path):
+    """The second file field shows for a model fitted on pairs only; with both images the
+    page shows what `/api/v1/predict/pair` answers, a file name as text, never markup."""
+    rng = np.random.default_rng(5)
+    left, right = tmp_path / "<i>left.png", tmp_path / "right.png"
+    for path in (left, right):
+        Image.fromarray(rng.integers(0, 256, (50, 50, 3), np.uint8)).save(path)
+    models = httpx.get(f"{server}/api/v1/models").json()
+    paired = next(m for m in models if m["bilateral"])
+    assert paired["bilateral"]["threshold"] == 0.45
+    with open(left, "rb") as a, open(right, "rb") as b:
+        files = {"file": (left.name, a), "other": (right.name, b)}
+        api = httpx.post(f"{server}/api/v1/predict/pair?model={paired['id']}", files=files)
+    api = api.json()
+    page = browser.new_page()
+    page.goto(server)
+    page.wait_for_selector("#model option", state="attached")
+    single = next(m for m in models if m["kind"] == "image" and not m["bilateral"])
+    page.select_option("#model", single["id"])
+    assert not page.is_visible("#other")
+    page.select_option("#model", paired["id"])
+    assert page.is_visible("#other")
+    page.set_input_files("#file", str(left))
+    page.set_input_files("#other", str(right))
+    page.click("#submit")
+    page.wait_for_selector("#pair-result:not([hidden])")
+    rows = page.inner_text("#pair-table tbody").splitlines()
+    assert rows[0].startswith("<i>left.png") and rows[1].startswith("right.png")
+    positive = api["positive_class"]
+    for row, side in zip(rows, ("image", "other"), strict=True):
+        answer = api[side]
+        assert f"{answer['probabilities'][positive]:.3f}\t{answer['prediction']}" in row
+        assert row.endswith(f"{answer['p_bilateral']:.3f}\t{answer['prediction_bilateral']}")
+    assert "0.450" in page.inner_text("#pair-decision")
+    assert page.is_hidden("#result")
+    screenshot(page, tmp_path, "pair.png")
     page.close()
 
 

@@ -169,12 +169,24 @@ def _info(key: str, predictor: Predictor) -> ModelInfo:
         input=m["preprocessing"] if image else {"features": predictor.bundle.feature_names},
         init=m["model"].get("init"),
         test_time_augmentation=predictor.tta if image else None,
+        bilateral=_bilateral(predictor) if image else None,
         trained_on=m.get("trained_on") or m.get("training_data"),
         metrics=metrics,
         evaluation=evaluation,
         runtime=predictor.runtime,
         intended_use=m.get("intended_use", NOTICE),
     )
+
+
+def _bilateral(predictor: Predictor) -> dict[str, Any] | None:
+    fit = predictor.bilateral
+    if fit is None:
+        return None
+    return {
+        "threshold": float(fit["threshold"]),
+        "chosen_on": fit.get("chosen_on", "the validation part"),
+        "probability": fit.get("probability", "logistic regression"),
+    }
 
 
 def _metrics(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -343,6 +355,7 @@ def api_router() -> APIRouter:
             *(models.worker.predict(predictor, pixels, False) for _, pixels in prepared)
         )
         answers = list(zip((first, second), results, strict=True))
+        how = _bilateral(predictor)
         probs = [np.array([[r.probabilities[c] for c in predictor.classes]]) for _, r in answers]
         both = [predictor.pair_probability(probs[0], probs[1])[0]]
         both.append(predictor.pair_probability(probs[1], probs[0])[0])
@@ -362,8 +375,7 @@ def api_router() -> APIRouter:
             classes=predictor.classes,
             positive_class=predictor.classes[predictor.positive],
             threshold_bilateral=float(fit["threshold"]),
-            bilateral_fit=f"{fit.get('probability', 'logistic regression')}, fitted on "
-            f"{fit.get('chosen_on', 'the validation part')} of the training run",
+            bilateral_fit=f"{how['probability']}, fitted on {how['chosen_on']} of the training run",
             image=out[0],
             other=out[1],
         )

@@ -113,6 +113,12 @@ class ModelInfo(BaseModel):
         "mirror image's) or affine (averaged over ten views: the image and its mirror image, "
         "as given, rotated by +-10 degrees and shifted by +-5%).",
     )
+    bilateral: dict[str, Any] | None = Field(
+        None,
+        description="Image models whose training run fitted each breast against the woman's "
+        "other breast: the threshold and how it was chosen (`/predict/pair` takes them); "
+        "null otherwise.",
+    )
     trained_on: dict[str, Any] | None
     metrics: dict[str, Any] = Field(
         description="Metric -> value, ci_low, ci_high (95%), as recorded in the bundle."

@@ -29,6 +29,7 @@ function describe(m) {
   const auc = m.metrics.macro_auc || m.metrics.auc_positive || m.metrics.auc || m.metrics.roc_auc;
   if (auc) parts.push(`AUC ${fmt(auc.value)} (95% CI ${fmt(auc.ci_low)}-${fmt(auc.ci_high)}; ${m.evaluation})`);
   if (m.threshold !== null) parts.push(`operating point: P(${m.positive_class}) &ge; ${fmt(m.threshold)} (${m.operating_point || ""})`);
+  if (m.bilateral) parts.push(`each breast against the other breast: P(${m.positive_class}) &ge; ${fmt(m.bilateral.threshold)} (${m.bilateral.probability}, fitted on ${m.bilateral.chosen_on})`);
   if (m.init) parts.push(`initialisation: ${m.init}`);
   if (m.test_time_augmentation === "flip") parts.push("each image averaged with its mirror image (test-time flip)");
   parts.push(m.intended_use);
@@ -40,6 +41,8 @@ function select() {
   if (!m) return;
   describe(m);
   $("image-form").hidden = m.kind !== "image";
+  $("other-drop").hidden = !m.bilateral;  // only models fitted on a woman's two breasts
+  $("pair-result").hidden = true;
   $("tabular-form").hidden = m.kind !== "tabular";
   if (m.kind === "tabular") {
     $("feature-inputs").innerHTML = m.input.features
@@ -73,18 +76,44 @@ function showResult(r) {
   $("result").hidden = false;
 }
 
+function showPair(r) {
+  const positive = r.positive_class;
+  $("pair-alone").textContent = `P(${positive}) alone`;
+  $("pair-both").textContent = `P(${positive}) against the other`;
+  $("pair-table").querySelector("tbody").innerHTML = [r.image, r.other].map((side) => {
+    const cells = [document.createElement("td")];
+    cells[0].textContent = side.filename;  // a name the user chose: text, never markup
+    return `<tr>${cells[0].outerHTML}<td>${fmt(side.probabilities[positive])}</td><td>${side.prediction}</td>` +
+      `<td>${fmt(side.p_bilateral)}</td><td><b>${side.prediction_bilateral}</b></td></tr>`;
+  }).join("");
+  $("pair-decision").textContent = `Against the other breast: ${positive} when P(${positive}) ≥ ` +
+    `${fmt(r.threshold_bilateral)} (${r.bilateral_fit}). ${r.notice}`;
+  const dicom = [r.image, r.other].filter((side) => side.dicom);
+  $("pair-dicom").textContent = dicom.length ? "DICOM (de-identified headers): " + dicom.map((side) =>
+    Object.entries(side.dicom).map(([k, v]) => `${k} ${v}`).join(", ")).join(" | ") : "";
+  $("result").hidden = true;
+  $("pair-result").hidden = false;
+}
+
 async function classifyImage(event) {
   event.preventDefault();
   showError("");
   const file = $("file").files[0];
   if (!file) { showError("Choose an image first."); return; }
+  const other = current().bilateral ? $("other").files[0] : undefined;
   const form = new FormData();
   form.append("file", file);
+  if (other) form.append("other", other);
   $("submit").disabled = true;
   try {
-    const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
-    showResult(await api(`/api/v1/predict?${query}`, { method: "POST", body: form }));
-  } catch (e) { showError(e.message); $("result").hidden = true; }
+    if (other) {
+      showPair(await api(`/api/v1/predict/pair?model=${encodeURIComponent(current().id)}`, { method: "POST", body: form }));
+    } else {
+      const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
+      showResult(await api(`/api/v1/predict?${query}`, { method: "POST", body: form }));
+      $("pair-result").hidden = true;
+    }
+  } catch (e) { showError(e.message); $("result").hidden = true; $("pair-result").hidden = true; }
   finally { $("submit").disabled = false; }
 }
 
@@ -109,13 +138,15 @@ async function load() {
   } catch (e) { showError(`Could not list the models (${e.message}). Enter the API key if the server needs one.`); }
 }
 
-const drop = $("drop");
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault(); drop.classList.remove("over");
-  if (e.dataTransfer.files.length) { $("file").files = e.dataTransfer.files; }
-});
+for (const [area, input] of [["drop", "file"], ["other-drop", "other"]]) {
+  const drop = $(area);
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files.length) { $(input).files = e.dataTransfer.files; }
+  });
+}
 $("model").addEventListener("change", select);
 $("upload").addEventListener("submit", classifyImage);
 $("features").addEventListener("submit", classifyTabular);
