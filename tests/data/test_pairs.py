@@ -107,6 +107,15 @@ def test_the_real_cbis_ddsm_mammogram_is_a_womans_left_cc_by_its_patient_id():
     breast = breast_of(path)
     assert (breast.side, breast.view, breast.told_by) == ("left", "CC", "CBIS-DDSM patient id")
     assert breast.woman == pseudonym("P_00173")  # the dicom adapter's group of this woman
+    # the adapter reads the same from the header alone: one group per patient, not per image
+    from breastcad.data.sources import scan
+
+    by_csv = scan("dicom", shared_dir("cbis-ddsm")).frame
+    by_header = scan("dicom", shared_dir("cbis-ddsm"), labels_csv=None).frame
+    for frame in (by_csv, by_header):
+        assert frame[["group_id", "side", "view"]].values.tolist() == [
+            [pseudonym("P_00173"), "left", "CC"]
+        ]
 
 
 def test_a_dicom_folder_knows_each_breast_and_pairs_them_within_a_view(tmp_path):

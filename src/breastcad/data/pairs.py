@@ -70,8 +70,6 @@ class Breast:
 
 
 _MIAS_NAME = re.compile(r"^mdb(\d{3})$", re.IGNORECASE)
-_CBIS_ID = re.compile(r"^(?:calc|mass)-(?:training|test)_(p_\d+)_(left|right)_(cc|mlo)$", re.I)
-_SIDES = {"L": "left", "R": "right"}
 UNKNOWN_SIDE = (
     "which breast it shows is unknown (not a DICOM file with PatientID and ImageLaterality, "
     "nor named by a mini-MIAS reference such as mdb001)"
@@ -79,25 +77,20 @@ UNKNOWN_SIDE = (
 
 
 def breast_from_header(ds) -> Breast | str:
-    """The `Breast` a DICOM header (pydicom Dataset) describes, or why it does not say.
-    CBIS-DDSM's PatientID (`Mass-Test_P_00173_LEFT_CC`) names the patient, side and view
-    itself; other files need PatientID and ImageLaterality (or Laterality); the woman is the
-    patient on one study date, so an earlier examination is not taken for the other breast."""
-    from breastcad.data.sources.dicom import pseudonym
+    """The `Breast` a DICOM header (pydicom Dataset) describes (`sources.dicom.breast_facts`),
+    or why it does not say. The woman is the patient on one study date, so an earlier
+    examination is not taken for the other breast (CBIS-DDSM's ids: the patient)."""
+    from breastcad.data.sources.dicom import breast_facts, pseudonym
 
-    patient = str(ds.get("PatientID", "") or "").strip()
-    cbis = _CBIS_ID.match(patient)
-    if cbis:
-        woman, side, view = cbis.groups()
-        return Breast(pseudonym(woman.upper()), side.lower(), view.upper(), "CBIS-DDSM patient id")
-    if not patient:
+    facts = breast_facts(ds)
+    if not facts["patient"]:
         return "the DICOM header has no PatientID"
-    side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper()
-    if side not in _SIDES:
+    if not facts["side"]:
         return "the DICOM header has no ImageLaterality or Laterality (L or R)"
-    when = str(ds.get("StudyDate", "") or "")
-    view = str(ds.get("ViewPosition", "") or "").strip().upper()
-    return Breast(pseudonym(f"{patient}|{when}"), _SIDES[side], view, "DICOM header")
+    woman = facts["patient"]
+    if facts["told_by"] == "DICOM header":
+        woman += "|" + str(ds.get("StudyDate", "") or "")
+    return Breast(pseudonym(woman), facts["side"], facts["view"], facts["told_by"])
 
 
 def breast_of(path: Path, data: bytes | None = None) -> Breast | str:

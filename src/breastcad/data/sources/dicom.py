@@ -1,7 +1,9 @@
 """DICOM mammograms (CBIS-DDSM style): a folder of `.dcm` files with labels from a CSV
 (`file` relative to the root, and a label column such as `pathology`) or from class folders.
 
-The group is the patient: the CSV's `patient_id` or the DICOM PatientID. Identifiers are never
+The group is the patient: the CSV's `patient_id` or the DICOM PatientID (CBIS-DDSM's per-image
+PatientID `Mass-Test_P_00173_LEFT_CC` is read as patient P_00173, left, CC; `breast_facts`).
+The side and view come from the CSV's `laterality` and `view`, or the header. Identifiers are never
 written as they are: `group_id` is a pseudonym (`patient-` + 12 hex digits of an HMAC-SHA256).
 Its key is `$BREASTCAD_PSEUDONYM_KEY` when set; without it a fixed project key keeps splits the
 same on every machine, but then anyone with the id list can recompute the pseudonyms (a small id
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -28,21 +31,43 @@ def pseudonym(patient_id: str) -> str:
     return "patient-" + hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
+_CBIS_ID = re.compile(r"^(?:calc|mass)-(?:training|test)_(p_\d+)_(left|right)_(cc|mlo)$", re.I)
+
+
+def breast_facts(ds) -> dict[str, str]:
+    """The patient, side ('left' / 'right' / '') and view ('CC', 'MLO'... or '') a DICOM
+    header (pydicom Dataset) gives, and what told (`told_by`): CBIS-DDSM's PatientID
+    (`Mass-Test_P_00173_LEFT_CC`) names all three itself, one per image, so its patient is
+    the `P_00173` part; other files have PatientID, ImageLaterality (or Laterality) and
+    ViewPosition."""
+    patient = str(ds.get("PatientID", "") or "").strip()
+    cbis = _CBIS_ID.match(patient)
+    if cbis:
+        woman, side, view = cbis.groups()
+        return {
+            "patient": woman.upper(),
+            "side": side.lower(),
+            "view": view.upper(),
+            "told_by": "CBIS-DDSM patient id",
+        }
+    return {
+        "patient": patient,
+        "side": _side(str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")),
+        "view": str(ds.get("ViewPosition", "") or "").strip().upper(),
+        "told_by": "DICOM header",
+    }
+
+
 def _header(path: Path) -> dict[str, str]:
-    """PatientID (the file's stem where there is none), side ('left' / 'right' / '') and
-    view (ViewPosition) from a DICOM header."""
+    """`breast_facts` of a file's header; the file's stem as the patient where it has none."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:
         raise DataError(f"unreadable DICOM header ({exc})", path) from exc
-    side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
-    return {
-        "patient": str(ds.get("PatientID", "") or path.stem),
-        "side": _side(side),
-        "view": str(ds.get("ViewPosition", "") or "").strip().upper(),
-    }
+    facts = breast_facts(ds)
+    return facts | {"patient": facts["patient"] or path.stem}
 
 
 def _side(laterality: object) -> str:
