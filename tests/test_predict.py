@@ -44,3 +44,26 @@ def test_predicting_with_an_image_model_does_not_import_scikit_learn(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_pairing_with_a_model_that_has_no_bilateral_fit_is_refused_by_name(tmp_path):
+    """`predict --pair` / `--pairs` need a bundle whose run fitted each breast against the
+    other; without one, a clear error naming the bundle (no traceback), and nothing written."""
+    from typer.testing import CliRunner
+
+    from breastcad.cli import app
+
+    bundle = make_image_bundle(tmp_path / "plain")
+    left = save(tmp_path / "mdb001.png", blob_image(1))
+    right = save(tmp_path / "mdb002.png", blob_image(2))
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(
+        app, ["predict", "--model", str(bundle), "--pair", str(left), str(right), "--out", str(out)]
+    )
+    assert result.exit_code != 0 and "no bilateral fit" in result.output
+    assert str(bundle) in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    both = CliRunner().invoke(
+        app, ["predict", "--model", str(bundle), "--pair", "--pairs", str(tmp_path / "w.csv")]
+    )
+    assert both.exit_code != 0 and "takes the place of the inputs" in both.output
