@@ -261,7 +261,7 @@ def predict(
         typer.Option(
             "--pair",
             help="Image bundles: pair the given images as --pairs does, by what they carry "
-            "(DICOM PatientID, study date, laterality and view; mini-MIAS names such as "
+            "(DICOM PatientID, examination, laterality and view; mini-MIAS names such as "
             "mdb001); images without a partner are predicted alone, with why (unpaired).",
         ),
     ] = False,

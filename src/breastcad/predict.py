@@ -483,7 +483,7 @@ class Predictor:
         jobs: int = 2,
     ) -> pd.DataFrame:
         """`predict_pairs` of images and folders paired by what they carry
-        (`data.pairs.pair_images`: DICOM PatientID, study date, laterality and view;
+        (`data.pairs.pair_images`: DICOM PatientID, examination, laterality and view;
         mini-MIAS reference names); the rest predicted alone, with why (`unpaired`). Rows in
         the order of the files."""
         from breastcad.data.pairs import pair_images

@@ -1,5 +1,6 @@
 """Pairing a woman's two breasts."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,32 @@ def test_files_are_paired_by_woman_side_and_view_and_the_rest_say_why_not(tmp_pa
     assert alone[l_mlo] == "no image of this woman's right breast in the MLO view given"
     for f in [*twins, lone_right]:  # two left images: none of the three is paired
         assert alone[f] == "2 images of this woman's left breast: which to compare is a guess"
+
+
+def test_de_identified_mammograms_are_still_paired_by_examination(tmp_path):
+    """De-identification empties StudyDate and replaces PatientID and the study's UID with
+    keyed pseudonyms: one examination's two breasts still pair, an earlier one does not join."""
+    import pydicom
+
+    from breastcad.data.deid import Deidentifier
+
+    exam = "1.2.826.0.1.3680043.8.498.1"
+    raw = {
+        "l.dcm": dicom_bytes(laterality="L", StudyInstanceUID=exam),
+        "r.dcm": dicom_bytes(laterality="R", StudyInstanceUID=exam),
+        "r_prior.dcm": dicom_bytes(laterality="R", StudyDate="20200101"),
+    }
+    deid = Deidentifier(key=b"one key for the folder")
+    files = []
+    for name, data in raw.items():
+        ds = pydicom.dcmread(io.BytesIO(data))
+        deid.apply(ds)
+        assert ds.StudyDate == "" and ds.PatientID != "MRN-0042-SECRET"
+        files.append(tmp_path / name)
+        ds.save_as(files[-1])
+    pairs, alone = pair_images(files)
+    assert pairs == [(files[0], files[1])]
+    assert list(alone) == [files[2]] and "left breast" in alone[files[2]]
 
 
 @pytest.mark.integration

@@ -32,8 +32,8 @@ def png(seed: int = 0, size: tuple[int, int] = (50, 50), mode: str = "RGB") -> b
 
 
 def dicom_bytes(with_pixels: bool = True, laterality: str = "R", **identifiers: str) -> bytes:
-    """A small MONOCHROME2 mammogram-like DICOM carrying patient identifiers (`StudyDate`
-    and `ViewPosition` among them where given)."""
+    """A small MONOCHROME2 mammogram-like DICOM carrying patient identifiers (`StudyDate`,
+    `StudyInstanceUID` and `ViewPosition` among them where given)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -48,7 +48,8 @@ def dicom_bytes(with_pixels: bool = True, laterality: str = "R", **identifiers: 
         meta.MediaStorageSOPClassUID,
         meta.MediaStorageSOPInstanceUID,
     )
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyInstanceUID = identifiers.get("StudyInstanceUID") or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
     ds.Modality, ds.Laterality = "MG", laterality
     ds.PatientName = identifiers.get("PatientName", "Doe^Jane")
     ds.PatientID = identifiers.get("PatientID", "MRN-0042-SECRET")

@@ -78,8 +78,10 @@ UNKNOWN_SIDE = (
 
 def breast_from_header(ds) -> Breast | str:
     """The `Breast` a DICOM header (pydicom Dataset) describes (`sources.dicom.breast_facts`),
-    or why it does not say. The woman is the patient on one study date, so an earlier
-    examination is not taken for the other breast (CBIS-DDSM's ids: the patient)."""
+    or why it does not say. The woman is the patient in one examination, so an earlier one is
+    not taken for the other breast: on one StudyDate, or where there is none (de-identified
+    files have it emptied) in one study (StudyInstanceUID, which de-identification replaces
+    consistently). CBIS-DDSM's ids: the patient."""
     from breastcad.data.sources.dicom import breast_facts, pseudonym
 
     facts = breast_facts(ds)
@@ -89,7 +91,7 @@ def breast_from_header(ds) -> Breast | str:
         return "the DICOM header has no ImageLaterality or Laterality (L or R)"
     woman = facts["patient"]
     if facts["told_by"] == "DICOM header":
-        woman += "|" + str(ds.get("StudyDate", "") or "")
+        woman += "|" + str(ds.get("StudyDate", "") or ds.get("StudyInstanceUID", "") or "")
     return Breast(pseudonym(woman), facts["side"], facts["view"], facts["told_by"])
 
 
