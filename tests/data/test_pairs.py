@@ -154,6 +154,8 @@ def test_a_dicom_folder_knows_each_breast_and_pairs_them_within_a_view(tmp_path)
         for view in ("CC", "MLO"):
             _dicom(root / "benign" / f"a_{side}{view}.dcm", laterality=side, ViewPosition=view)
     _dicom(root / "benign" / "b_LCC.dcm", laterality="L", ViewPosition="CC", PatientID="B-1")
+    earlier = {"laterality": "L", "ViewPosition": "CC", "StudyDate": "20200101"}
+    _dicom(root / "benign" / "a_prior.dcm", **earlier)  # her earlier examination
     frame = scan("dicom", root).frame.reset_index(drop=True)
     names = frame["path"].map(lambda p: Path(p).stem).tolist()
     assert frame.set_index(pd.Index(names))[["side", "view"]].loc["a_LMLO"].tolist() == [
@@ -166,12 +168,16 @@ def test_a_dicom_folder_knows_each_breast_and_pairs_them_within_a_view(tmp_path)
         "a_RCC": "a_LCC",
         "a_LMLO": "a_RMLO",
         "a_RMLO": "a_LMLO",
+        "a_prior": None,  # no other breast in that examination; one patient for the split
         "b_LCC": None,
     }
+    by_name = frame.set_index(pd.Index(names))
+    assert by_name.loc["a_prior", "group_id"] == by_name.loc["a_LCC", "group_id"]
+    assert by_name.loc["a_prior", "exam"] != by_name.loc["a_LCC", "exam"]
     # a labels CSV says side and view where it has them; the header fills in the rest
     pd.DataFrame(
         {
-            "file": ["benign/a_LCC.dcm", "benign/a_RCC.dcm"],
+            "file": ["benign/a_LCC.dcm", "benign/a_RCC.dcm"],  # the header's exam
             "patient_id": ["P_1", "P_1"],
             "laterality": ["RIGHT", ""],  # the CSV is taken at its word
             "view": ["CC", ""],
@@ -181,3 +187,4 @@ def test_a_dicom_folder_knows_each_breast_and_pairs_them_within_a_view(tmp_path)
     listed = scan("dicom", root).frame
     assert listed["side"].tolist() == ["right", "right"] and listed["view"].tolist() == ["CC"] * 2
     assert listed["group_id"].nunique() == 1 and "P_1" not in listed.to_csv()
+    assert listed["exam"].nunique() == 1  # no `exam` column: the patient's one examination

@@ -28,7 +28,8 @@ OTHER_SIDE = {"left": "right", "right": "left"}
 
 def contralateral(frame: pd.DataFrame) -> np.ndarray:
     """Per row, the position of the same woman's other breast in `frame` (in the same view
-    where a `view` column says it: CC with CC, MLO with MLO); -1 where there is none: no
+    and examination where `view` and `exam` columns say them: CC with CC, not with an
+    earlier examination's); -1 where there is none: no
     `side` column, a side that is not left or right, the other breast absent, or more than one
     image of either side of that woman and view (which one to compare would be a guess).
 
@@ -40,8 +41,9 @@ def contralateral(frame: pd.DataFrame) -> np.ndarray:
     if "side" not in frame.columns or not len(frame):
         return other
     group = frame["group_id"].astype(str)
-    if "view" in frame.columns:
-        group = group + "|" + frame["view"].fillna("").astype(str)
+    for column in ("exam", "view"):
+        if column in frame.columns:
+            group = group + "|" + frame[column].fillna("").astype(str)
     keys = pd.DataFrame({"group": group.to_numpy(), "side": frame["side"].to_numpy()})
     counts = keys.value_counts()
     position = {
@@ -57,8 +59,8 @@ def contralateral(frame: pd.DataFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Breast:
-    """Which woman's which breast an image shows, in which view. `woman` is a pseudonym
-    (`sources.dicom.pseudonym` of the patient id and study date), never the id itself."""
+    """Which woman's which breast an image shows, in which view. `woman` is a pseudonym of
+    the patient in one examination (`sources.dicom.exam_key`), never the id itself."""
 
     woman: str
     side: str
@@ -82,17 +84,15 @@ def breast_from_header(ds) -> Breast | str:
     not taken for the other breast: on one StudyDate, or where there is none (de-identified
     files have it emptied) in one study (StudyInstanceUID, which de-identification replaces
     consistently). CBIS-DDSM's ids: the patient."""
-    from breastcad.data.sources.dicom import breast_facts, pseudonym
+    from breastcad.data.sources.dicom import breast_facts, exam_key
 
     facts = breast_facts(ds)
     if not facts["patient"]:
         return "the DICOM header has no PatientID"
     if not facts["side"]:
         return "the DICOM header has no ImageLaterality or Laterality (L or R)"
-    woman = facts["patient"]
-    if facts["told_by"] == "DICOM header":
-        woman += "|" + str(ds.get("StudyDate", "") or ds.get("StudyInstanceUID", "") or "")
-    return Breast(pseudonym(woman), facts["side"], facts["view"], facts["told_by"])
+    woman = exam_key(facts["patient"], facts["exam"])
+    return Breast(woman, facts["side"], facts["view"], facts["told_by"])
 
 
 def breast_of(path: Path, data: bytes | None = None) -> Breast | str:

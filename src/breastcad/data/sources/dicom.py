@@ -3,7 +3,9 @@
 
 The group is the patient: the CSV's `patient_id` or the DICOM PatientID (CBIS-DDSM's per-image
 PatientID `Mass-Test_P_00173_LEFT_CC` is read as patient P_00173, left, CC; `breast_facts`).
-The side and view come from the CSV's `laterality` and `view`, or the header. Identifiers are never
+The side and view come from the CSV's `laterality` and `view`, or the header; the examination
+(to pair a woman's two breasts within one) from the CSV's `exam` column, or, without a CSV,
+the header's StudyDate or StudyInstanceUID. Identifiers are never
 written as they are: `group_id` is a pseudonym (`patient-` + 12 hex digits of an HMAC-SHA256).
 Its key is `$BREASTCAD_PSEUDONYM_KEY` when set; without it a fixed project key keeps splits the
 same on every machine, but then anyone with the id list can recompute the pseudonyms (a small id
@@ -35,7 +37,8 @@ _CBIS_ID = re.compile(r"^(?:calc|mass)-(?:training|test)_(p_\d+)_(left|right)_(c
 
 
 def breast_facts(ds) -> dict[str, str]:
-    """The patient, side ('left' / 'right' / '') and view ('CC', 'MLO'... or '') a DICOM
+    """The patient, side ('left' / 'right' / ''), view ('CC', 'MLO'... or '') and examination
+    (StudyDate, or StudyInstanceUID in de-identified files, whose date is emptied) a DICOM
     header (pydicom Dataset) gives, and what told (`told_by`): CBIS-DDSM's PatientID
     (`Mass-Test_P_00173_LEFT_CC`) names all three itself, one per image, so its patient is
     the `P_00173` part; other files have PatientID, ImageLaterality (or Laterality) and
@@ -48,14 +51,22 @@ def breast_facts(ds) -> dict[str, str]:
             "patient": woman.upper(),
             "side": side.lower(),
             "view": view.upper(),
+            "exam": "",  # one examination per patient in CBIS-DDSM
             "told_by": "CBIS-DDSM patient id",
         }
     return {
         "patient": patient,
         "side": _side(str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")),
         "view": str(ds.get("ViewPosition", "") or "").strip().upper(),
+        "exam": str(ds.get("StudyDate", "") or ds.get("StudyInstanceUID", "") or ""),
         "told_by": "DICOM header",
     }
+
+
+def exam_key(patient: str, exam: str | None) -> str:
+    """A pseudonym for the patient's examination (`breast_facts`' `exam`); the patient's
+    own pseudonym where the header does not tell one examination from another."""
+    return pseudonym(f"{patient}|{exam}" if exam else patient)
 
 
 def _header(path: Path) -> dict[str, str]:
@@ -102,6 +113,9 @@ def scan(
                     "dataset": "dicom",
                     "side": _side(listed["laterality"]) or header.get("side", ""),
                     "view": (listed["view"] or header.get("view", "")).upper(),
+                    "exam": exam_key(
+                        listed["patient_id"] or header["patient"], rec.get("exam", "").strip()
+                    ),  # the CSV's, where it has an `exam` column (the header's would mix)
                 }
             )
     else:
@@ -115,6 +129,7 @@ def scan(
                     "dataset": "dicom",
                     "side": header["side"],
                     "view": header["view"],
+                    "exam": exam_key(header["patient"], header["exam"]),
                 }
             )
     frame = pd.DataFrame(rows)
