@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from breastcad.data.pairs import Breast, breast_of, contralateral, mismatch, pair_images
-from breastcad.data.sources.dicom import pseudonym
+from breastcad.data.sources.dicom import exam_key, pseudonym
 from tests.conftest import shared_dir
 from tests.data.conftest import save
 from tests.serve.conftest import dicom_bytes
@@ -133,7 +133,7 @@ def test_the_real_cbis_ddsm_mammogram_is_a_womans_left_cc_by_its_patient_id():
     path = next(shared_dir("cbis-ddsm").rglob("*.dcm"))
     breast = breast_of(path)
     assert (breast.side, breast.view, breast.told_by) == ("left", "CC", "CBIS-DDSM patient id")
-    assert breast.woman == pseudonym("P_00173")  # the dicom adapter's group of this woman
+    assert breast.woman == exam_key("P_00173", "")  # the patient: CBIS has one examination
     # the adapter reads the same from the header alone: one group per patient, not per image
     from breastcad.data.sources import scan
 

@@ -59,8 +59,9 @@ def contralateral(frame: pd.DataFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Breast:
-    """Which woman's which breast an image shows, in which view. `woman` is a pseudonym of
-    the patient in one examination (`sources.dicom.exam_key`), never the id itself."""
+    """Which woman's which breast an image shows, in which view. `woman` is a key of the
+    patient in one examination (`sources.dicom.exam_key`, valid in this process only), never
+    the id itself."""
 
     woman: str
     side: str

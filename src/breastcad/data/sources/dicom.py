@@ -63,10 +63,17 @@ def breast_facts(ds) -> dict[str, str]:
     }
 
 
+_EXAM_KEY = os.urandom(32)
+"""Examination keys pair images within one process only: its own random key, so a key that
+reaches a file (a saved manifest) cannot be linked back to a study date."""
+
+
 def exam_key(patient: str, exam: str | None) -> str:
-    """A pseudonym for the patient's examination (`breast_facts`' `exam`); the patient's
-    own pseudonym where the header does not tell one examination from another."""
-    return pseudonym(f"{patient}|{exam}" if exam else patient)
+    """A key for the patient's examination (`breast_facts`' `exam`: a date or a UID), or for
+    the patient where nothing tells one examination from another; the same within a process,
+    unlinkable outside it."""
+    text = f"{patient}\x1f{exam or ''}".encode()
+    return "exam-" + hmac.new(_EXAM_KEY, text, hashlib.sha256).hexdigest()[:12]
 
 
 def _header(path: Path) -> dict[str, str]:
