@@ -657,6 +657,8 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     assert fit["validation"]["sensitivity"] >= 0.95  # the run's policy, on its own score
     decided = results["test"]["bilateral"]["at_operating_point"]
     assert decided["threshold"] == fit["threshold"]
+    said = f"AUC {results['test']['bilateral']['auc_bilateral']:.3f}"
+    assert "against the other breast" in result.output and said in result.output
     assert decided["positives"] == results["test"]["bilateral"]["positives"]
     assert "predict --pairs" in (out / "report.md").read_text()
     measured = pd.read_csv(out / "predictions.csv", keep_default_na=False)
@@ -737,6 +739,7 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     assert result.exit_code == 0, result.output
     evaluated = json.loads((again_out / "results.json").read_text())
     assert evaluated["test"]["bilateral"]["at_operating_point"] == decided
+    assert said in result.output and f"threshold {fit['threshold']:.3f}" in result.output
 
     (tmp_path / "bad.csv").write_text("left,right\na.png,b.png\n")
     bad = runner.invoke(

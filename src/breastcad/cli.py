@@ -238,6 +238,25 @@ def _print_image_summary(results: dict[str, Any]) -> None:
             typer.echo(
                 f"{key:<18} {entry['value']:.3f} ({entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
             )
+    both = test.get("bilateral")
+    if both:  # a woman's two breasts, each against the other
+        ci = both.get("auc_bilateral_ci")
+        interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+        typer.echo(
+            f"against the other breast, {both['images']} images with their partner: AUC "
+            f"{both['auc_bilateral']:.3f}{interval} (alone {both['auc_single']:.3f})"
+        )
+        decided = both.get("at_operating_point")
+        if decided:
+            typer.echo(
+                f"  at its threshold {decided['threshold']:.3f}: {decided['detected']} of "
+                f"{decided['positives']} positives flagged, specificity "
+                f"{_figure(decided.get('specificity'))}"
+            )
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 @app.command()
