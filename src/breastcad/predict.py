@@ -470,7 +470,9 @@ class Predictor:
                 | {"prediction_bilateral": "", "threshold_bilateral": fit["threshold"]}
                 | {"error": own["error"], "unpaired": why}
             )
-        frame = pd.DataFrame(rows)
+        bilateral = ["p_bilateral", "prediction_bilateral", "threshold_bilateral"]
+        order = ["path", "partner", *columns, "prediction", *bilateral, "error", "unpaired"]
+        frame = pd.DataFrame(rows, columns=order)
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
         return frame

@@ -88,10 +88,10 @@ def _header(path: Path) -> dict[str, str]:
     return facts | {"patient": facts["patient"] or path.stem}
 
 
-def _side(laterality: object) -> str:
+def _side(laterality: str) -> str:
     """'left' / 'right' from L, R, LEFT, RIGHT (any case); '' otherwise."""
-    value = str(laterality).strip().upper() if isinstance(laterality, str) else ""
-    return {"L": "left", "LEFT": "left", "R": "right", "RIGHT": "right"}.get(value, "")
+    sides = {"L": "left", "LEFT": "left", "R": "right", "RIGHT": "right"}
+    return sides.get(laterality.strip().upper(), "")
 
 
 def scan(
