@@ -410,6 +410,7 @@ class Predictor:
         progress: bool = True,
         jobs: int = 2,
         alone: dict[Path, str] | None = None,
+        breasts: dict | None = None,
     ) -> pd.DataFrame:
         """Each (image, other) pair of one woman's two breasts, both ways: one row per image
         with its own probabilities and class (as `predict_paths`), its partner, and
@@ -418,7 +419,8 @@ class Predictor:
         threshold; empty where either image could not be read, or where what the two carry
         says they are not one woman's two breasts (`data.pairs.mismatch`: DICOM patient,
         side, view; mini-MIAS names); the `error` says which. `alone`: images predicted
-        by themselves as well, each with why it has no partner (the `unpaired` column)."""
+        by themselves as well, each with why it has no partner (the `unpaired` column);
+        `breasts`: `data.pairs.breast_of` of the files where already known."""
         from breastcad.data.pairs import breast_of, mismatch
 
         fit = self.bilateral
@@ -441,7 +443,8 @@ class Predictor:
         columns = [f"p_{k}" for k in self.classes]
         rows = []
         for a, b in pairs:
-            not_a_pair = mismatch(breast_of(a), breast_of(b))
+            known = breasts or {}
+            not_a_pair = mismatch(*(known.get(f) or breast_of(f) for f in (a, b)))
             for image, partner in ((a, b), (b, a)):
                 own, their = single.loc[str(image)], single.loc[str(partner)]
                 problem = "; ".join(
@@ -488,11 +491,12 @@ class Predictor:
         (`data.pairs.pair_images`: DICOM PatientID, examination, laterality and view;
         mini-MIAS reference names); the rest predicted alone, with why (`unpaired`). Rows in
         the order of the files."""
-        from breastcad.data.pairs import pair_images
+        from breastcad.data.pairs import breast_of, pair_images
 
         files = expand_paths(paths)
-        pairs, alone = pair_images(files)
-        frame = self.predict_pairs(pairs, batch_size, progress, jobs, alone=alone)
+        breasts = {f: breast_of(f) for f in tqdm(files, "reading sides", disable=not progress)}
+        pairs, alone = pair_images(files, breasts)
+        frame = self.predict_pairs(pairs, batch_size, progress, jobs, alone, breasts)
         order = {str(f): i for i, f in enumerate(dict.fromkeys(files))}
         return frame.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(
             drop=True
