@@ -84,3 +84,33 @@ def test_idc_patch_model_end_to_end_with_patient_level_results(tmp_path):
         abs(again["test"]["ci"]["macro_auc"]["value"] - results["test"]["ci"]["macro_auc"]["value"])
         < 1e-6
     )
+
+
+def test_real_mini_mias_mammograms_are_paired_by_their_names(tmp_path):
+    """`predict --pair` on the real mini-MIAS folder: every image with its woman's other
+    breast (consecutive references), each scored against the other with the bundle's fit."""
+    import numpy as np
+
+    from tests.conftest import make_image_bundle
+
+    root = shared_dir("mini-mias")
+    fit = {"slope": 1.3, "intercept": -0.4, "threshold": 0.5, "chosen_on": "the validation part"}
+    bundle = make_image_bundle(
+        tmp_path / "mammo",
+        model="mammo_cnn",
+        classes=("normal", "abnormal"),
+        size=64,
+        channels=1,
+        bilateral=fit,
+    )
+    table = Predictor.from_bundle(bundle).predict_paired([root], progress=False)
+    images = sorted(root.glob("mdb*.*"))
+    assert len(table) == len(images) and (table["unpaired"] == "").all()
+    assert (table["error"] == "").all()
+    number = table["path"].str.extract(r"mdb(\d{3})")[0].astype(int)
+    partner = table["partner"].str.extract(r"mdb(\d{3})")[0].astype(int)
+    assert ((number + 1) // 2 == (partner + 1) // 2).all() and (number != partner).all()
+    by_path = table.set_index("path")["p_bilateral"]
+    logit = np.log(by_path / (1 - by_path))
+    both = logit.to_numpy() + logit.loc[table["partner"]].to_numpy()
+    assert np.allclose(both, 2 * fit["intercept"], atol=1e-6)  # each against the other
