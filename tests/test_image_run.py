@@ -660,7 +660,10 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     said = f"AUC {results['test']['bilateral']['auc_bilateral']:.3f}"
     assert "against the other breast" in result.output and said in result.output
     assert decided["positives"] == results["test"]["bilateral"]["positives"]
-    assert "predict --pairs" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "predict --pair" in report
+    support = fit["validation"]
+    assert f"flagged {support['detected']} of {support['positives']} positives" in report
     measured = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     paired = measured[measured["partner"] != ""]
     assert len(paired) == results["test"]["bilateral"]["images"] > 0
@@ -739,6 +742,8 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     assert result.exit_code == 0, result.output
     evaluated = json.loads((again_out / "results.json").read_text())
     assert evaluated["test"]["bilateral"]["at_operating_point"] == decided
+    assert evaluated["operating_point"]["bilateral"] == fit  # the bundle's, as the run's
+    assert "bounds the sensitivity it can promise" in (again_out / "report.md").read_text()
     assert said in result.output and f"threshold {fit['threshold']:.3f}" in result.output
 
     (tmp_path / "bad.csv").write_text("left,right\na.png,b.png\n")

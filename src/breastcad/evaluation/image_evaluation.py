@@ -396,6 +396,7 @@ def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict)
             "threshold": predictor.threshold,
             "chosen_on": "the bundle's training run",
             "validation": bm["threshold"].get("validation"),
+            **({"bilateral": predictor.bilateral} if predictor.bilateral else {}),
         },
         "test": evaluation,
     }

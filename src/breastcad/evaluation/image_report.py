@@ -211,7 +211,9 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
     blocks += _test_blocks(test)
     blocks += _members_blocks(results.get("training"))
     blocks += _localisation_blocks(test.get("localisation"))
-    blocks += _bilateral_blocks(test.get("bilateral"))
+    blocks += _bilateral_blocks(
+        test.get("bilateral"), results.get("operating_point", {}).get("bilateral")
+    )
     blocks += _group_blocks(test.get("group_level"))
     for key, alt in results.get("plots", {}).items():
         blocks.append(Block("img", (alt, key)))
@@ -294,8 +296,9 @@ def _localisation_blocks(where: dict[str, Any] | None) -> list[Block]:
     return [Block("h3", "Lesion localisation (annotated test images)"), Block("p", text)]
 
 
-def _bilateral_blocks(pair: dict[str, Any] | None) -> list[Block]:
-    """Each breast against the woman's other breast (none where the data has no sides)."""
+def _bilateral_blocks(pair: dict[str, Any] | None, fit: dict[str, Any] | None) -> list[Block]:
+    """Each breast against the woman's other breast (none where the data has no sides), with
+    how much the validation part backed its threshold (`fit`, the run's bilateral fit)."""
     if not pair:
         return []
     difference = pair.get("auc_difference_ci")
@@ -323,8 +326,17 @@ def _bilateral_blocks(pair: dict[str, Any] | None) -> list[Block]:
             f"sensitivity {_f(decided['sensitivity'])} ({decided['detected']} of "
             f"{decided['positives']}), specificity {_f(decided['specificity'])}, accuracy "
             f"{_f(decided['accuracy'])}. The bundle carries the fit: `breastcad predict "
-            "--pairs` scores a woman's two images this way."
+            "--pair` (or `--pairs`) scores a woman's two images this way."
         )
+        support = (fit or {}).get("validation")
+        if support:
+            text += (
+                f" On the validation images it was chosen on it flagged {support['detected']} "
+                f"of {support['positives']} positives, which bounds the sensitivity it can "
+                f"promise at {_f(support['sensitivity_lower_95'])} (one-sided 95%), with "
+                f"specificity {_f(support['specificity'])} over {support['negatives']} "
+                "negatives."
+            )
     return [Block("h3", "Each breast against the woman's other breast"), Block("p", text)]
 
 
