@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -1014,3 +1015,38 @@ def test_an_ensemble_trains_on_a_saved_split_and_resumes_member_by_member(two_cl
     (other / "benign" / "b00.png").unlink()
     refused = _train(other, tmp_path / "refused", 1, "--split-file", str(split_file))
     assert refused.exit_code == 2 and "made from other data" in refused.output
+
+
+def test_a_bundle_is_evaluated_on_data_that_names_its_classes_otherwise(tmp_path):
+    """`evaluate --class-map`: the model's 'benign' / 'idc' read as a site's 'normal' /
+    'malignant' folders (sorted the other way round): each image's P(malignant) is the
+    model's P(idc), the report says how the classes were read, and a map that names no class
+    of the model, or gives two one name, is refused."""
+    from tests.conftest import make_image_bundle
+
+    bundle = make_image_bundle(tmp_path / "idc")
+    site = tmp_path / "site"
+    for i in range(8):
+        label = "malignant" if i % 2 else "normal"
+        save(site / label / f"p{i}.png", blob_image(i, (50, 50), rgb=True))
+    out = tmp_path / "eval"
+    base = ["evaluate", "--model", str(bundle), "--dataset", "folder", "--root", str(site)]
+    refused = runner.invoke(app, [*base, "--out", str(out), "--quiet"])
+    assert refused.exit_code == 2 and "--class-map" in refused.output
+    mapped = ["--class-map", "idc=malignant", "--class-map", "benign=normal"]
+    result = runner.invoke(
+        app,
+        [*base, *mapped, "--out", str(out), "--quiet"],
+        env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    assert "positive class: malignant" in result.output
+    table = pd.read_csv(out / "predictions.csv")
+    alone = Predictor.from_bundle(bundle).predict_paths(table["path"].tolist(), progress=False)
+    assert np.allclose(table["p_malignant"], alone["p_idc"], atol=1e-5)
+    assert (table["label"] == table["path"].map(lambda p: Path(p).parent.name)).all()
+    assert "idc as malignant" in (out / "report.md").read_text()
+    refusals = (("tumour=malignant", "not a class of the model"), ("idc=benign", "one name"))
+    for bad, problem in refusals:
+        wrong = runner.invoke(app, [*base, "--class-map", bad, "--out", str(out), "--quiet"])
+        assert wrong.exit_code == 2 and problem in wrong.output

@@ -84,6 +84,21 @@ def test_idc_patch_model_end_to_end_with_patient_level_results(tmp_path):
         abs(again["test"]["ci"]["macro_auc"]["value"] - results["test"]["ci"]["macro_auc"]["value"])
         < 1e-6
     )
+    # the IDC model on BreakHis (another dataset, slide-level groups), its 'idc' read as
+    # BreakHis' 'malignant': a check of the pipeline on real files, not a figure (two images)
+    breakhis = evaluate_image_bundle(
+        tmp_path / "run" / "bundle",
+        "breakhis",
+        shared_dir("breakhis"),
+        tmp_path / "breakhis",
+        n_boot=50,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        class_map={"idc": "malignant"},
+    )
+    assert breakhis["data"]["classes"] == ["benign", "malignant"]
+    assert breakhis["data"]["class_map"] == {"idc": "malignant"}
+    assert breakhis["test"]["n"] == 2 and breakhis["test"]["group_level"]["n_groups"] == 2
 
 
 def test_real_mini_mias_mammograms_are_paired_by_their_names(tmp_path):

@@ -198,6 +198,14 @@ def evaluate(
         Path | None, typer.Option(help="Image bundles: a split file; evaluate one partition.")
     ] = None,
     partition: Annotated[str, typer.Option(help="Partition of --split to evaluate.")] = "test",
+    class_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class-map",
+            help="Image bundles: MODEL=DATA, a model class as the data names it (repeatable; "
+            "e.g. idc=malignant for an IDC patch model on BreakHis).",
+        ),
+    ] = None,
     option: OptionOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -209,8 +217,22 @@ def evaluate(
         if dataset is None or root is None:
             raise BreastcadError("image evaluation needs both --dataset and --root")
         options = _parse_options(option)
+        mapped = {}
+        for item in class_map or []:
+            name, sep, as_named = item.partition("=")
+            if not (sep and name.strip() and as_named.strip()):
+                raise ConfigError(f"--class-map needs MODEL=DATA, got '{item}'")
+            mapped[name.strip()] = as_named.strip()
         results = evaluate_image_bundle(
-            model, dataset, root, out, options, split, partition, progress=not quiet
+            model,
+            dataset,
+            root,
+            out,
+            options,
+            split,
+            partition,
+            progress=not quiet,
+            class_map=mapped,
         )
         _print_image_summary(results)
         typer.echo(f"\nreport: {out / 'report.html'}")
@@ -219,6 +241,8 @@ def evaluate(
     from breastcad.config import TabularDataConfig
     from breastcad.experiment import evaluate_bundle
 
+    if class_map:
+        raise ConfigError("--class-map is for image bundles (with --dataset and --root)")
     if read_manifest(model).get("kind") == "image":
         raise BreastcadError(f"{model}: an image bundle; give --dataset and --root")
     cfg = TabularDataConfig(**_data_config(data, label_column, positive_label, id_column))

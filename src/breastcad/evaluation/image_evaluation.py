@@ -251,9 +251,12 @@ def evaluate_image_bundle(
     jobs: int = 2,
     cache_dir: Path | None = None,
     progress: bool = True,
+    class_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A bundle on any supported dataset (including data never seen in training), at its
-    stored temperature and operating point: nothing is refitted."""
+    stored temperature and operating point: nothing is refitted. `class_map`: the model's
+    class names as the data names them (`{"idc": "malignant"}`: an IDC patch model on
+    BreakHis), where they differ."""
     keep_freed_memory()
     from breastcad.data.cache import ImageCache
     from breastcad.errors import DataError
@@ -265,7 +268,8 @@ def evaluate_image_bundle(
     predictor = Predictor.from_bundle(bundle_dir)
     if predictor.kind != "image":
         raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
-    manifest = _model_classes(scan(dataset, root, **(options or {})), predictor, root)
+    class_map = dict(class_map or {})
+    manifest = _model_classes(scan(dataset, root, **(options or {})), predictor, root, class_map)
     manifest, split_groups, split_settings = _split_part(manifest, split_file, partition)
     pre = predictor.bundle.manifest["preprocessing"]
     config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
@@ -308,6 +312,7 @@ def evaluate_image_bundle(
         "counts": {"evaluated": manifest.subset(cache.readable).class_counts()},
         "problems": manifest.problems + [f"{p}: {m}" for p, m in cache.problems.items()],
         "split": split_settings,
+        **({"class_map": class_map} if class_map else {}),
     }
     results = _bundle_results(predictor, manifest, data, evaluation)
     results["plots"] = {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v}
@@ -334,12 +339,24 @@ def _answers(predictor, manifest, cache, split_groups: dict[str, str]):
     return rows, logits, y, groups.astype(str).to_numpy()
 
 
-def _model_classes(manifest, predictor, root: Path):
-    """`manifest` if its classes are the model's; else an error that says how the model's
-    training data was read."""
-    from breastcad.errors import DataError
+def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | None = None):
+    """`manifest` with the model's classes in the model's order, named as the data names them
+    (`class_map`: model name -> data name, for those that differ); an error where the two sets
+    differ that says how the model's training data was read."""
+    from breastcad.errors import ConfigError, DataError
 
-    if manifest.classes == predictor.classes:
+    class_map = class_map or {}
+    unknown = sorted(set(class_map) - set(predictor.classes))
+    if unknown:
+        raise ConfigError(
+            f"--class-map names {', '.join(unknown)}, not a class of the model "
+            f"({', '.join(predictor.classes)})"
+        )
+    named = [class_map.get(c, c) for c in predictor.classes]
+    if len(set(named)) < len(named):
+        raise ConfigError(f"--class-map gives two of the model's classes one name: {named}")
+    if sorted(named) == sorted(manifest.classes):
+        manifest.classes = named  # the model's order: its logits' columns
         return manifest
     trained = predictor.bundle.manifest.get("trained_on") or {}
     used = " ".join(f"--option {k}={v}" for k, v in (trained.get("options") or {}).items())
@@ -348,8 +365,9 @@ def _model_classes(manifest, predictor, root: Path):
     )
     raise DataError(
         f"the data's classes {manifest.classes} differ from the model's "
-        f"{predictor.classes}{hint} (name folders after the model's classes, or read the "
-        "data with the options the model was trained with)",
+        f"{named}{hint} (name folders after the model's classes, read the data with the "
+        "options the model was trained with, or map a model class to the data's with "
+        "--class-map MODEL=DATA)",
         root,
     )
 
@@ -382,7 +400,7 @@ def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict)
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": manifest.classes,
             "positive": manifest.classes[predictor.positive],
-            **{k: data[k] for k in ("counts", "problems", "split")},
+            **{k: data[k] for k in ("counts", "problems", "split", "class_map") if k in data},
             "preprocessing": bm["preprocessing"],
         },
         "model": {

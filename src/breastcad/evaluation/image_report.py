@@ -231,7 +231,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"Data: `{data['dataset']}` at `{data['root']}` ({data['modality']})"
         f"{_options_text(data.get('options'))}, manifest "
         f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
-        f"positive class **{data['positive']}**",
+        f"positive class **{data['positive']}**{_class_map_text(data.get('class_map'))}",
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
         f"{data['counts']}",
         f"Input: {data['preprocessing']}",
@@ -244,6 +244,14 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"Intervals: 95% percentile bootstrap resampling whole groups "
         f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
     ]
+
+
+def _class_map_text(class_map: dict[str, str] | None) -> str:
+    """How the model's classes were read as the data's (`evaluate --class-map`)."""
+    if not class_map:
+        return ""
+    pairs = ", ".join(f"{model} as {data}" for model, data in class_map.items())
+    return f" (the model's classes read as the data's: {pairs})"
 
 
 def _test_blocks(test: dict[str, Any]) -> list[Block]:
