@@ -370,6 +370,15 @@ def test_a_pair_of_breasts_is_scored_each_against_the_other(bundles, tmp_path):
         flagged = body[side]["p_bilateral"] >= 0.4
         assert body[side]["prediction_bilateral"] == ("idc" if flagged else "benign")
     assert body["image"]["filename"] == "l.png" and body["other"]["filename"] == "r.png"
+    assert body["image"]["explanation"] is None  # only when asked for
+    shown = api.post(f"/api/v1/predict/pair?model={key}&explain=true", files=files).json()
+    for side in ("image", "other"):
+        assert shown[side]["p_bilateral"] == pytest.approx(body[side]["p_bilateral"], abs=1e-6)
+        overlay = base64.b64decode(shown[side]["explanation"]["overlay_png"])
+        assert Image.open(io.BytesIO(overlay)).size == (50, 50)  # the upload's own geometry
+    quiet = client(bundles, models=[paired], explain=False)
+    off = quiet.post("/api/v1/predict/pair?explain=true", files=files)
+    assert off.status_code == 422 and off.json()["code"] == "explain_off"
 
     plain = Predictor.from_bundle(bundles["image"]).bundle.model_id
     refused = api.post(f"/api/v1/predict/pair?model={plain}", files=files)

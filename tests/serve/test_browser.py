@@ -167,6 +167,9 @@ def test_upload_a_womans_two_breasts_and_read_each_against_the_other(server, bro
         assert f"{answer['probabilities'][positive]:.3f}\t{answer['prediction']}" in row
         assert row.endswith(f"{answer['p_bilateral']:.3f}\t{answer['prediction_bilateral']}")
     assert "0.450" in page.inner_text("#pair-decision")
+    overlays = page.query_selector_all("#pair-images img")  # Grad-CAM of each (box ticked)
+    assert len(overlays) == 2 and all(o.is_visible() for o in overlays)
+    assert "<i>left.png alone" in page.inner_text("#pair-images")
     assert page.is_hidden("#result")
     screenshot(page, tmp_path, "pair.png")
     page.close()

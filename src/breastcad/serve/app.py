@@ -323,12 +323,16 @@ def api_router() -> APIRouter:
         models: ModelsDep,
         settings: SettingsDep,
         model: Annotated[str | None, Query(description="Model id or name.")] = None,
+        explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay.")] = False,
     ) -> PairPredictionOut:
         """One woman's two breasts (multipart fields `file` and `other`): each image alone,
         and each against the other with the bilateral fit of the model's training run (models
         trained on data that pairs the breasts, such as mini-MIAS). Held in memory only."""
         first, second = await read_pair(request, settings.max_upload_bytes)
         key, predictor = models.get(model or first.fields.get("model") or None, "image")
+        explain = explain or first.fields.get("explain", "").lower() in ("1", "true", "on")
+        if explain and not settings.explain:
+            raise ApiError(422, "explain_off", "explanations are turned off on this server")
         fit = predictor.bilateral
         if fit is None:
             raise ApiError(
@@ -352,23 +356,24 @@ def api_router() -> APIRouter:
             for part in (first, second)
         ]  # both decoded (and checked) before either is run; then one batch for the two
         results = await asyncio.gather(
-            *(models.worker.predict(predictor, pixels, False) for _, pixels in prepared)
+            *(models.worker.predict(predictor, pixels, explain) for _, pixels in prepared)
         )
-        answers = list(zip((first, second), results, strict=True))
+        answers = [
+            await run_in_threadpool(_image_answer, predictor, image, part.data, result)
+            for part, (image, _), result in zip((first, second), prepared, results, strict=True)
+        ]  # each image alone, as /predict answers it
         how = _bilateral(predictor)
-        probs = [np.array([[r.probabilities[c] for c in predictor.classes]]) for _, r in answers]
+        probs = [np.array([[a["probabilities"][c] for c in predictor.classes]]) for a in answers]
         both = [predictor.pair_probability(probs[0], probs[1])[0]]
         both.append(predictor.pair_probability(probs[1], probs[0])[0])
         out = [
             PairImageOut(
                 filename=part.filename,
-                probabilities=result.probabilities,
-                prediction=result.prediction,
+                **{k: answer[k] for k in ("probabilities", "prediction", "dicom", "explanation")},
                 p_bilateral=float(p),
                 prediction_bilateral=predictor.bilateral_decision(p),
-                dicom=await run_in_threadpool(_dicom_header, part.data),
             )
-            for (part, result), p in zip(answers, both, strict=True)
+            for part, answer, p in zip((first, second), answers, both, strict=True)
         ]
         return PairPredictionOut(
             model=_ref(key, predictor),

@@ -62,6 +62,9 @@ class PairImageOut(BaseModel):
     dicom: dict[str, Any] | None = Field(
         description="Acquisition facts from a de-identified copy of the DICOM header."
     )
+    explanation: Explanation | None = Field(
+        None, description="With `explain=true`: this image's Grad-CAM, as `/predict` gives it."
+    )
 
 
 class PairPredictionOut(BaseModel):

@@ -88,6 +88,18 @@ function showPair(r) {
   }).join("");
   $("pair-decision").textContent = `Against the other breast: ${positive} when P(${positive}) ≥ ` +
     `${fmt(r.threshold_bilateral)} (${r.bilateral_fit}). ${r.notice}`;
+  $("pair-images").replaceChildren(...[r.image, r.other].filter((side) => side.explanation).map((side) => {
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.className = "cam";
+    img.alt = "Grad-CAM overlay";
+    img.src = "data:image/png;base64," + side.explanation.overlay_png;
+    const caption = document.createElement("figcaption");
+    caption.textContent = side.explanation.degenerate ? `${side.filename}: no positive evidence at the explained layer` :
+      `${side.filename} alone: regions that raised "${side.explanation.target}"`;
+    figure.append(img, caption);
+    return figure;
+  }));
   const dicom = [r.image, r.other].filter((side) => side.dicom);
   $("pair-dicom").textContent = dicom.length ? "DICOM (de-identified headers): " + dicom.map((side) =>
     Object.entries(side.dicom).map(([k, v]) => `${k} ${v}`).join(", ")).join(" | ") : "";
@@ -107,7 +119,8 @@ async function classifyImage(event) {
   $("submit").disabled = true;
   try {
     if (other) {
-      showPair(await api(`/api/v1/predict/pair?model=${encodeURIComponent(current().id)}`, { method: "POST", body: form }));
+      const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
+      showPair(await api(`/api/v1/predict/pair?${query}`, { method: "POST", body: form }));
     } else {
       const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
       showResult(await api(`/api/v1/predict?${query}`, { method: "POST", body: form }));
