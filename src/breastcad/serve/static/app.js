@@ -76,16 +76,19 @@ function showResult(r) {
   $("result").hidden = false;
 }
 
+function escaped(text) {  // a name the user chose: shown as text, never as markup
+  const span = document.createElement("span");
+  span.textContent = text;
+  return span.innerHTML;
+}
+
 function showPair(r) {
   const positive = r.positive_class;
   $("pair-alone").textContent = `P(${positive}) alone`;
   $("pair-both").textContent = `P(${positive}) against the other`;
-  $("pair-table").querySelector("tbody").innerHTML = [r.image, r.other].map((side) => {
-    const cells = [document.createElement("td")];
-    cells[0].textContent = side.filename;  // a name the user chose: text, never markup
-    return `<tr>${cells[0].outerHTML}<td>${fmt(side.probabilities[positive])}</td><td>${side.prediction}</td>` +
-      `<td>${fmt(side.p_bilateral)}</td><td><b>${side.prediction_bilateral}</b></td></tr>`;
-  }).join("");
+  $("pair-table").querySelector("tbody").innerHTML = [r.image, r.other].map((side) =>
+    `<tr><td>${escaped(side.filename)}</td><td>${fmt(side.probabilities[positive])}</td><td>${side.prediction}</td>` +
+    `<td>${fmt(side.p_bilateral)}</td><td><b>${side.prediction_bilateral}</b></td></tr>`).join("");
   $("pair-decision").textContent = `Against the other breast: ${positive} when P(${positive}) ≥ ` +
     `${fmt(r.threshold_bilateral)} (${r.bilateral_fit}). ${r.notice}`;
   $("pair-images").replaceChildren(...[r.image, r.other].filter((side) => side.explanation).map((side) => {
@@ -118,14 +121,9 @@ async function classifyImage(event) {
   if (other) form.append("other", other);
   $("submit").disabled = true;
   try {
-    if (other) {
-      const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
-      showPair(await api(`/api/v1/predict/pair?${query}`, { method: "POST", body: form }));
-    } else {
-      const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
-      showResult(await api(`/api/v1/predict?${query}`, { method: "POST", body: form }));
-      $("pair-result").hidden = true;
-    }
+    const query = new URLSearchParams({ model: current().id, explain: $("explain").checked });
+    const answer = await api(`/api/v1/predict${other ? "/pair" : ""}?${query}`, { method: "POST", body: form });
+    if (other) { showPair(answer); } else { showResult(answer); $("pair-result").hidden = true; }
   } catch (e) { showError(e.message); $("result").hidden = true; $("pair-result").hidden = true; }
   finally { $("submit").disabled = false; }
 }
