@@ -255,7 +255,7 @@ def _print_image_summary(results: dict[str, Any]) -> None:
     test = results["test"]
     typer.echo(
         f"{test['n']} test images; positive class: {results['data']['positive']}; "
-        f"threshold {results['operating_point']['threshold']}"
+        f"threshold {_figure(results['operating_point']['threshold'])}"
     )
     for key, entry in test["ci"].items():
         if key != "n_groups":
