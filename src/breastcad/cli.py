@@ -234,7 +234,9 @@ def evaluate(
             progress=not quiet,
             class_map=mapped,
         )
-        _print_image_summary(results)
+        from breastcad.cli_image import print_image_summary
+
+        print_image_summary(results)
         typer.echo(f"\nreport: {out / 'report.html'}")
         return
     from breastcad.bundle import read_manifest
@@ -249,38 +251,6 @@ def evaluate(
     results = evaluate_bundle(model, cfg, out)
     _print_summary(results)
     typer.echo(f"\nreport: {out / 'report.html'}")
-
-
-def _print_image_summary(results: dict[str, Any]) -> None:
-    test = results["test"]
-    typer.echo(
-        f"{test['n']} test images; positive class: {results['data']['positive']}; "
-        f"threshold {_figure(results['operating_point']['threshold'])}"
-    )
-    for key, entry in test["ci"].items():
-        if key != "n_groups":
-            typer.echo(
-                f"{key:<18} {entry['value']:.3f} ({entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
-            )
-    both = test.get("bilateral")
-    if both:  # a woman's two breasts, each against the other
-        ci = both.get("auc_bilateral_ci")
-        interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-        typer.echo(
-            f"against the other breast, {both['images']} images with their partner: AUC "
-            f"{both['auc_bilateral']:.3f}{interval} (alone {both['auc_single']:.3f})"
-        )
-        decided = both.get("at_operating_point")
-        if decided:
-            typer.echo(
-                f"  at its threshold {decided['threshold']:.3f}: {decided['detected']} of "
-                f"{decided['positives']} positives flagged, specificity "
-                f"{_figure(decided.get('specificity'))}"
-            )
-
-
-def _figure(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 @app.command()
@@ -318,7 +288,8 @@ def predict(
 ) -> None:
     """Probabilities and classes from a bundle (its checksums are verified first). Images:
     PNG, JPEG, PGM, TIFF, DICOM; unreadable files are listed with their problem."""
-    from breastcad.predict import Predictor, read_pairs
+    from breastcad.predict import Predictor
+    from breastcad.predict_pairs import read_pairs
 
     if not inputs and pairs is None:
         raise ConfigError("give images, folders or a CSV to predict (or --pairs FILE)")

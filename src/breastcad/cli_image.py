@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from breastcad.cli import (
     OptionOpt,
     _parse_options,
-    _print_image_summary,
     app,
     clear_errors,
     parse_size,
@@ -167,5 +166,38 @@ def train_image(
         base["calibration"] = calibration
     cfg = ImageRunConfig.model_validate(base)
     results = run_image_experiment(cfg, out)
-    _print_image_summary(results)
+    print_image_summary(results)
     typer.echo(f"\nreport: {out / 'report.html'}\nbundle: {out / 'bundle'}")
+
+
+def print_image_summary(results: dict[str, Any]) -> None:
+    """The test figures of an image run or evaluation, with intervals, on the terminal."""
+    test = results["test"]
+    typer.echo(
+        f"{test['n']} test images; positive class: {results['data']['positive']}; "
+        f"threshold {_figure(results['operating_point']['threshold'])}"
+    )
+    for key, entry in test["ci"].items():
+        if key != "n_groups":
+            typer.echo(
+                f"{key:<18} {entry['value']:.3f} ({entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
+            )
+    both = test.get("bilateral")
+    if both:  # a woman's two breasts, each against the other
+        ci = both.get("auc_bilateral_ci")
+        interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+        typer.echo(
+            f"against the other breast, {both['images']} images with their partner: AUC "
+            f"{both['auc_bilateral']:.3f}{interval} (alone {both['auc_single']:.3f})"
+        )
+        decided = both.get("at_operating_point")
+        if decided:
+            typer.echo(
+                f"  at its threshold {decided['threshold']:.3f}: {decided['detected']} of "
+                f"{decided['positives']} positives flagged, specificity "
+                f"{_figure(decided.get('specificity'))}"
+            )
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -62,32 +62,6 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_pairs(path: str | Path) -> list[tuple[Path, Path]]:
-    """A CSV of a woman's two images per row, columns `image` and `other` (paths relative to
-    the CSV's folder unless absolute), for `Predictor.predict_pairs`."""
-    path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise DataError(f"cannot read the pairs file: {error}", path) from error
-    missing = {"image", "other"} - set(table.columns)
-    if missing:
-        raise DataError(
-            f"the pairs file needs columns 'image' and 'other' (missing: "
-            f"{', '.join(sorted(missing))}; found: {', '.join(table.columns) or 'none'})",
-            path,
-        )
-    empty = table.index[(table["image"] == "") | (table["other"] == "")]
-    if len(empty):
-        raise DataError(f"row {int(empty[0]) + 2} of the pairs file has an empty path", path)
-    if table.empty:
-        raise DataError("the pairs file has no rows", path)
-    return [
-        (path.parent / a, path.parent / b)  # an absolute path stays as it is
-        for a, b in zip(table["image"], table["other"], strict=True)
-    ]
-
-
 @dataclass
 class ImagePrediction:
     """One image's answer: what the model saw, calibrated probabilities, the decision."""
@@ -412,73 +386,11 @@ class Predictor:
         alone: dict[Path, str] | None = None,
         breasts: dict | None = None,
     ) -> pd.DataFrame:
-        """Each (image, other) pair of one woman's two breasts, both ways: one row per image
-        with its own probabilities and class (as `predict_paths`), its partner, and
-        `p_bilateral` / `prediction_bilateral`, the probability of the bilateral score
-        (its log-odds minus the partner's) and the decision at the bundle's bilateral
-        threshold; empty where either image could not be read, or where what the two carry
-        says they are not one woman's two breasts (`data.pairs.mismatch`: DICOM patient,
-        side, view; mini-MIAS names); the `error` says which. `alone`: images predicted
-        by themselves as well, each with why it has no partner (the `unpaired` column);
-        `breasts`: `data.pairs.breast_of` of the files where already known."""
-        from breastcad.data.pairs import breast_of, mismatch
+        """Each (image, other) pair of one woman's two breasts, each image alone and against
+        the other (`breastcad.predict_pairs.pair_table`, which says what the table holds)."""
+        from breastcad.predict_pairs import pair_table
 
-        fit = self.bilateral
-        if fit is None:
-            raise BundleError(
-                f"{self.bundle.path}: no bilateral fit in this bundle (its run had no "
-                "validation images with the other breast of the same woman); predict the "
-                "images one at a time instead"
-            )
-        pairs = [(Path(a), Path(b)) for a, b in pairs]
-        alone = {Path(f): why for f, why in (alone or {}).items()}
-        folder = next((p for pair in pairs for p in pair if p.is_dir()), None)
-        if folder is not None:
-            raise ConfigError(f"{folder} is a folder; a pair is two image files")
-        if any(a == b for a, b in pairs):
-            same = next(str(a) for a, b in pairs if a == b)
-            raise ConfigError(f"{same} is paired with itself; give the other breast's image")
-        unique = list(dict.fromkeys([*(p for pair in pairs for p in pair), *alone]))
-        single = self.predict_paths(unique, batch_size, progress, jobs).set_index("path")
-        columns = [f"p_{k}" for k in self.classes]
-        rows = []
-        for a, b in pairs:
-            known = breasts or {}
-            not_a_pair = mismatch(*(known.get(f) or breast_of(f) for f in (a, b)))
-            for image, partner in ((a, b), (b, a)):
-                own, their = single.loc[str(image)], single.loc[str(partner)]
-                problem = "; ".join(
-                    f"{who}: {row['error']}"
-                    for who, row in (("image", own), ("partner", their))
-                    if row["error"]
-                )
-                if not problem and not_a_pair:
-                    problem = f"not one woman's two breasts: {not_a_pair}"
-                p, decided = np.nan, ""
-                if not problem:
-                    mine, theirs = (r[columns].to_numpy(np.float64)[None] for r in (own, their))
-                    p = float(self.pair_probability(mine, theirs)[0])
-                    decided = self.bilateral_decision(p)
-                rows.append(
-                    {"path": str(image), "partner": str(partner), **own[columns].to_dict()}
-                    | {"prediction": own["prediction"], "p_bilateral": p}
-                    | {"prediction_bilateral": decided, "threshold_bilateral": fit["threshold"]}
-                    | {"error": problem, "unpaired": ""}
-                )
-        for image, why in alone.items():
-            own = single.loc[str(image)]
-            rows.append(
-                {"path": str(image), "partner": "", **own[columns].to_dict()}
-                | {"prediction": own["prediction"], "p_bilateral": np.nan}
-                | {"prediction_bilateral": "", "threshold_bilateral": fit["threshold"]}
-                | {"error": own["error"], "unpaired": why}
-            )
-        bilateral = ["p_bilateral", "prediction_bilateral", "threshold_bilateral"]
-        order = ["path", "partner", *columns, "prediction", *bilateral, "error", "unpaired"]
-        frame = pd.DataFrame(rows, columns=order)
-        frame["threshold"] = self.threshold
-        frame["model"] = self.bundle.model_id
-        return frame
+        return pair_table(self, pairs, batch_size, progress, jobs, alone, breasts)
 
     def predict_paired(
         self,
@@ -488,19 +400,10 @@ class Predictor:
         jobs: int = 2,
     ) -> pd.DataFrame:
         """`predict_pairs` of images and folders paired by what they carry
-        (`data.pairs.pair_images`: DICOM PatientID, examination, laterality and view;
-        mini-MIAS reference names); the rest predicted alone, with why (`unpaired`). Rows in
-        the order of the files."""
-        from breastcad.data.pairs import breast_of, pair_images
+        (`breastcad.predict_pairs.paired_table`); the rest predicted alone, with why."""
+        from breastcad.predict_pairs import paired_table
 
-        files = expand_paths(paths)
-        breasts = {f: breast_of(f) for f in tqdm(files, "reading sides", disable=not progress)}
-        pairs, alone = pair_images(files, breasts)
-        frame = self.predict_pairs(pairs, batch_size, progress, jobs, alone, breasts)
-        order = {str(f): i for i, f in enumerate(dict.fromkeys(files))}
-        return frame.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(
-            drop=True
-        )
+        return paired_table(self, paths, batch_size, progress, jobs)
 
     def bilateral_decision(self, p: float) -> str:
         """The class decided for a `pair_probability` at the bilateral threshold: the
