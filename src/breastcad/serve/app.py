@@ -178,6 +178,15 @@ def _info(key: str, predictor: Predictor) -> ModelInfo:
     )
 
 
+def _explanation_asked(query: bool, fields: dict[str, str], settings: ServiceSettings) -> bool:
+    """Grad-CAM asked for, by the query or the form's `explain` field; 422 where the server
+    has explanations turned off."""
+    asked = query or fields.get("explain", "").lower() in ("1", "true", "on")
+    if asked and not settings.explain:
+        raise ApiError(422, "explain_off", "explanations are turned off on this server")
+    return asked
+
+
 def _bilateral(predictor: Predictor) -> dict[str, Any] | None:
     fit = predictor.bilateral
     if fit is None:
@@ -294,9 +303,7 @@ def api_router() -> APIRouter:
         the raw body. Held in memory only; stored only when the server is configured to."""
         upload = await read_upload(request, settings.max_upload_bytes)
         key, predictor = models.get(model or upload.fields.get("model") or None, "image")
-        explain = explain or upload.fields.get("explain", "").lower() in ("1", "true", "on")
-        if explain and not settings.explain:
-            raise ApiError(422, "explain_off", "explanations are turned off on this server")
+        explain = _explanation_asked(explain, upload.fields, settings)
         if settings.store_uploads is not None:
             _store(settings.store_uploads, upload.data, upload.filename)
         image, pixels = await run_in_threadpool(
@@ -330,9 +337,7 @@ def api_router() -> APIRouter:
         trained on data that pairs the breasts, such as mini-MIAS). Held in memory only."""
         first, second = await read_pair(request, settings.max_upload_bytes)
         key, predictor = models.get(model or first.fields.get("model") or None, "image")
-        explain = explain or first.fields.get("explain", "").lower() in ("1", "true", "on")
-        if explain and not settings.explain:
-            raise ApiError(422, "explain_off", "explanations are turned off on this server")
+        explain = _explanation_asked(explain, first.fields, settings)
         fit = predictor.bilateral
         if fit is None:
             raise ApiError(
