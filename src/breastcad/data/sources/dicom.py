@@ -112,17 +112,18 @@ def scan(
             label = _PATHOLOGY.get(raw, raw.lower())
             listed = {k: rec.get(k, "").strip() for k in ("patient_id", "laterality", "view")}
             header = _header(path) if not all(listed.values()) else {}  # what the CSV lacks
+            patient = listed["patient_id"] or header["patient"]
             rows.append(
                 {
                     "path": str(path),
                     "label": label,
-                    "group_id": pseudonym(listed["patient_id"] or header["patient"]),
+                    "group_id": pseudonym(patient),
                     "dataset": "dicom",
                     "side": _side(listed["laterality"]) or header.get("side", ""),
                     "view": (listed["view"] or header.get("view", "")).upper(),
-                    "exam": exam_key(
-                        listed["patient_id"] or header["patient"], rec.get("exam", "").strip()
-                    ),  # the CSV's, where it has an `exam` column (the header's would mix)
+                    # the CSV's examination, where it has an `exam` column (the header's
+                    # would mix with rows the CSV describes in full)
+                    "exam": exam_key(patient, rec.get("exam", "").strip()),
                 }
             )
     else:
