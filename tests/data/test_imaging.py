@@ -187,6 +187,24 @@ def test_a_multi_frame_dicom_is_refused_not_guessed_at(tmp_path):
     assert str(path) in str(err.value) and err.value.kind == "unsupported"
 
 
+def test_stacks_and_unread_formats_are_refused_but_a_pyramid_gives_its_first_page(tmp_path):
+    # a TIFF stack or an animated PNG holds several pictures of one size: refused, as a
+    # multi-frame DICOM is; a pyramid (smaller pages after the first) is its first page; a
+    # GIF opens in Pillow but is not a format this tool reads (a folder scan skips it too)
+    pages = [Image.fromarray(blob_image(seed, (40, 30))) for seed in range(3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(tmp_path / "cine.png", save_all=True, append_images=pages[1:])
+    pages[0].save(tmp_path / "anim.gif", save_all=True, append_images=pages[1:])
+    small = [p.resize((15, 20)) for p in pages[1:]]
+    pages[0].save(tmp_path / "pyramid.tif", save_all=True, append_images=small)
+    expected = {"stack.tif": "3-page TIFF", "cine.png": "3-page PNG", "anim.gif": "a GIF image"}
+    for name, problem in expected.items():
+        with pytest.raises(DataError, match=problem) as err:
+            read_image(tmp_path / name)
+        assert name in str(err.value) and err.value.kind == "unsupported"
+    assert np.array_equal(read_image(tmp_path / "pyramid.tif"), np.asarray(pages[0]))
+
+
 def test_images_too_small_to_classify_are_refused(tmp_path):
     # 8 px a side is taken; a 1 x 1 dot or a 5 px sliver (PNG or DICOM) is named and refused
     assert read_image(save(tmp_path / "ok.png", blob_image(4, (8, 8)))).shape == (8, 8)

@@ -96,6 +96,7 @@ def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:
                         name,
                         kind="too_large",
                     )
+                _one_picture(im, name)
                 im.load()
                 return _pil_to_array(im, name)
     except DataError:
@@ -110,6 +111,40 @@ def _read_pil(f: BinaryIO, name: object, max_pixels: int) -> np.ndarray:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise DataError(f"corrupt or truncated image ({exc})", name) from exc
+
+
+PIL_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "PPM", "BMP"}
+"""Pillow's names of the formats read (PGM is PPM's; MPO is a camera JPEG with a preview)."""
+
+
+def _one_picture(im: Image.Image, name: object) -> None:
+    """Refuse what Pillow opens but this tool does not read (GIF, WebP...), and files holding
+    several pictures of the image's size (a TIFF stack, an animated PNG): which one to
+    classify would be a guess, as for a multi-frame DICOM. Smaller pages after the first (a
+    pyramid's levels, a thumbnail) and an MPO's preview leave the first page, the image."""
+    if im.format not in PIL_FORMATS:
+        raise DataError(
+            f"a {im.format or 'unknown'} image, not a format this tool reads "
+            "(PNG, JPEG, TIFF, PGM, BMP, DICOM)",
+            name,
+            "unsupported",
+        )
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if frames == 1 or im.format == "MPO":
+        return
+    size = im.size
+    same = 0
+    for index in range(frames):
+        im.seek(index)
+        same += im.size == size
+    im.seek(0)
+    if same > 1:
+        raise DataError(
+            f"a {frames}-page {im.format} ({same} pages of {size[0]}x{size[1]}); breastcad "
+            "classifies single 2-D images, so save the page to classify as its own file",
+            name,
+            "unsupported",
+        )
 
 
 def _pil_to_array(im: Image.Image, name: object) -> np.ndarray:
