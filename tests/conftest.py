@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,19 @@ def synthetic_table(n: int = 120, n_features: int = 6, seed: int = 0, shift: flo
     y = (np.arange(n) % 3 == 0).astype(int)  # about 1/3 malignant
     X = rng.normal(size=(n, n_features)) + shift * y[:, None] * np.linspace(1, 0.2, n_features)
     return X, y
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The decode and audit caches of this test session in its own folder, not the user's
+    `~/.cache/breastcad` (tests that name a cache folder keep theirs)."""
+    before = os.environ.get("BREASTCAD_CACHE")
+    os.environ["BREASTCAD_CACHE"] = str(tmp_path_factory.mktemp("breastcad-cache"))
+    yield
+    if before is None:
+        os.environ.pop("BREASTCAD_CACHE", None)
+    else:
+        os.environ["BREASTCAD_CACHE"] = before
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,43 @@ def test_busi_audit_reports_corrupt_file_and_cross_class_duplicate(busi_tree, tm
         assert (out / name).is_file(), name
 
 
+def test_a_second_audit_decodes_only_changed_files_and_the_cache_names_none(busi_tree, tmp_path):
+    manifest = scan("busi", busi_tree)
+    cache = tmp_path / "cache"
+    first = audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache)
+    again = audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache)
+    pd.testing.assert_frame_equal(first.records, again.records)
+    assert first.summary == again.summary
+    # what was found is taken from the cache while a file keeps its size and time: a file
+    # overwritten with noise of the same size and time still counts as readable ...
+    base = busi_tree / "Dataset_BUSI_with_GT"
+    target = base / "malignant" / "malignant (3).png"
+    stat = target.stat()
+    target.write_bytes(os.urandom(stat.st_size))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    cached = audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache)
+    assert not any("malignant (3)" in u["path"] for u in cached.summary["unreadable"])
+    # ... and is decoded again (and reported) once its time changes; without the cache, at once
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    for result in (
+        audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache),
+        audit(manifest, max_distance=2, jobs=1, progress=False, cache=False),
+    ):
+        assert sum("malignant (3)" in u["path"] for u in result.summary["unreadable"]) == 1
+    # an unreadable file is not remembered: mended in place (same size and time), it is read
+    broken = base / "benign" / "benign (9).png"
+    stat = broken.stat()
+    mended = save(tmp_path / "mended.png", blob_image(99, (8, 8))).read_bytes()
+    assert len(mended) <= stat.st_size
+    broken.write_bytes(mended + b"\0" * (stat.st_size - len(mended)))  # PNG ignores the tail
+    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache)
+    assert not any("benign (9)" in u["path"] for u in result.summary["unreadable"])
+    # the cache holds hashes and facts, no file name (BUSI's, or a patient's in others')
+    stored = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
+    assert b"benign" not in stored and b"malignant" not in stored and b"BUSI" not in stored
+
+
 def test_audit_counts_colour_marks_per_class_and_ignores_gray_rgb_and_jpeg_noise(tmp_path):
     from breastcad.data.audit import colour_fraction
 

@@ -10,13 +10,21 @@ them per class so that a shortcut is visible before training.
 Every image is decoded once, in parallel, with a progress bar. Exact duplicates share the
 sha1 of their decoded pixels; near duplicates are within `max_distance` bits of a 64-bit DCT
 perceptual hash (pHash: 32x32 grayscale, 2-D DCT, low 8x8 block above its median).
+
+What a readable image's decoding found is kept (`AuditCache`: one SQLite file in the decode
+cache's folder) under a key of the file's path, size and modification time, so a later audit of
+the same files (every run splits after one) decodes only new, changed or unreadable files. The
+key is a hash: the cache names no file and no patient.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,8 @@ from PIL import Image
 from scipy.fft import dctn
 from tqdm.auto import tqdm
 
-from breastcad.data.imaging import read_image, to_gray_float, to_uint8
+from breastcad.data.cache import default_cache_dir
+from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_gray_float, to_uint8
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
 
@@ -79,21 +88,89 @@ def inspect_image(path: str) -> dict[str, Any]:
     }
 
 
-def inspect_all(paths: list[str], jobs: int = 2, progress: bool = True) -> pd.DataFrame:
-    """`inspect_image` over many files, in `jobs` processes, with a progress bar."""
-    desc = "decoding images"
-    if jobs <= 1 or len(paths) < 64:
-        rows = [inspect_image(p) for p in tqdm(paths, desc=desc, disable=not progress)]
+AUDIT_FORMAT = 2
+"""Part of every cache key: raised when `inspect_image` or the decoding rules change, so facts
+found under older rules are not reused."""
+
+
+def file_key(path: str) -> str | None:
+    """The cache key of one file as it is now (path, size, modification time), or None when it
+    cannot be read (then it is decoded, and its problem found, each time)."""
+    file = path.split(NPZ_SEPARATOR)[0]
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    text = f"{AUDIT_FORMAT}|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class AuditCache:
+    """What `inspect_image` found, by `file_key`, in `<folder>/audit.sqlite`. Several processes
+    may share it (SQLite's locking); a cache that cannot be opened or written is worked
+    around (every file decoded), never an error."""
+
+    def __init__(self, folder: Path) -> None:
+        self.file = Path(folder) / "audit.sqlite"
+
+    def _connect(self) -> sqlite3.Connection:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.file, timeout=60)
+        db.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, record TEXT)")
+        return db
+
+    def get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            with closing(self._connect()) as db:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    query = f"SELECT key, record FROM facts WHERE key IN ({marks})"
+                    found.update((k, json.loads(r)) for k, r in db.execute(query, chunk))
+        except (sqlite3.Error, OSError, ValueError):
+            return {}
+        return found
+
+    def put(self, records: dict[str, dict[str, Any]]) -> None:
+        try:
+            with closing(self._connect()) as db, db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO facts VALUES (?, ?)",
+                    [(k, json.dumps(r)) for k, r in records.items()],
+                )
+        except (sqlite3.Error, OSError):
+            pass
+
+
+def inspect_all(
+    paths: list[str], jobs: int = 2, progress: bool = True, cache: AuditCache | None = None
+) -> pd.DataFrame:
+    """`inspect_image` over many files, in `jobs` processes, with a progress bar; with a
+    `cache`, readable files it knows as they are now are not decoded again."""
+    keys = [file_key(p) for p in paths] if cache else [None] * len(paths)
+    known = cache.get([k for k in keys if k]) if cache else {}
+    todo = [i for i, k in enumerate(keys) if k not in known]
+    desc = "decoding images" if len(todo) == len(paths) else f"decoding images ({len(todo)} new)"
+    new = [paths[i] for i in todo]
+    if jobs <= 1 or len(new) < 64:
+        found = [inspect_image(p) for p in tqdm(new, desc=desc, disable=not progress)]
     else:
         with ProcessPoolExecutor(jobs) as pool:
-            rows = list(
+            found = list(
                 tqdm(
-                    pool.map(inspect_image, paths, chunksize=64),
-                    total=len(paths),
+                    pool.map(inspect_image, new, chunksize=64),
+                    total=len(new),
                     desc=desc,
                     disable=not progress,
                 )
             )
+    rows: list[dict[str, Any] | None] = [known.get(k) if k else None for k in keys]
+    for i, record in zip(todo, found, strict=True):
+        rows[i] = record
+    if cache:  # only what was read: a file unreadable now may be readable later, unchanged
+        pairs = zip(todo, found, strict=True)
+        cache.put({keys[i]: r for i, r in pairs if keys[i] and r["readable"]})
     return pd.DataFrame(rows)
 
 
@@ -128,10 +205,18 @@ class AuditResult:
 
 
 def audit(
-    manifest: Manifest, max_distance: int = 4, jobs: int = 2, progress: bool = True
+    manifest: Manifest,
+    max_distance: int = 4,
+    jobs: int = 2,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    cache: bool = True,
 ) -> AuditResult:
-    """Decode and check every sample of `manifest` (see module docstring)."""
-    info = inspect_all(manifest.frame["path"].tolist(), jobs, progress)
+    """Decode and check every sample of `manifest` (see module docstring); facts already
+    found for unchanged files come from the cache in `cache_dir` (default: the decode cache's
+    folder) unless `cache` is False."""
+    store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
+    info = inspect_all(manifest.frame["path"].tolist(), jobs, progress, store)
     records = pd.concat([manifest.frame.reset_index(drop=True), info], axis=1)
     ok = records["readable"].to_numpy(dtype=bool)
     index = np.flatnonzero(ok)

@@ -46,7 +46,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise DataError("file not found", p)
     if p.stat().st_size == 0:
         raise DataError("empty file", p)
-    with open(p, "rb") as f:
+    try:
+        f = open(p, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:  # permissions, a file locked or gone since it was listed
+        raise DataError(f"cannot be opened ({exc.strerror or exc})", p) from exc
+    with f:
         return _decode(f, p, p.suffix.lower() == ".dcm", max_pixels)
 
 
