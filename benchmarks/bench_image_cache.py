@@ -1,6 +1,7 @@
 """Image input benchmark: build the decode cache for a generated IDC tree of >= 50,000 50x50 PNG
 patches and read cached epochs, against decoding the PNGs each epoch (the reference, measured in
-the same run) and against an `idc_cnn` training step (data time must stay under 10% of it).
+the same run) and against an `idc_cnn` training step (data time must stay under 10% of it);
+and the audit every run starts with (decode, hash), cold and with its cache of what it found.
 
 Peak memory is sampled every 20 ms over this process and its worker processes as proportional
 set size (pages shared by forked workers counted once): anonymous memory (what the program
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from breastcad.config import PreprocessConfig
+from breastcad.data.audit import _all_pairs, audit, hamming_pairs
 from breastcad.data.cache import ImageCache
 from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.imaging import prepare, read_image
@@ -180,6 +182,20 @@ def main() -> None:
         reused = ImageCache.build(manifest, config, work / "cache", progress=False)
         reuse_s = time.perf_counter() - start
 
+        audits = []
+        for _ in range(2):  # cold (nothing known), then warm (every file known, unchanged)
+            start = time.perf_counter()
+            found = audit(manifest, jobs=args.jobs, progress=False, cache_dir=work / "cache")
+            audits.append(time.perf_counter() - start)
+        assert len(found.summary["unreadable"]) == 1
+        hashes = found.records.loc[found.readable, "phash"].to_numpy(dtype=np.uint64)
+        start = time.perf_counter()
+        fast = hamming_pairs(hashes, 4)
+        fields_s = time.perf_counter() - start
+        start = time.perf_counter()  # reference: every pair compared (the audit before)
+        assert np.array_equal(fast, _all_pairs(hashes, 4, 2048))
+        all_pairs_s = time.perf_counter() - start
+
         # reference: decode + prepare every PNG, as training without a cache does each epoch
         sample = [p for p, ok in zip(cache.paths, cache.readable, strict=True) if ok][:3000]
         start = time.perf_counter()
@@ -218,6 +234,15 @@ def main() -> None:
             ),
             ("cache reuse (fingerprint + index)", f"{reuse_s:.2f} s (reused={reused.reused})"),
             ("cache size on disk", f"{size_mb:.0f} MB"),
+            (
+                "audit (decode, hashes, duplicates), cold / files known",
+                f"{audits[0]:.1f} s / {audits[1]:.2f} s ({audits[0] / audits[1]:.0f}x)",
+            ),
+            (
+                "near-duplicate search: shared hash fields / every pair (reference)",
+                f"{fields_s:.2f} s / {all_pairs_s:.2f} s ({all_pairs_s / fields_s:.1f}x), "
+                f"{len(fast)} pairs",
+            ),
             (
                 f"peak anon / all, {len(small):,}-patch build",
                 f"{small_peak.anon / mb:.0f} / {small_peak.rss / mb:.0f} MB ({small_s:.1f} s)",

@@ -81,6 +81,7 @@ def make_partition(
         d.duplicate_distance,
         cfg.train.jobs,
         progress,
+        cfg.train.cache_dir,
     )
     parts = split["partition"].to_numpy(dtype=object)
     if "test" not in parts:  # official split without test arrays: evaluate on official val

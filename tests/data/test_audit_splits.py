@@ -45,6 +45,25 @@ def test_hamming_pairs_matches_brute_force():
     assert {(int(i), int(j)) for i, j, _ in pairs} == brute and (10, 20) in brute
 
 
+@pytest.mark.parametrize("distance", [0, 1, 4, 7, 8])
+def test_hamming_pairs_by_shared_fields_equals_comparing_all_pairs(distance):
+    # clusters of near-identical hashes (as near-duplicate images give), a run of identical
+    # ones longer than a block, and unrelated ones; 8 bits leave fields too narrow: all pairs
+    rng = np.random.default_rng(distance)
+    centres = rng.integers(0, 2**63, 40, dtype=np.uint64)
+    h = centres[rng.integers(0, 40, 1500)]
+    flips = rng.integers(0, 64, (1500, 3))
+    for k in range(3):
+        h ^= np.where(rng.random(1500) < 0.5, np.uint64(1) << flips[:, k].astype(np.uint64), 0)
+    h = np.concatenate([h, np.full(300, centres[0]), rng.integers(0, 2**63, 700, np.uint64)])
+    h = rng.permutation(h)
+    fast = hamming_pairs(h, distance, block=128)
+    dist = np.bitwise_count(h[:, None] ^ h[None, :])
+    i, j = np.nonzero(np.triu(dist <= distance, k=1))
+    assert np.array_equal(fast, np.stack([i, j, dist[i, j]], axis=1).astype(np.int64))
+    assert len(fast) > 300 * 299 // 2  # the identical run alone gives 44,850
+
+
 def test_busi_audit_reports_corrupt_file_and_cross_class_duplicate(busi_tree, tmp_path):
     result = audit(scan("busi", busi_tree), max_distance=2, jobs=1, progress=False)
     s = result.summary

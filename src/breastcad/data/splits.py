@@ -152,6 +152,7 @@ def split_dataset(
     duplicate_distance: int | None = 4,
     jobs: int = 2,
     progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """The whole recipe: audit for duplicates (unless `duplicate_distance` is None), merge the
     pairs that must stay together, split, drop unreadable files, check for leaks.
@@ -163,7 +164,7 @@ def split_dataset(
     pairs, skipped = None, []
     readable = np.ones(len(manifest), dtype=bool)
     if duplicate_distance is not None:
-        result = audit(manifest, max_distance=duplicate_distance, jobs=jobs, progress=progress)
+        result = audit(manifest, duplicate_distance, jobs, progress, cache_dir)
         pairs = pairs_to_merge(manifest, result.pairs)
         readable = result.readable
         bad = result.records.loc[~readable, ["path", "error"]]
