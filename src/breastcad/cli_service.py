@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -122,6 +123,24 @@ def explain(
     _explain_images(predictor, targets, out, quiet)
 
 
+def overlay_names(files: list[Path]) -> list[Path]:
+    """Each image's overlay name, `<stem>_gradcam.png`; where two images would share one
+    (CBIS-DDSM names every file 1-1.dcm), the folders below the images' common folder are kept
+    too, and beside them the suffix where two still meet (scan.png and scan.dcm)."""
+    plain = [Path(f"{f.stem}_gradcam.png") for f in files]
+    if len(set(plain)) == len(plain):
+        return plain
+    absolute = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([a.parent for a in absolute]))
+    relative = [a.relative_to(common) for a in absolute]
+    named = [r.parent / f"{r.stem}_gradcam.png" for r in relative]
+    counts = Counter(named)
+    return [
+        r.parent / f"{r.name}_gradcam.png" if counts[n] > 1 else n
+        for r, n in zip(relative, named, strict=True)
+    ]
+
+
 def _explain_images(predictor, targets: list[str], out: Path, quiet: bool) -> None:
     from PIL import Image
     from tqdm.auto import tqdm
@@ -133,14 +152,18 @@ def _explain_images(predictor, targets: list[str], out: Path, quiet: bool) -> No
     if not files:
         raise DataError("no images found", ", ".join(targets))
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="explaining", unit="img", disable=quiet):
+    names = overlay_names(files)
+    for path, name in tqdm(
+        list(zip(files, names, strict=True)), desc="explaining", unit="img", disable=quiet
+    ):
         try:
             image = read_image(path)
             result = predictor.predict_image(image, explain=True)
         except DataError as exc:
             typer.echo(f"skipped {path}: {exc.problem}", err=True)
             continue
-        target = out / f"{path.stem}_gradcam.png"
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(predictor.explanation_picture(image, result.cam)).save(target)
         probs = ", ".join(f"{k} {v:.3f}" for k, v in result.probabilities.items())
         typer.echo(f"{path}: {result.prediction} ({probs}) -> {target}")

@@ -111,6 +111,31 @@ def test_explain_cli_writes_overlays_and_reports_bad_files(tmp_path):
     assert slide.exit_code == 2 and "--root" in slide.output
 
 
+def test_explain_keeps_one_overlay_per_image_when_file_names_repeat(tmp_path):
+    # CBIS-DDSM names every file 1-1.dcm: one overlay each, none written over another
+    bundle = make_image_bundle(tmp_path / "bundle")
+    rng = np.random.default_rng(3)
+    images = tmp_path / "images"
+    for name in ("P_001/1-1.png", "P_002/1-1.png", "P_002/1-1.tif"):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(images / name)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["explain", "--model", str(bundle), "--out", str(out), "--quiet", str(images)]
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == [
+        "P_001/1-1_gradcam.png",
+        "P_002/1-1.png_gradcam.png",
+        "P_002/1-1.tif_gradcam.png",
+    ]
+    for name in written:
+        assert f"-> {out / name}" in result.output
+    pictures = [np.asarray(Image.open(out / name)) for name in written]
+    assert not np.array_equal(pictures[0], pictures[1])  # each its own image's overlay
+
+
 def test_gradcam_of_lesion_map_is_its_cell_score_map():
     """The image logit of `lesion_map` is its highest cell, so the gradient reaches one cell
     and Grad-CAM's channel weights are the 1x1 convolution's: the map is the cell scores
