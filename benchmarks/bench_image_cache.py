@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from breastcad.config import PreprocessConfig
-from breastcad.data.audit import _all_pairs, audit, hamming_pairs
+from breastcad.data.audit import audit
 from breastcad.data.cache import ImageCache
 from breastcad.data.datamodule import ImageDataModule
+from breastcad.data.duplicates import _all_pairs, hamming_pairs
 from breastcad.data.imaging import prepare, read_image
 from breastcad.data.sources import scan
 from breastcad.models import create_model

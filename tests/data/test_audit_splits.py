@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from breastcad.data.audit import audit, hamming_pairs, phash, write_audit
+from breastcad.data.audit import audit, write_audit
+from breastcad.data.duplicates import hamming_pairs, phash
 from breastcad.data.sources import scan
 from breastcad.data.splits import (
     check_no_leak,

@@ -1,0 +1,95 @@
+"""Near duplicates: a 64-bit DCT perceptual hash of each image (pHash: 32x32 grayscale, 2-D
+DCT, low 8x8 block above its median) and every pair of hashes within a number of bits.
+
+Example:
+    >>> import numpy as np
+    >>> hamming_pairs(np.array([0b1011, 0b0011, 0xFF00], dtype=np.uint64), 1).tolist()
+    [[0, 1, 1]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy.fft import dctn
+
+from breastcad.data.imaging import to_gray_float
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a decoded image."""
+    gray = Image.fromarray(to_gray_float(image).astype(np.float32), mode="F")
+    small = np.asarray(gray.resize((32, 32), Image.BILINEAR, reducing_gap=3.0), dtype=np.float64)
+    low = dctn(small, norm="ortho")[:8, :8]
+    bits = (low > np.median(low)).reshape(-1)
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def hamming_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> np.ndarray:
+    """All pairs (i < j, distance) of 64-bit hashes within `max_distance` bits, sorted by i
+    then j.
+
+    Many hashes: multi-index hashing. Cut into `max_distance + 1` bit fields, two hashes within
+    `max_distance` bits agree on at least one field whole (pigeonhole), so only hashes sharing
+    a field's value are compared: near-linear for the hashes of real images, where comparing
+    all pairs grows with the square (50,000 IDC patches: 8.4 s, the full 277,524 some 4
+    minutes, each run). Few hashes, or fields too narrow to sort anything out: all pairs, in
+    blocks so memory stays bounded (N x block at a time)."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    fields = max_distance + 1
+    if len(h) <= 2 * block or 64 // fields < 8:
+        return _all_pairs(h, max_distance, block)
+    widths = [64 // fields + (k < 64 % fields) for k in range(fields)]
+    shifts = np.cumsum([0, *widths[:-1]])
+    fields_of = zip(shifts, widths, strict=True)
+    values = [(h >> np.uint64(s)) & np.uint64((1 << w) - 1) for s, w in fields_of]
+    found = []
+    for k, value in enumerate(values):
+        a, b = _sharing(value, h, max_distance, block)
+        keep = np.bitwise_count(h[a] ^ h[b]) <= max_distance
+        for earlier in values[:k]:  # a pair is found in the first field it shares, only
+            keep &= earlier[a] != earlier[b]
+        a, b = a[keep], b[keep]
+        found.append(np.minimum(a, b) * len(h) + np.maximum(a, b))
+    code = np.sort(np.concatenate(found))
+    i, j = code // len(h), code % len(h)
+    return np.stack([i, j, np.bitwise_count(h[i] ^ h[j]).astype(np.int64)], axis=1)
+
+
+def _sharing(
+    value: np.ndarray, h: np.ndarray, max_distance: int, block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs of hashes with one `value` of a field: every pair of a run of equal values;
+    in runs longer than `block`, only the pairs within `max_distance` (found block-wise)."""
+    order = np.argsort(value, kind="stable")
+    starts = np.flatnonzero(np.r_[True, value[order][1:] != value[order][:-1]])
+    lengths = np.diff(np.r_[starts, len(h)])
+    ends = starts + lengths
+    big = lengths > block
+    a_parts, b_parts = [], []
+    for start, end in zip(starts[big], ends[big], strict=True):
+        members = order[start:end]
+        pairs = _all_pairs(h[members], max_distance, block)
+        a_parts.append(members[pairs[:, 0]])
+        b_parts.append(members[pairs[:, 1]])
+    run = np.repeat(np.arange(len(starts)), lengths)  # of each sorted position
+    pos = np.flatnonzero(~big[run] & (np.arange(len(h)) < ends[run] - 1))
+    later = ends[run[pos]] - pos - 1  # each member against the later members of its run
+    first = np.repeat(pos, later)
+    offset = np.arange(len(first)) - np.repeat(np.cumsum(later) - later, later)
+    a_parts.append(order[first])
+    b_parts.append(order[first + offset + 1])
+    return np.concatenate(a_parts), np.concatenate(b_parts)
+
+
+def _all_pairs(h: np.ndarray, max_distance: int, block: int) -> np.ndarray:
+    """`hamming_pairs` by comparing every pair, `block` rows at a time."""
+    found = []
+    for start in range(0, len(h), block):
+        chunk = h[start : start + block]
+        dist = np.bitwise_count(chunk[:, None] ^ h[None, :])
+        i, j = np.nonzero(dist <= max_distance)
+        i = i + start
+        keep = i < j
+        found.append(np.stack([i[keep], j[keep], dist[i[keep] - start, j[keep]]], axis=1))
+    return np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
