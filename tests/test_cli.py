@@ -263,6 +263,29 @@ def test_evaluate_bundle_on_external_csv(run_dir, kaggle_csv, tmp_path):
     summary = results["protocols"]["external"]["models"]["logreg"]["summary"]
     assert summary["roc_auc"]["ci_low"] <= summary["roc_auc"]["mean"] <= 1.0
     assert (out / "report.html").is_file() and (out / "plots/external/roc.png").is_file()
+    # the Kaggle file holds the very samples the bundle was refitted on (canonical names,
+    # same values): said on the terminal and first in the report
+    assert "warning: evaluated on the data the bundle was trained on: all 569 samples" in (
+        result.output
+    )
+    assert "**Not an estimate on new data**" in (out / "report.md").read_text()
+    other = tmp_path / "other.csv"
+    pd.read_csv(kaggle_csv).iloc[::2].to_csv(other, index=False)
+    half = runner.invoke(
+        app,
+        [
+            *("evaluate", "--model", str(run_dir / "bundles/logreg")),
+            *("--data", str(other), "--out", str(tmp_path / "half")),
+        ],
+    )
+    assert half.exit_code == 0 and "warning" not in half.output  # other data: no claim
+    before = (run_dir / "results.json").read_bytes()
+    into_run = runner.invoke(
+        app,
+        ["evaluate", "--model", str(run_dir / "bundles/logreg"), "--out", str(run_dir)],
+    )
+    assert into_run.exit_code == 2 and "holds a training run" in into_run.output
+    assert (run_dir / "results.json").read_bytes() == before
     as_images = runner.invoke(
         app,
         [

@@ -485,6 +485,51 @@ def test_a_probe_run_fits_without_epochs_and_its_bundle_predicts_what_it_measure
     assert np.allclose(onnx["p_malignant"], measured["p_malignant"], atol=1e-4)
 
 
+def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run(
+    two_class_tree, tmp_path
+):
+    """`evaluate` on the data the bundle's run trained on warns (CLI and report) with how many
+    of the images it learnt from, unless it is that run's test part; it never writes into a
+    training run's folder; a partition the split lacks is named."""
+    out = tmp_path / "probe"
+    assert _train_folder(two_class_tree, out, "--model", "probe", "--size", "32").exit_code == 0
+    counts = json.loads((out / "results.json").read_text())["data"]["counts"]
+    learnt = sum(sum(counts[p].values()) for p in ("train", "val"))
+    evaluate = ["evaluate", "--model", str(out / "bundle"), "--dataset", "folder"]
+    evaluate += ["--root", str(two_class_tree), "--quiet"]
+    whole = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "all")])
+    assert whole.exit_code == 0, whole.output
+    total = sum(sum(c.values()) for c in counts.values())
+    assert f"warning: evaluated on the data the bundle was trained on: {learnt} of these " in (
+        whole.output
+    )
+    seen = json.loads((tmp_path / "all" / "results.json").read_text())["data"]
+    assert f"{learnt} of these {total} images" in seen["seen_in_training"]
+    assert "**Not an estimate on new data**" in (tmp_path / "all" / "report.md").read_text()
+    split = ["--split", str(out / "splits" / "split.json")]
+    own_test = runner.invoke(app, [*evaluate, *split, "--out", str(tmp_path / "test")])
+    assert own_test.exit_code == 0 and "warning" not in own_test.output
+    assert (
+        "seen_in_training"
+        not in json.loads((tmp_path / "test" / "results.json").read_text())["data"]
+    )
+    train = runner.invoke(
+        app, [*evaluate, *split, "--partition", "train", "--out", str(tmp_path / "t")]
+    )
+    assert (
+        f"{sum(counts['train'].values())} of these {sum(counts['train'].values())}" in train.output
+    )
+    before = (out / "results.json").read_bytes()
+    into_run = runner.invoke(app, [*evaluate, "--out", str(out)])
+    assert into_run.exit_code != 0 and "holds a training run" in into_run.output
+    assert (out / "results.json").read_bytes() == before
+    nowhere = runner.invoke(
+        app, [*evaluate, *split, "--partition", "tset", "--out", str(tmp_path / "n")]
+    )
+    assert nowhere.exit_code != 0 and "no image in its 'tset' part" in nowhere.output
+    assert "Traceback" not in nowhere.output
+
+
 def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(tmp_path):
     """Three benign images to each malignant one: balanced class weights (the default) train
     towards equal classes; `--calibration prior-shift` adds log pi_k of the training part

@@ -249,6 +249,8 @@ def evaluate(
         raise BreastcadError(f"{model}: an image bundle; give --dataset and --root")
     cfg = TabularDataConfig(**_data_config(data, label_column, positive_label, id_column))
     results = evaluate_bundle(model, cfg, out)
+    if "seen_in_training" in results:
+        typer.echo(f"warning: evaluated on {results['seen_in_training']}", err=True)
     _print_summary(results)
     typer.echo(f"\nreport: {out / 'report.html'}")
 

@@ -38,7 +38,7 @@ from breastcad.evaluation.protocol import (
 )
 from breastcad.evaluation.report import write_report
 from breastcad.models import get_spec
-from breastcad.runinfo import run_info, to_jsonable
+from breastcad.runinfo import refuse_training_run_folder, run_info, to_jsonable
 
 
 def protocol_key(protocol: ProtocolConfig) -> str:
@@ -126,6 +126,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
     from breastcad.predict import Predictor
 
     out = Path(out)
+    refuse_training_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.from_bundle(bundle_dir)
     data = load_tabular(data_cfg)
@@ -153,6 +154,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             f"({manifest['threshold']['policy']})",
         ],
         "protocols": {"external": _external_protocol(predictor, data, proba, out)},
+        **_seen_in_training(manifest, data),
         "plots": {
             "class_balance": _rel(
                 out,
@@ -160,6 +162,10 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             )
         },
     }
+    if "seen_in_training" in results:
+        results["how"].insert(
+            0, f"**Not an estimate on new data**: evaluated on {results['seen_in_training']}"
+        )
     pd.DataFrame(
         {
             "id": data.ids,
@@ -173,6 +179,18 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
     write_metrics(out, results)
     write_report(out)
     return results
+
+
+def _seen_in_training(manifest: dict[str, Any], data: TabularData) -> dict[str, Any]:
+    """`seen_in_training` when `data` is the data the bundle was refitted on (same
+    fingerprint): its figures then are on samples it learnt from."""
+    if data.fingerprint() != manifest["training_data"]["fingerprint"]:
+        return {}
+    return {
+        "seen_in_training": f"the data the bundle was trained on: all {len(data.y)} samples "
+        "trained it (a bundle is refitted on all of its run's data), so these figures "
+        "overstate how it does on new data; its run's report holds the estimate"
+    }
 
 
 def _external_protocol(predictor, data: TabularData, proba: np.ndarray, out: Path) -> dict:

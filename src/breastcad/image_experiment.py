@@ -317,6 +317,7 @@ def _results(
             "options": dict(cfg.data.options),
             "modality": run.modality,
             "manifest_fingerprint": manifest.fingerprint(),
+            "layout_fingerprint": manifest.layout_fingerprint(),
             "classes": classes,
             "positive": classes[positive_index(classes)],
             "counts": dm.counts(),
@@ -444,7 +445,14 @@ def _write_image_bundle(
         metrics=results["test"]["ci"],
         trained_on={
             k: data[k]
-            for k in ("dataset", "options", "manifest_fingerprint", "counts", "split")
+            for k in (
+                "dataset",
+                "options",
+                "manifest_fingerprint",
+                "layout_fingerprint",
+                "counts",
+                "split",
+            )
             if k in data
         },
         modality=data["modality"],

@@ -93,3 +93,15 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def refuse_training_run_folder(out: Path) -> None:
+    """An evaluation writes report, results.json, predictions.csv and plots into `out`: refuse a
+    folder that holds a training run (its config.yaml), whose results they would replace."""
+    from breastcad.errors import ConfigError
+
+    if (Path(out) / "config.yaml").is_file():
+        raise ConfigError(
+            f"{out} holds a training run (config.yaml); an evaluation written there would "
+            "replace the run's report, results.json and predictions.csv: choose another --out"
+        )

@@ -18,6 +18,7 @@ from breastcad.config import PreprocessConfig
 from breastcad.data.lesions import annotated, has_lesion_annotations, lesion_cells, lesion_masks
 from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
+from breastcad.errors import BreastcadError, DataError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.bilateral import bilateral_comparison
 from breastcad.evaluation.classification import (
@@ -33,7 +34,7 @@ from breastcad.evaluation.plots import pr_curves, reliability_diagram, roc_curve
 from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
 from breastcad.models.tta import with_views
-from breastcad.runinfo import run_info, to_jsonable
+from breastcad.runinfo import refuse_training_run_folder, run_info, to_jsonable
 from breastcad.training.image_fit import positive_index
 
 
@@ -259,22 +260,25 @@ def evaluate_image_bundle(
     BreakHis), where they differ."""
     keep_freed_memory()
     from breastcad.data.cache import ImageCache
-    from breastcad.errors import DataError
     from breastcad.evaluation.report import write_report
     from breastcad.predict import Predictor
 
     out = Path(out)
+    refuse_training_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.from_bundle(bundle_dir)
     if predictor.kind != "image":
         raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
     class_map = dict(class_map or {})
     manifest = _model_classes(scan(dataset, root, **(options or {})), predictor, root, class_map)
+    everything = manifest
     manifest, split_groups, split_settings = _split_part(manifest, split_file, partition)
     pre = predictor.bundle.manifest["preprocessing"]
     config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress)
     rows, logits, y, groups = _answers(predictor, manifest, cache, split_groups)
+    evaluated = manifest.subset(cache.readable)
+    seen = seen_in_training(predictor, everything, evaluated, Path(bundle_dir), not split_file)
     positive = predictor.positive
     evaluation = evaluate_predictions(
         logits,
@@ -313,6 +317,7 @@ def evaluate_image_bundle(
         "problems": manifest.problems + [f"{p}: {m}" for p, m in cache.problems.items()],
         "split": split_settings,
         **({"class_map": class_map} if class_map else {}),
+        **({"seen_in_training": seen} if seen else {}),
     }
     results = _bundle_results(predictor, manifest, data, evaluation)
     results["plots"] = {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v}
@@ -325,6 +330,8 @@ def _answers(predictor, manifest, cache, split_groups: dict[str, str]):
     """The readable rows of the cache, the bundle's logits of their images (in batches that fit
     memory), their labels and their groups (the split's where given, else the manifest's)."""
     rows = np.flatnonzero(cache.readable)
+    if not len(rows):
+        raise DataError("no readable image to evaluate", manifest.root)
     step = predictor.batch_that_fits(64)  # a full-resolution mammogram network: fewer
     logits = np.concatenate(
         [
@@ -343,7 +350,7 @@ def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | 
     """`manifest` with the model's classes in the model's order, named as the data names them
     (`class_map`: model name -> data name, for those that differ); an error where the two sets
     differ that says how the model's training data was read."""
-    from breastcad.errors import ConfigError, DataError
+    from breastcad.errors import ConfigError
 
     class_map = class_map or {}
     unknown = sorted(set(class_map) - set(predictor.classes))
@@ -372,6 +379,46 @@ def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | 
     )
 
 
+def seen_in_training(
+    predictor, data, evaluated, bundle_dir: Path, whole: bool = True
+) -> str | None:
+    """Why the figures would overstate how the bundle does on new data, or None. Only for the
+    very data its run trained on (`data`, as read: same files, labels and groups, by the
+    manifest's fingerprint, or the layout's for a copy elsewhere): how many `evaluated`
+    images its run trained or calibrated on, by its split file beside the bundle
+    (`<run>/splits/split.json`); without that file, the `whole` data evaluated is said to
+    hold them (a part of it: not known). A bundle does not list its images, so other data that
+    overlaps is not recognised."""
+    from breastcad.data.splits import load_split
+
+    trained = predictor.bundle.manifest.get("trained_on") or {}
+    same = data.fingerprint() == trained.get("manifest_fingerprint") or (
+        data.layout_fingerprint() == trained.get("layout_fingerprint")
+    )
+    if not same:
+        return None
+    run_split = bundle_dir.parent / "splits" / "split.json"
+    why = "trained it or chose its threshold and calibration, so these figures overstate how "
+    try:
+        split = load_split(run_split, data)
+    except (BreastcadError, OSError, ValueError, KeyError):
+        if not whole:  # a part of some split: which images, not known
+            return None
+        counts = trained.get("counts") or {}
+        learnt = sum(sum(counts.get(p, {}).values()) for p in ("train", "val"))
+        return (
+            f"the data the bundle was trained on: {learnt} of its images {why}it does on new data"
+        )
+    learnt = set(split.loc[split["partition"].isin(["train", "val"]), "path"])
+    seen = int(evaluated.frame["path"].isin(learnt).sum())
+    if not seen:
+        return None
+    return (
+        f"the data the bundle was trained on: {seen} of these {len(evaluated)} images {why}"
+        f"it does on new data (its run's test part alone: --split {run_split} --partition test)"
+    )
+
+
 def _split_part(manifest, split_file: Path | None, partition: str):
     """The rows of `partition` of `split_file` (all rows without one), the groups the split
     kept together (near-duplicate clusters too, as in the run; empty without a split file)
@@ -383,6 +430,12 @@ def _split_part(manifest, split_file: Path | None, partition: str):
     chosen = load_split(split_file, manifest)
     split_groups = dict(zip(chosen["path"], chosen["split_group"].astype(str), strict=True))
     keep = set(chosen.loc[chosen["partition"] == partition, "path"])
+    if not keep:
+        parts = ", ".join(sorted(chosen["partition"].unique()))
+        raise DataError(
+            f"no image in its '{partition}' part (its parts: {parts}); choose one with --partition",
+            split_file,
+        )
     manifest = manifest.subset(manifest.frame["path"].isin(keep))
     return manifest, split_groups, {"split_file": str(split_file), "partition": partition}
 
@@ -400,7 +453,11 @@ def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict)
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": manifest.classes,
             "positive": manifest.classes[predictor.positive],
-            **{k: data[k] for k in ("counts", "problems", "split", "class_map") if k in data},
+            **{
+                k: data[k]
+                for k in ("counts", "problems", "split", "class_map", "seen_in_training")
+                if k in data
+            },
             "preprocessing": bm["preprocessing"],
         },
         "model": {

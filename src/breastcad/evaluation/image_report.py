@@ -232,6 +232,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"{_options_text(data.get('options'))}, manifest "
         f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
         f"positive class **{data['positive']}**{_class_map_text(data.get('class_map'))}",
+        *_seen_line(data.get("seen_in_training")),
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
         f"{data['counts']}",
         f"Input: {data['preprocessing']}",
@@ -244,6 +245,11 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"Intervals: 95% percentile bootstrap resampling whole groups "
         f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
     ]
+
+
+def _seen_line(seen: str | None) -> list[str]:
+    """A bundle evaluated on data it was trained on (`seen_in_training`), said first."""
+    return [f"**Not an estimate on new data**: evaluated on {seen}"] if seen else []
 
 
 def _class_map_text(class_map: dict[str, str] | None) -> str:
