@@ -236,6 +236,22 @@ def test_too_few_groups_is_a_clear_error():
         make_split(Manifest(frame, Path("."), ["x", "y"]), test_size=0.2)
 
 
+def test_a_file_that_is_not_a_split_is_named_not_a_traceback(tmp_path):
+    cases = {
+        "photo.jpg": b"\xff\xd8\xff not json",
+        "list.json": b"[1, 2]",
+        "rows.json": b'{"rows": [], "manifest_fingerprint": "x"}',
+        "empty.json": b"",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match="not a breastcad split file") as err:
+            load_split(tmp_path / name)
+        assert str(tmp_path / name) in str(err.value)
+    with pytest.raises(ConfigError, match="split file not found"):
+        load_split(tmp_path / "gone.json")
+
+
 def test_official_split_is_kept(tmp_path):
     arrays = {
         "train_images": np.zeros((6, 28, 28), np.uint8),

@@ -225,12 +225,24 @@ def load_split(path: Path, manifest: Manifest | None = None) -> pd.DataFrame:
     manifest's paths. Files copied or extracted again, elsewhere or under another spelling of
     the root (same relative paths, labels, groups and sizes; new modification times) are the
     same data for a split."""
-    payload = json.loads(Path(path).read_text())
-    rows = pd.DataFrame(payload["rows"])
+    try:
+        payload = json.loads(Path(path).read_text())
+        rows = pd.DataFrame(payload["rows"])
+        fingerprint = payload["manifest_fingerprint"]
+        missing = {"path", "partition"} - set(rows.columns)
+        if missing:
+            raise KeyError(f"no {', '.join(sorted(missing))} in its rows")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: split file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path}: not a breastcad split file (from `data split` or a run's "
+            f"splits/split.json): {exc.__class__.__name__} {exc}"
+        ) from None
     if manifest is None:
         return rows
     if (
-        payload["manifest_fingerprint"] != manifest.fingerprint()
+        fingerprint != manifest.fingerprint()
         and payload.get("relative_layout_fingerprint") != manifest.layout_fingerprint()
     ):
         why = (
