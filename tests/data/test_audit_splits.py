@@ -47,9 +47,13 @@ def test_hamming_pairs_matches_brute_force():
 
 
 @pytest.mark.parametrize("distance", [0, 1, 4, 7, 8])
-def test_hamming_pairs_by_shared_fields_equals_comparing_all_pairs(distance):
+def test_hamming_pairs_by_shared_fields_equals_comparing_all_pairs(distance, monkeypatch):
     # clusters of near-identical hashes (as near-duplicate images give), a run of identical
-    # ones longer than a block, and unrelated ones; 8 bits leave fields too narrow: all pairs
+    # ones longer than a block, and unrelated ones; 8 bits leave fields too narrow: all pairs;
+    # candidates compared a few thousand at a time, as millions are in a large data set
+    from breastcad.data import duplicates
+
+    monkeypatch.setattr(duplicates, "CANDIDATES", 5000)
     rng = np.random.default_rng(distance)
     centres = rng.integers(0, 2**63, 40, dtype=np.uint64)
     h = centres[rng.integers(0, 40, 1500)]

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn
@@ -31,10 +33,11 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> n
 
     Many hashes: multi-index hashing. Cut into `max_distance + 1` bit fields, two hashes within
     `max_distance` bits agree on at least one field whole (pigeonhole), so only hashes sharing
-    a field's value are compared: near-linear for the hashes of real images, where comparing
-    all pairs grows with the square (50,000 IDC patches: 8.4 s, the full 277,524 some 4
-    minutes, each run). Few hashes, or fields too narrow to sort anything out: all pairs, in
-    blocks so memory stays bounded (N x block at a time)."""
+    a field's value are compared, a bounded number at a time: near-linear for the hashes of
+    real images, where comparing all pairs grows with the square (`benchmarks/
+    bench_image_cache.py`: 1.5 s against 10.5 s for 50,000 generated IDC patches). Few
+    hashes, or fields too narrow to sort anything out: all pairs, in blocks so memory stays
+    bounded (N x block at a time)."""
     h = np.asarray(hashes, dtype=np.uint64)
     fields = max_distance + 1
     if len(h) <= 2 * block or 64 // fields < 8:
@@ -45,41 +48,46 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> n
     values = [(h >> np.uint64(s)) & np.uint64((1 << w) - 1) for s, w in fields_of]
     found = []
     for k, value in enumerate(values):
-        a, b = _sharing(value, h, max_distance, block)
-        keep = np.bitwise_count(h[a] ^ h[b]) <= max_distance
-        for earlier in values[:k]:  # a pair is found in the first field it shares, only
-            keep &= earlier[a] != earlier[b]
-        a, b = a[keep], b[keep]
-        found.append(np.minimum(a, b) * len(h) + np.maximum(a, b))
+        for a, b in _sharing(value, h, max_distance, block):
+            keep = np.bitwise_count(h[a] ^ h[b]) <= max_distance
+            for earlier in values[:k]:  # a pair is found in the first field it shares, only
+                keep &= earlier[a] != earlier[b]
+            a, b = a[keep], b[keep]
+            found.append(np.minimum(a, b) * len(h) + np.maximum(a, b))
     code = np.sort(np.concatenate(found))
     i, j = code // len(h), code % len(h)
     return np.stack([i, j, np.bitwise_count(h[i] ^ h[j]).astype(np.int64)], axis=1)
 
 
+CANDIDATES = 4_000_000
+"""Pairs compared at once (a few hundred MB of index arrays at most)."""
+
+
 def _sharing(
     value: np.ndarray, h: np.ndarray, max_distance: int, block: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs of hashes with one `value` of a field: every pair of a run of equal values;
-    in runs longer than `block`, only the pairs within `max_distance` (found block-wise)."""
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Index pairs of hashes with one `value` of a field, in chunks of at most `CANDIDATES`:
+    every pair of a run of equal values; in runs longer than `block`, only the pairs within
+    `max_distance` (found block-wise)."""
     order = np.argsort(value, kind="stable")
     starts = np.flatnonzero(np.r_[True, value[order][1:] != value[order][:-1]])
     lengths = np.diff(np.r_[starts, len(h)])
     ends = starts + lengths
     big = lengths > block
-    a_parts, b_parts = [], []
     for start, end in zip(starts[big], ends[big], strict=True):
         members = order[start:end]
         pairs = _all_pairs(h[members], max_distance, block)
-        a_parts.append(members[pairs[:, 0]])
-        b_parts.append(members[pairs[:, 1]])
+        yield members[pairs[:, 0]], members[pairs[:, 1]]
     run = np.repeat(np.arange(len(starts)), lengths)  # of each sorted position
     pos = np.flatnonzero(~big[run] & (np.arange(len(h)) < ends[run] - 1))
     later = ends[run[pos]] - pos - 1  # each member against the later members of its run
-    first = np.repeat(pos, later)
-    offset = np.arange(len(first)) - np.repeat(np.cumsum(later) - later, later)
-    a_parts.append(order[first])
-    b_parts.append(order[first + offset + 1])
-    return np.concatenate(a_parts), np.concatenate(b_parts)
+    total = np.cumsum(later)
+    cuts = np.searchsorted(total, np.arange(CANDIDATES, total[-1], CANDIDATES)) if len(pos) else []
+    for part in np.split(np.arange(len(pos)), cuts):
+        p, n = pos[part], later[part]
+        first = np.repeat(p, n)
+        offset = np.arange(len(first)) - np.repeat(np.cumsum(n) - n, n)
+        yield order[first], order[first + offset + 1]
 
 
 def _all_pairs(h: np.ndarray, max_distance: int, block: int) -> np.ndarray:
