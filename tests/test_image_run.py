@@ -1095,3 +1095,40 @@ def test_a_bundle_is_evaluated_on_data_that_names_its_classes_otherwise(tmp_path
     for bad, problem in refusals:
         wrong = runner.invoke(app, [*base, "--class-map", bad, "--out", str(out), "--quiet"])
         assert wrong.exit_code == 2 and problem in wrong.output
+
+
+def test_a_class_map_joins_data_classes_the_model_does_not_tell_apart(tmp_path):
+    """`--class-map benign=normal+benign`: a two-class model on three-class data (BUSI's
+    normal, benign, malignant) reads normal and benign images as its 'benign'; each image
+    keeps the model's own probability, and the labels are joined, not dropped; a join that
+    names a class the data lacks, or reads one class twice, is refused."""
+    from tests.conftest import make_image_bundle
+
+    bundle = make_image_bundle(tmp_path / "idc")
+    site = tmp_path / "site"
+    for i in range(9):
+        label = ("normal", "benign", "malignant")[i % 3]
+        save(site / label / f"p{i}.png", blob_image(i, (50, 50), rgb=True))
+    out = tmp_path / "eval"
+    base = ["evaluate", "--model", str(bundle), "--dataset", "folder", "--root", str(site)]
+    mapped = ["--class-map", "idc=malignant", "--class-map", "benign=normal+benign"]
+    result = runner.invoke(app, [*base, *mapped, "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "predictions.csv")
+    assert len(table) == 9 and sorted(set(table["label"])) == ["malignant", "normal+benign"]
+    joined = table["path"].map(lambda p: Path(p).parent.name != "malignant")
+    assert ((table["label"] == "normal+benign") == joined).all()
+    alone = Predictor.from_bundle(bundle).predict_paths(table["path"].tolist(), progress=False)
+    assert np.allclose(table["p_malignant"], alone["p_idc"], atol=1e-5)
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["classes"] == ["normal+benign", "malignant"]
+    assert results["data"]["counts"]["evaluated"] == {"normal+benign": 6, "malignant": 3}
+    assert "benign as normal+benign" in (out / "report.md").read_text()
+    for bad, problem in (
+        ("benign=normal+benin", "no class benin"),
+        ("benign=normal+malignant", "malignant read as two of the model's classes"),
+    ):
+        wrong = runner.invoke(
+            app, [*base, "--class-map", "idc=malignant", "--class-map", bad, "--out", str(out)]
+        )
+        assert wrong.exit_code == 2 and problem in wrong.output, wrong.output

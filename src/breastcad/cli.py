@@ -203,7 +203,8 @@ def evaluate(
         typer.Option(
             "--class-map",
             help="Image bundles: MODEL=DATA, a model class as the data names it (repeatable; "
-            "e.g. idc=malignant for an IDC patch model on BreakHis).",
+            "e.g. idc=malignant for an IDC patch model on BreakHis); DATA may join classes "
+            "the model does not tell apart: normal_or_benign=normal+benign.",
         ),
     ] = None,
     option: OptionOpt = None,

@@ -16,6 +16,7 @@ import torch
 from breastcad.allocator import keep_freed_memory
 from breastcad.config import PreprocessConfig
 from breastcad.data.lesions import annotated, has_lesion_annotations, lesion_cells, lesion_masks
+from breastcad.data.manifest import Manifest
 from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
 from breastcad.errors import BreastcadError, DataError
@@ -362,6 +363,7 @@ def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | 
     named = [class_map.get(c, c) for c in predictor.classes]
     if len(set(named)) < len(named):
         raise ConfigError(f"--class-map gives two of the model's classes one name: {named}")
+    manifest = _merge_classes(manifest, named, root)
     if sorted(named) == sorted(manifest.classes):
         manifest.classes = named  # the model's order: its logits' columns
         return manifest
@@ -377,6 +379,35 @@ def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | 
         "--class-map MODEL=DATA)",
         root,
     )
+
+
+def _merge_classes(manifest, named: list[str], root: Path):
+    """`manifest` with the data classes joined in each name of `named` like `normal+benign`
+    read as that one class: what a model that does not tell them apart (BreastMNIST's
+    normal_or_benign) answers for either."""
+    merged = [n for n in named if "+" in n]
+    if not merged:
+        return manifest
+    parts = [[p.strip() for p in name.split("+")] for name in merged]
+    flat = [p for group in parts for p in group] + [n for n in named if "+" not in n]
+    unknown = sorted(set(flat) - set(manifest.classes))
+    twice = sorted({p for p in flat if flat.count(p) > 1})
+    if unknown or twice:
+        problem = (
+            f"no class {', '.join(unknown)}"
+            if unknown
+            else f"{', '.join(twice)} read as two of the model's classes"
+        )
+        raise DataError(
+            f"--class-map {', '.join(merged)}: {problem} in the data (its classes: "
+            f"{', '.join(manifest.classes)})",
+            root,
+        )
+    joined = {p: name for name, group in zip(merged, parts, strict=True) for p in group}
+    frame = manifest.frame.copy()
+    frame["label"] = frame["label"].map(lambda label: joined.get(label, label))
+    classes = [c for c in manifest.classes if c not in joined] + merged
+    return Manifest(frame, manifest.root, classes, manifest.problems, manifest.patient_groups)
 
 
 def seen_in_training(
