@@ -23,7 +23,7 @@ $(VENV)/.stamp-dev-$(LOCK_HASH): | $(BIN)/python
 ## The main job: every WDBC model under the published split and 10x10 repeated CV; report,
 ## plots and the best model's bundle in $(RUN).
 demo: $(VENV)/.stamp-base-$(LOCK_HASH)
-	$(BIN)/breastcad train --out $(RUN) --jobs 2
+	$(BIN)/breastcad train --out $(RUN) --jobs 2 --overwrite
 
 ## Lint, format check and the whole test suite (what CI runs).
 test: $(VENV)/.stamp-dev-$(LOCK_HASH)

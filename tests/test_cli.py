@@ -286,6 +286,10 @@ def test_evaluate_bundle_on_external_csv(run_dir, kaggle_csv, tmp_path):
     )
     assert into_run.exit_code == 2 and "holds a training run" in into_run.output
     assert (run_dir / "results.json").read_bytes() == before
+    rerun = runner.invoke(app, ["train", "--out", str(run_dir), "--repeats", "1", "--quiet"])
+    assert rerun.exit_code == 2 and "holds an earlier run (results.json, bundles)" in (rerun.output)
+    assert "--overwrite replaces it" in rerun.output and "--resume" not in rerun.output
+    assert (run_dir / "results.json").read_bytes() == before
     as_images = runner.invoke(
         app,
         [

@@ -523,6 +523,15 @@ def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run
     into_run = runner.invoke(app, [*evaluate, "--out", str(out)])
     assert into_run.exit_code != 0 and "holds a training run" in into_run.output
     assert (out / "results.json").read_bytes() == before
+    # a new run in it is refused too (a probe has no checkpoints: it was replaced silently),
+    # unless --overwrite
+    bundle = (out / "bundle" / "bundle.json").read_bytes()
+    again = _train_folder(two_class_tree, out, "--model", "probe", "--size", "40")
+    assert again.exit_code == 2 and "holds an earlier run (results.json, bundle)" in again.output
+    assert (out / "bundle" / "bundle.json").read_bytes() == bundle
+    replaced = _train_folder(two_class_tree, out, "--model", "probe", "--size", "40", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "bundle" / "bundle.json").read_text())["preprocessing"]["size"] == 40
     nowhere = runner.invoke(
         app, [*evaluate, *split, "--partition", "tset", "--out", str(tmp_path / "n")]
     )

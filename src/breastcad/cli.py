@@ -128,12 +128,16 @@ def train(
         list[str] | None,
         typer.Option(help="Model(s) to refit on all data and save as bundles (default: the best)."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run already in --out (refused without it).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Evaluate models under the published and the honest protocol, write plots, a report and
     bundles into one run folder."""
     from breastcad.config import RunConfig
     from breastcad.experiment import run_experiment
+    from breastcad.runinfo import refuse_earlier_run
 
     base = RunConfig.from_yaml(config).model_dump() if config else RunConfig().model_dump()
     if data is not None or config is None:
@@ -157,6 +161,7 @@ def train(
         base["train"]["early_stopping_patience"] = early_stopping
     base["train"]["progress"] = not quiet
     cfg = RunConfig.model_validate(base)
+    refuse_earlier_run(out, overwrite)
     results = run_experiment(cfg, out, progress=not quiet)
     _print_summary(results)
     typer.echo(f"\nreport: {out / 'report.html'}  (and report.md, results.json, plots/)")

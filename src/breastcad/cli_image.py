@@ -112,6 +112,9 @@ def train_image(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run already in --out (refused without it).")
+    ] = False,
     test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
     val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
     option: OptionOpt = None,
@@ -121,6 +124,7 @@ def train_image(
     operating point on validation, report test metrics with group-bootstrap CIs, save a bundle."""
     from breastcad.config import ImageRunConfig
     from breastcad.image_experiment import run_image_experiment
+    from breastcad.runinfo import refuse_earlier_run
 
     base = ImageRunConfig.from_yaml(config).model_dump() if config else {"data": {}}
     base["data"].update(dataset=dataset, root=root)
@@ -165,6 +169,7 @@ def train_image(
     if calibration is not None:
         base["calibration"] = calibration
     cfg = ImageRunConfig.model_validate(base)
+    refuse_earlier_run(out, overwrite, resume)
     results = run_image_experiment(cfg, out)
     print_image_summary(results)
     typer.echo(f"\nreport: {out / 'report.html'}\nbundle: {out / 'bundle'}")

@@ -105,3 +105,24 @@ def refuse_training_run_folder(out: Path) -> None:
             f"{out} holds a training run (config.yaml); an evaluation written there would "
             "replace the run's report, results.json and predictions.csv: choose another --out"
         )
+
+
+def refuse_earlier_run(out: Path, overwrite: bool, resume: bool | None = None) -> None:
+    """A new run in `out` would replace the results and bundle of the run there (or start an
+    interrupted one over, its checkpoints lost): refuse unless `overwrite` (or `resume`,
+    where the command can continue a run; None where it cannot)."""
+    from breastcad.errors import ConfigError
+
+    kept = [name for name in RUN_OUTPUTS if (Path(out) / name).exists()]
+    if overwrite or resume or not kept:
+        return
+    cont = "--resume continues it, " if resume is not None else ""
+    raise ConfigError(
+        f"{out} holds an earlier run ({', '.join(kept)}): {cont}--overwrite replaces it, or "
+        "choose another --out (nothing was changed)"
+    )
+
+
+RUN_OUTPUTS = ("results.json", "bundle", "bundles", "checkpoints")
+"""What a run leaves that is worth keeping: a run that stopped at its settings or its data
+wrote none of them, and may be started again as it is."""
