@@ -175,6 +175,19 @@ def test_request_shape_errors(api):
     assert unknown.status_code == 404 and "idc_cnn@" in unknown.json()["detail"]
     wrong_kind = upload(api, png(), query="?model=logreg")
     assert wrong_kind.status_code == 422 and wrong_kind.json()["code"] == "wrong_kind"
+    # two images in one request: refused, not answered for the first alone
+    two = [("file", ("a.png", png(0), "image/png")), ("file", ("b.png", png(1), "image/png"))]
+    for path in ("/api/v1/predict", "/api/v1/predict/pair"):
+        both = api.post(path, files=two)
+        assert both.status_code == 422 and both.json()["code"] == "too_many_files", path
+        assert "2 files named 'file'" in both.json()["detail"]
+    # stacks and formats Pillow opens but breastcad does not read: 415 with the reason
+    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (10, 90, 200)]
+    for fmt, words in (("TIFF", "3-page TIFF"), ("GIF", "a GIF image")):
+        buffer = io.BytesIO()
+        frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:])
+        stack = upload(api, buffer.getvalue(), f"stack.{fmt.lower()}")
+        assert stack.status_code == 415 and words in stack.json()["detail"], stack.text
 
 
 def test_tabular_prediction_and_field_errors(api, bundles, wdbc):

@@ -69,6 +69,13 @@ def _one(files: list[tuple[str, str, bytes]], fields: dict[str, str], name: str,
     uploads = [f for f in files if f[0] == name]
     if not uploads:
         raise ApiError(422, "missing_file", f"the form has no file field named '{name}'")
+    if len(uploads) > 1:  # answering for the first alone would look like an answer for all
+        raise ApiError(
+            422,
+            "too_many_files",
+            f"the form has {len(uploads)} files named '{name}': one image a request "
+            "(a woman's two breasts: /api/v1/predict/pair, fields 'file' and 'other')",
+        )
     _, filename, data = uploads[0]
     if len(data) > limit:
         raise _too_large(limit)
