@@ -188,3 +188,30 @@ def test_a_dicom_folder_knows_each_breast_and_pairs_them_within_a_view(tmp_path)
     assert listed["side"].tolist() == ["right", "right"] and listed["view"].tolist() == ["CC"] * 2
     assert listed["group_id"].nunique() == 1 and "P_1" not in listed.to_csv()
     assert listed["exam"].nunique() == 1  # no `exam` column: the patient's one examination
+
+
+def test_a_dicom_folder_with_a_corrupt_header_or_no_label_reports_and_skips_it(tmp_path):
+    # a bad file is named and left out, whether the labels come from a CSV or from folders;
+    # it used to end the scan (and so the run) with an error
+    from breastcad.data.sources import scan
+
+    root = tmp_path / "mammograms"
+    (root / "benign").mkdir(parents=True)
+    _dicom(root / "benign" / "good.dcm", laterality="L", ViewPosition="CC")
+    _dicom(root / "benign" / "other.dcm", laterality="R", ViewPosition="CC")
+    (root / "benign" / "broken.dcm").write_bytes(b"a text file saved as .dcm")
+    by_folder = scan("dicom", root, labels_csv=None)
+    assert sorted(Path(p).name for p in by_folder.frame["path"]) == ["good.dcm", "other.dcm"]
+    assert [p for p in by_folder.problems if "broken.dcm" in p and "skipped" in p]
+    pd.DataFrame(
+        {
+            "file": ["benign/good.dcm", "benign/broken.dcm", "benign/other.dcm"],
+            "pathology": ["BENIGN", "MALIGNANT", ""],
+        }
+    ).to_csv(root / "labels.csv", index=False)
+    by_csv = scan("dicom", root)
+    assert [Path(p).name for p in by_csv.frame["path"]] == ["good.dcm"]
+    assert by_csv.classes == ["benign", "malignant"]  # no '' class from the empty cell
+    problems = "\n".join(by_csv.problems)
+    assert "broken.dcm: unreadable DICOM header" in problems
+    assert "other.dcm: no pathology in labels.csv; skipped" in problems

@@ -109,9 +109,16 @@ def scan(
                 problems.append(f"{path}: listed in {csv.name} but missing; skipped")
                 continue
             raw = str(rec[label_column]).strip().upper()
+            if not raw:
+                problems.append(f"{path}: no {label_column} in {csv.name}; skipped")
+                continue
             label = _PATHOLOGY.get(raw, raw.lower())
             listed = {k: rec.get(k, "").strip() for k in ("patient_id", "laterality", "view")}
-            header = _header(path) if not all(listed.values()) else {}  # what the CSV lacks
+            try:
+                header = _header(path) if not all(listed.values()) else {}  # what it lacks
+            except DataError as exc:  # reported and skipped, as an undecodable image is
+                problems.append(f"{exc}; skipped")
+                continue
             patient = listed["patient_id"] or header["patient"]
             rows.append(
                 {
@@ -128,7 +135,11 @@ def scan(
             )
     else:
         for path in sorted(root.rglob("*.dcm")):
-            header = _header(path)
+            try:
+                header = _header(path)
+            except DataError as exc:
+                problems.append(f"{exc}; skipped")
+                continue
             rows.append(
                 {
                     "path": str(path),
