@@ -92,6 +92,16 @@ def test_mini_mias_pgm_and_png_groups_by_woman(tmp_path):
     assert bm.frame["label"].tolist() == ["benign", "benign", "malignant"]
     with pytest.raises(ConfigError):
         scan("mini-mias", tmp_path, task="nope")
+    assert m.problems == []  # Info.txt's prose lines are not problems
+    # an image Info.txt does not list, and a line naming a reference it cannot read: said
+    save(tmp_path / "mdb007.png", blob_image(7))
+    info = tmp_path / "Info.txt"
+    info.write_text(info.read_text() + "mdb008 ?? CIRC\n")
+    problems = scan("mini-mias", tmp_path).problems
+    assert any(
+        "line 9 names a reference but is not understood: 'mdb008 ?? CIRC'" in p for p in problems
+    )
+    assert any(p.endswith("mdb007.png: not listed in Info.txt; skipped") for p in problems)
 
 
 def test_idc_label_disagreement_is_reported_and_excluded(tmp_path):

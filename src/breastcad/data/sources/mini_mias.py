@@ -43,6 +43,23 @@ def parse_info(path: Path) -> dict[str, dict]:
     return refs
 
 
+def _unlisted(root: Path, info: Path) -> list[str]:
+    """What the labels leave out, said rather than dropped in silence: lines of Info.txt that
+    name a reference but do not parse (its prose lines are not counted), and images in the
+    folder that Info.txt does not list (left out: their class is unknown)."""
+    lines = info.read_text(errors="replace").splitlines()
+    unread = [
+        f"{info}: line {n} names a reference but is not understood: {line.strip()!r}"
+        for n, line in enumerate(lines, 1)
+        if line.strip().lower().startswith("mdb") and not _LINE.match(line.strip())
+    ]
+    listed = set(parse_info(info))
+    images = sorted(p for p in root.glob("mdb*") if p.suffix.lower() in (".pgm", ".png"))
+    return unread + [
+        f"{p}: not listed in Info.txt; skipped" for p in images if p.stem not in listed
+    ]
+
+
 def woman_and_side(number: int) -> tuple[str, str]:
     """The woman and breast of reference `mdb<number>`: consecutive references are one
     woman's two breasts, the odd one the right.
@@ -91,6 +108,7 @@ def scan(root: Path, task: str = "normal_vs_abnormal") -> Manifest:
     problems = (
         [f"{without_image} references in Info.txt have no image file"] if without_image else []
     )
+    problems += _unlisted(root, info)
     frame = pd.DataFrame(rows)
     if len(frame) and (frame["label"] == "unknown").any():
         problems.append(
