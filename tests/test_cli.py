@@ -318,6 +318,24 @@ def test_bad_csv_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_a_config_file_that_is_missing_or_not_yaml_is_named_not_a_traceback(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    photo = tmp_path / "photo.yaml"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n binary")
+    cases = {
+        broken: "not a YAML config file (line 2:",
+        photo: "not a YAML config file ('utf-8' codec",
+        tmp_path / "gone.yaml": "config file not found",
+    }
+    for path, problem in cases.items():
+        image = ["train-image", "--dataset", "busi", "--root", "x", "--model", "probe"]
+        for command in (["train"], image):
+            result = runner.invoke(app, [*command, "--config", str(path), "--out", "r"])
+            assert result.exit_code == 2 and f"error: {path}: {problem}" in result.output
+            assert "Traceback" not in result.output
+
+
 def test_unknown_model_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["train", "-m", "nope", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2

@@ -7,7 +7,7 @@ reads it back, so a run can be repeated exactly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,6 +15,33 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Saved(_Strict):
+    """A run's settings, saved as the run's config.yaml and read back with `--config`."""
+
+    def to_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Self:
+        """The settings in `path`; a file that is missing, not text or not YAML is a
+        `ConfigError` naming it (an invalid setting: pydantic's error, as for options)."""
+        from breastcad.errors import ConfigError
+
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            why = (
+                f"line {mark.line + 1}: {getattr(exc, 'problem', '') or exc}"
+                if mark is not None
+                else str(exc) or exc.__class__.__name__
+            )
+            raise ConfigError(f"{path}: not a YAML config file ({why})") from None
+        return cls.model_validate(loaded or {})
 
 
 class TabularDataConfig(_Strict):
@@ -123,7 +150,7 @@ class ProtocolConfig(_Strict):
         )
 
 
-class RunConfig(_Strict):
+class RunConfig(_Saved):
     """Everything that determines a run's results."""
 
     data: TabularDataConfig = TabularDataConfig()
@@ -150,13 +177,6 @@ class RunConfig(_Strict):
     bundle_models: list[str] | None = Field(
         None, description="Models to refit on all data and save as bundles. Default: the best."
     )
-
-    def to_yaml(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> RunConfig:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
 
 
 class ImageDataConfig(_Strict):
@@ -237,7 +257,7 @@ class ImageTrainConfig(_Strict):
         return self
 
 
-class ImageRunConfig(_Strict):
+class ImageRunConfig(_Saved):
     """Everything that determines an image run's results."""
 
     data: ImageDataConfig
@@ -261,13 +281,6 @@ class ImageRunConfig(_Strict):
     )
     bootstrap: int = Field(1000, ge=0, description="Group bootstrap resamples for the CIs.")
     seed: int = 0
-
-    def to_yaml(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> ImageRunConfig:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
 
 
 class ServiceSettings(_Strict):
