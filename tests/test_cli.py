@@ -342,8 +342,18 @@ def test_unknown_model_is_a_clear_error(tmp_path):
     assert "error: unknown model 'nope'; known models:" in result.output
 
 
-def test_report_rerenders_from_results(run_dir):
+def test_report_rerenders_from_results(run_dir, tmp_path):
     (run_dir / "report.html").unlink()
     result = runner.invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0 and (run_dir / "report.html").is_file()
     assert "<table>" in (run_dir / "report.html").read_text()
+    # a results.json that is not a run's: named with what it lacks, not a traceback
+    for content, why in (
+        ("nonsense", "not JSON"),
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"kind": "image", "run": {}}', "no data, model, operating_point, test"),
+    ):
+        (tmp_path / "results.json").write_text(content)
+        bad = runner.invoke(app, ["report", str(tmp_path)])
+        assert bad.exit_code == 2 and f"run or evaluation ({why}" in bad.output, bad.output
+        assert "Traceback" not in bad.output

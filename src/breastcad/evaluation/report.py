@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from breastcad.errors import DataError
 from breastcad.evaluation.metrics import METRIC_LABELS, METRICS
 
 NOTICE = (
@@ -247,7 +248,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     source = run_dir / "results.json"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no results.json; is {run_dir} a breastcad run folder?")
-    results = json.loads(source.read_text())
+    results = _results(source)
     if results.get("kind") == "image":
         from breastcad.evaluation.image_report import image_blocks
 
@@ -258,3 +259,25 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     md.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks, results.get("title", "breastcad report")))
     return md, page
+
+
+def _results(source: Path) -> dict[str, Any]:
+    """A run's or an evaluation's results.json; anything else is a `DataError` naming it."""
+    try:
+        results = json.loads(source.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        results, why = None, f"not JSON: {exc.__class__.__name__}"
+    if isinstance(results, dict):
+        image = results.get("kind") == "image"
+        needed = ("model", "operating_point", "test") if image else ("plots", "protocols")
+        missing = [k for k in ("run", "data", *needed) if k not in results]
+        if not missing:
+            return results
+        why = f"no {', '.join(missing)}"
+    elif results is not None:
+        why = f"a JSON {type(results).__name__}, not an object"
+    raise DataError(
+        f"not the results of a breastcad run or evaluation ({why}); a report is rendered "
+        "from the results.json that `train`, `train-image` or `evaluate` write",
+        source,
+    )
