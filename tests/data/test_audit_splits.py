@@ -238,6 +238,37 @@ def test_too_few_groups_is_a_clear_error():
     )
     with pytest.raises(DataError, match="too few"):
         make_split(Manifest(frame, Path("."), ["x", "y"]), test_size=0.2)
+    with pytest.raises(DataError, match="3 folds: n_splits=3 cannot be greater"):
+        make_split(Manifest(frame, Path("."), ["x", "y"]), folds=3)
+
+
+@pytest.mark.parametrize(
+    ("test_size", "val_size", "folds", "problem"),
+    [
+        (1.5, 0.1, None, "between 0 and 1"),
+        (0.0, 0.1, None, "between 0 and 1"),
+        (0.2, -0.1, None, "between 0 and 1"),
+        (0.5, 0.6, None, "add up to 1.1, which leaves nothing to train on"),
+        (0.5, 0.5, None, "add up to 1, which leaves nothing"),
+        (0.2, 0.1, 1, "2 or more folds, got 1"),
+    ],
+)
+def test_fractions_that_leave_no_training_part_are_refused(test_size, val_size, folds, problem):
+    # they were taken: a test fraction of 1.5 gave a split; 0.9 + 0.5 trained a model
+    from pathlib import Path
+
+    from breastcad.data.manifest import Manifest
+
+    frame = pd.DataFrame(
+        {
+            "path": [f"{i}.png" for i in range(40)],
+            "label": ["x", "y"] * 20,
+            "group_id": [str(i) for i in range(40)],
+            "dataset": "t",
+        }
+    )
+    with pytest.raises(ConfigError, match=problem):
+        make_split(Manifest(frame, Path("."), ["x", "y"]), None, test_size, val_size, folds)
 
 
 def test_a_file_that_is_not_a_split_is_named_not_a_traceback(tmp_path):

@@ -94,6 +94,24 @@ def train_val_test(
     return parts
 
 
+def check_fractions(test_size: float, val_size: float, folds: int | None) -> None:
+    """Fractions that leave a training part, or at least two folds; else a `ConfigError`."""
+    if folds is not None:
+        if folds < 2:
+            raise ConfigError(f"--folds needs 2 or more folds, got {folds}")
+        return
+    if not 0 < test_size < 1 or not 0 <= val_size < 1:
+        raise ConfigError(
+            f"the test fraction must lie between 0 and 1 and the validation fraction in [0, 1), "
+            f"got {test_size} and {val_size}"
+        )
+    if test_size + val_size >= 1:
+        raise ConfigError(
+            f"test ({test_size}) and validation ({val_size}) fractions add up to "
+            f"{test_size + val_size:g}, which leaves nothing to train on"
+        )
+
+
 def kfold(
     labels: pd.Series | np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0
 ) -> np.ndarray:
@@ -101,8 +119,11 @@ def kfold(
     labels = np.asarray(labels)
     folds = np.zeros(len(labels), dtype=int)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fold, (_, test) in enumerate(cv.split(np.zeros(len(labels)), labels, groups)):
-        folds[test] = fold
+    try:
+        for fold, (_, test) in enumerate(cv.split(np.zeros(len(labels)), labels, groups)):
+            folds[test] = fold
+    except ValueError as exc:  # more folds than groups
+        raise DataError(f"{k} folds: {exc}") from None
     return folds
 
 
@@ -121,6 +142,7 @@ def make_split(
     official: bool = True,
 ) -> pd.DataFrame:
     """Rows with `partition` (and `fold` for k-fold) and the merged `split_group`."""
+    check_fractions(test_size, val_size, folds)
     frame = manifest.frame[["path", "label", "group_id"]].copy()
     groups = split_groups(manifest, duplicate_pairs)
     frame["split_group"] = groups
@@ -161,6 +183,12 @@ def split_dataset(
     'path: problem' lines of skipped files, and the settings to save with it."""
     from breastcad.data.audit import audit
 
+    if duplicate_distance is not None and not 0 <= duplicate_distance < 64:
+        raise ConfigError(
+            f"the near-duplicate distance counts differing bits of a 64-bit hash: 0 to 63, got "
+            f"{duplicate_distance}"
+        )
+    check_fractions(test_size, val_size, folds)
     pairs, skipped = None, []
     readable = np.ones(len(manifest), dtype=bool)
     if duplicate_distance is not None:
