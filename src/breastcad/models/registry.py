@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,8 +57,18 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, **params: Any) -> Any:
-    """Build a registered model with its parameters."""
-    return get_spec(name).factory(**params)
+    """Build a registered model with its parameters; one it does not take is a `ConfigError`
+    naming those it does."""
+    factory = get_spec(name).factory
+    accepted = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"model '{name}' has no parameter {', '.join(map(repr, unknown))}; its "
+                f"parameters: {', '.join(accepted)}"
+            )
+    return factory(**params)
 
 
 def list_models(modality: str | None = None) -> list[str]:
