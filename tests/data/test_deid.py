@@ -95,6 +95,23 @@ def test_same_key_same_pseudonyms_and_uids_other_key_other_ones():
     assert c.PatientID != a.PatientID
 
 
+def test_two_copies_of_one_image_both_come_out_and_the_second_is_named(tmp_path):
+    # files are named by their new SOP Instance UID: one image exported twice (here into two
+    # folders, as a copy and a damaged copy would be) wrote one file over the other
+    from breastcad.data.deid import deidentify_folder
+
+    data = dicom_bytes()
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "1-1.dcm").write_bytes(data)
+    rows, problems = deidentify_folder(tmp_path / "in", tmp_path / "out", progress=False)
+    assert problems == [] and len(rows) == 2
+    first, second = (r["file"] for r in rows)
+    assert second == first.replace(".dcm", "-copy2.dcm")
+    assert rows[1]["warnings"].endswith(f"the same SOP Instance UID as {first}")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([first, second])
+
+
 def test_safe_header_is_from_a_copy_and_holds_only_safe_fields():
     ds = identifying(BurnedInAnnotation="YES")
     header = safe_header(ds)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections import Counter
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,7 +238,9 @@ def deidentify_folder(
     """De-identify every DICOM file under `source` (or the one file) into `out`.
 
     Output files are named by their new SOP Instance UID (input names and folders, such as
-    CBIS-DDSM's `Mass-Test_P_00173_LEFT_CC`, can themselves identify a patient). Returns one
+    CBIS-DDSM's `Mass-Test_P_00173_LEFT_CC`, can themselves identify a patient); a second file
+    with the same UID (one image exported twice) is kept as `<uid>-copy2.dcm`, with a warning,
+    not written over the first. Returns one
     report row per written file (output name and the attribute keywords changed) and the
     problems (unreadable files, named and skipped)."""
     source, out = Path(source), Path(out)
@@ -250,6 +253,7 @@ def deidentify_folder(
     out.mkdir(parents=True, exist_ok=True)
     deid = Deidentifier(key)
     rows, problems = [], []
+    seen: Counter[str] = Counter()  # new UIDs written, for copies of one image
     for path in tqdm(files, desc="de-identifying", unit="file", disable=not progress):
         try:
             ds = pydicom.dcmread(path)
@@ -259,7 +263,14 @@ def deidentify_folder(
             )
             continue
         changes = deid.apply(ds)
-        name = f"{ds.get('SOPInstanceUID') or deid.new_uid(str(path))}.dcm"
-        ds.save_as(out / name)
-        rows.append({"file": name} | changes.summary())
+        uid = ds.get("SOPInstanceUID") or deid.new_uid(str(path))
+        row = {"file": f"{uid}.dcm"} | changes.summary()
+        seen[uid] += 1
+        if seen[uid] > 1:  # one image exported twice (or a damaged copy): both kept
+            row["file"] = f"{uid}-copy{seen[uid]}.dcm"
+            row["warnings"] = " ".join(
+                filter(None, [row["warnings"], f"the same SOP Instance UID as {uid}.dcm"])
+            )
+        ds.save_as(out / row["file"])
+        rows.append(row)
     return rows, problems
