@@ -125,6 +125,15 @@ def test_a_second_audit_decodes_only_changed_files_and_the_cache_names_none(busi
     # the cache holds hashes and facts, no file name (BUSI's, or a patient's in others')
     stored = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
     assert b"benign" not in stored and b"malignant" not in stored and b"BUSI" not in stored
+    # a damaged cache file is started again (the audit never fails on it)
+    (cache / "audit.sqlite").write_bytes(b"not a database")
+    for _ in range(2):
+        again = audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache)
+        assert again.summary == result.summary
+    import sqlite3
+
+    with sqlite3.connect(cache / "audit.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM facts").fetchone()[0] == len(manifest) - 1
 
 
 def test_audit_counts_colour_marks_per_class_and_ignores_gray_rgb_and_jpeg_noise(tmp_path):

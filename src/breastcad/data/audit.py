@@ -117,6 +117,10 @@ class AuditCache:
                     marks = ",".join("?" * len(chunk))
                     query = f"SELECT key, record FROM facts WHERE key IN ({marks})"
                     found.update((k, json.loads(r)) for k, r in db.execute(query, chunk))
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):  # a damaged cache: started again, not kept off
+                self.file.unlink(missing_ok=True)
+            return {}
         except (sqlite3.Error, OSError, ValueError):
             return {}
         return found
