@@ -205,6 +205,19 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     assert printed.exit_code == 0, printed.output
     assert printed.stdout.startswith("id,p_malignant,prediction,threshold")
     assert len(printed.stdout.splitlines()) == 570 and "569 predictions" in printed.stderr
+    # --out a folder: refused before any work (it was an IsADirectoryError once all was done)
+    folder = runner.invoke(
+        app,
+        [
+            "predict",
+            str(kaggle_csv),
+            "--model",
+            str(run_dir / "bundles/logreg"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert folder.exit_code == 2 and f"--out {tmp_path} is a folder" in folder.output
 
 
 def test_predict_names_the_missing_values_it_filled_in(run_dir, kaggle_csv, tmp_path):

@@ -290,7 +290,7 @@ def predict(
         Path | None,
         typer.Option(help="Write predictions to this CSV (default: print them as CSV)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
     jobs: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -301,6 +301,8 @@ def predict(
 
     if not inputs and pairs is None:
         raise ConfigError("give images, folders or a CSV to predict (or --pairs FILE)")
+    if out is not None and out.is_dir():  # found before the work, not when writing it
+        raise ConfigError(f"--out {out} is a folder; give the CSV to write, e.g. {out}/pred.csv")
     predictor = Predictor.from_bundle(model)
     if pairs is not None and (predictor.kind != "image" or inputs or pair):
         raise ConfigError("--pairs is for image bundles, and takes the place of the inputs")
