@@ -15,6 +15,7 @@ from PIL import Image
 
 from breastcad.config import ServiceSettings
 from breastcad.data.imaging import decode_image
+from breastcad.errors import ConfigError
 from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve import create_app
 from breastcad.serve.app import ServedModels, get_models
@@ -259,6 +260,11 @@ def test_uploads_never_touch_disk_unless_configured(bundles, tmp_path, monkeypat
     assert upload(client(bundles, store_uploads=kept), big, "Doe_Jane_MRN42.png").status_code == 200
     (stored,) = kept.iterdir()
     assert stored.read_bytes() == big and "Doe" not in stored.name and stored.suffix == ".png"
+    # a folder that cannot be written is refused at start (every upload was a 500)
+    blocked = tmp_path / "a file, not a folder"
+    blocked.write_text("x")
+    with pytest.raises(ConfigError, match=r"--store-uploads .* cannot be written"):
+        client(bundles, store_uploads=blocked / "uploads")
 
 
 class FixedPredictor(Predictor):

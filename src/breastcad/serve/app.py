@@ -430,8 +430,24 @@ def _store(folder: Path, data: bytes, filename: str) -> None:
     (folder / f"{secrets.token_hex(16)}{suffix}").write_bytes(data)
 
 
+def _writable(folder: Path) -> None:
+    """`--store-uploads` checked at start: a folder that cannot be written would answer every
+    upload with a 500."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".breastcad-write-check-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--store-uploads {folder}: cannot be written ({exc.strerror or exc})"
+        ) from None
+
+
 def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = None) -> FastAPI:
     """The app for `settings`; `predictors` replaces loading `settings.models` (tests)."""
+    if settings.store_uploads is not None:
+        _writable(settings.store_uploads)
     if predictors is None:
         models = ServedModels.load(settings.models, settings.runtime)
     else:
