@@ -532,6 +532,9 @@ def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run
     replaced = _train_folder(two_class_tree, out, "--model", "probe", "--size", "40", "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert json.loads((out / "bundle" / "bundle.json").read_text())["preprocessing"]["size"] == 40
+    run_not_bundle = runner.invoke(app, ["predict", str(two_class_tree), "--model", str(out)])
+    assert run_not_bundle.exit_code == 2, run_not_bundle.output
+    assert f"(a run folder? its bundles: {out / 'bundle'})" in run_not_bundle.output
     nowhere = runner.invoke(
         app, [*evaluate, *split, "--partition", "tset", "--out", str(tmp_path / "n")]
     )

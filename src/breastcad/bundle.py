@@ -175,7 +175,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     manifest_path, sum_path = folder / MANIFEST, folder / MANIFEST_SUM
     for path in (manifest_path, sum_path):
         if not path.is_file():
-            raise BundleError(f"{path}: missing; {folder} is not a complete breastcad bundle")
+            found = [*folder.glob(f"bundle/{MANIFEST}"), *folder.glob(f"bundles/*/{MANIFEST}")]
+            inside = sorted(m.parent for m in found)[:5]
+            hint = (  # a run folder given for its bundle
+                f" (a run folder? its bundles: {', '.join(map(str, inside))})" if inside else ""
+            )
+            raise BundleError(f"{path}: missing; {folder} is not a complete breastcad bundle{hint}")
     expected = sum_path.read_text().split()[0] if sum_path.read_text().strip() else ""
     if sha256_file(manifest_path) != expected:
         raise BundleError(f"{manifest_path}: checksum mismatch; the bundle was modified")
