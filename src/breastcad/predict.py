@@ -19,7 +19,13 @@ from tqdm.auto import tqdm
 
 from breastcad.allocator import keep_freed_memory
 from breastcad.bundle import Bundle, load_bundle
-from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble, prepare, read_image
+from breastcad.data.imaging import (
+    IMAGE_SUFFIXES,
+    check_decoded,
+    has_dicom_preamble,
+    prepare,
+    read_image,
+)
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
 from breastcad.errors import BundleError, ConfigError, DataError
 from breastcad.models import get_spec
@@ -188,9 +194,10 @@ class Predictor:
         return self.bundle.estimator.net
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """A decoded image as the model's input: uint8 size x size x channels."""
+        """A decoded image (as `read_image` gives it; anything else is a `DataError`) as the
+        model's input: uint8 size x size x channels."""
         pre = self.bundle.manifest["preprocessing"]
-        return prepare(image, pre["size"], pre["resize"], pre["channels"])
+        return prepare(check_decoded(image), pre["size"], pre["resize"], pre["channels"])
 
     def explanation_picture(self, image: np.ndarray, cam: np.ndarray) -> np.ndarray:
         """A Grad-CAM map (over the model's input) drawn on the decoded image it came from, at

@@ -205,6 +205,28 @@ def test_stacks_and_unread_formats_are_refused_but_a_pyramid_gives_its_first_pag
     assert np.array_equal(read_image(tmp_path / "pyramid.tif"), np.asarray(pages[0]))
 
 
+def test_an_array_that_is_not_a_decoded_image_is_named_not_classified():
+    # the Python API took these and answered: a float picture in 0-255 as a white image, NaNs,
+    # a volume as 64 channels
+    from breastcad.data.imaging import check_decoded
+
+    rng = np.random.default_rng(0)
+    refused = {
+        "values from": rng.random((64, 64)) * 255,
+        "NaN or infinite": np.full((64, 64), np.nan),
+        "a int16 array": (rng.random((64, 64)) * 1000).astype(np.int16),
+        "a bool array": rng.random((64, 64)) > 0.5,
+        "a 5x64x64 array is not an image": rng.random((5, 64, 64)),
+        "a 64x64x4 array is not an image": np.zeros((64, 64, 4), np.uint8),
+        "a 64 array is not an image": rng.random(64),
+    }
+    for problem, array in refused.items():
+        with pytest.raises(DataError, match=problem):
+            check_decoded(array)
+    for fine in (rng.random((64, 64)).astype(np.float32), np.zeros((40, 30, 3), np.uint8)):
+        assert check_decoded(fine) is not None
+
+
 def test_images_too_small_to_classify_are_refused(tmp_path):
     # 8 px a side is taken; a 1 x 1 dot or a 5 px sliver (PNG or DICOM) is named and refused
     assert read_image(save(tmp_path / "ok.png", blob_image(4, (8, 8)))).shape == (8, 8)

@@ -350,6 +350,38 @@ def is_colour(image: np.ndarray) -> bool:
     )
 
 
+def check_decoded(image: np.ndarray, name: object = "image array") -> np.ndarray:
+    """`image` if it is what `read_image` gives (H x W, or H x W x 3 or x 1; uint8, or float
+    with finite values in [0, 1]; at least 8 px a side), else a `DataError` saying what it
+    is: an array from elsewhere (a float image in 0-255, a volume, NaNs) was classified
+    as if it were one, as a white or meaningless picture."""
+    image = np.asarray(image)
+    shape = "x".join(map(str, image.shape))
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        raise DataError(
+            f"a {shape} array is not an image (H x W, or H x W x 3 for colour; a volume or "
+            "an RGBA array: give one 2-D picture, without alpha)",
+            name,
+        )
+    if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+        raise DataError(
+            f"a {image.dtype} array: give uint8 (0-255) or float in [0, 1] (`read_image` "
+            "gives one of them for every file it reads)",
+            name,
+        )
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise DataError("a float image with NaN or infinite values", name)
+        low, high = float(image.min()), float(image.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise DataError(
+                f"a float image with values from {low:g} to {high:g}: float images are read "
+                "as [0, 1] (scale it, or give it as uint8)",
+                name,
+            )
+    return _big_enough(image, name)
+
+
 def prepare(
     image: np.ndarray, size: int | Sequence[int], mode: str = "pad", channels: int = 3
 ) -> np.ndarray:
