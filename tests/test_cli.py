@@ -329,6 +329,20 @@ def test_bad_csv_is_one_clear_line(tmp_path):
     assert result.exit_code == 2
     assert f"error: {bad}: non-numeric feature values in 'f1'" in result.output
     assert "Traceback" not in result.output
+    # an infinite value, and too few rows for the protocol's splits: named, not tracebacks
+    rows = "".join(f"{i},{'MB'[i % 2]},{i * 0.5},{i % 3}\n" for i in range(40))
+    cases = {
+        "inf.csv": ("id,diagnosis,f1,f2\n" + rows + "40,M,inf,1\n", "infinite feature values"),
+        "tiny.csv": ("id,diagnosis,f1,f2\n" + rows[:40], "too few samples for published"),
+    }
+    for name, (text, problem) in cases.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / f"r-{name}"
+        result = runner.invoke(
+            app, ["train", "--data", str(tmp_path / name), "-m", "logreg", "--out", str(out)]
+        )
+        assert result.exit_code == 2 and problem in result.output, result.output
+        assert "Traceback" not in result.output
 
 
 def test_a_config_file_that_is_missing_or_not_yaml_is_named_not_a_traceback(tmp_path):

@@ -26,7 +26,7 @@ import pandas as pd
 from breastcad.bundle import save_bundle
 from breastcad.config import ProtocolConfig, RunConfig, TabularDataConfig
 from breastcad.data.tabular import CLASS_NAMES, TabularData, load_tabular
-from breastcad.errors import ConfigError
+from breastcad.errors import BreastcadError, ConfigError, DataError
 from breastcad.evaluation import plots
 from breastcad.evaluation.metrics import binary_metrics, bootstrap_metrics, choose_threshold
 from breastcad.evaluation.protocol import (
@@ -86,10 +86,20 @@ def run_experiment(cfg: RunConfig, out: Path, progress: bool = True) -> dict[str
     predictions = []
     for protocol in cfg.protocols:
         key = protocol_key(protocol)
-        _write_splits(out / "splits" / f"{key}.json", data, protocol)
-        evaluations = [
-            evaluate_model(data.X, data.y, m, cfg, protocol, progress) for m in cfg.models
-        ]
+        try:
+            _write_splits(out / "splits" / f"{key}.json", data, protocol)
+            evaluations = [
+                evaluate_model(data.X, data.y, m, cfg, protocol, progress) for m in cfg.models
+            ]
+        except ValueError as exc:  # scikit-learn's splitters: too few samples of a class
+            if isinstance(exc, BreastcadError) or not _too_few(exc):
+                raise
+            raise DataError(
+                f"too few samples for {protocol.describe()} (classes: "
+                f"{data.check.class_counts}; the folds inside each training part need some "
+                f"of each class too): {exc}",
+                data.source,
+            ) from None
         results["protocols"][key] = _protocol_results(out, key, protocol, evaluations, data)
         predictions += _prediction_rows(key, evaluations, data)
     pd.DataFrame(predictions).to_csv(out / "predictions.csv", index=False)
@@ -411,6 +421,15 @@ def _write_bundles(
         )
         written[name] = _rel(out, folder)
     return written
+
+
+def _too_few(exc: ValueError) -> bool:
+    """Whether scikit-learn refused a split for want of samples."""
+    text = str(exc)
+    return any(
+        words in text
+        for words in ("n_splits", "members in each class", "least populated", "test_size")
+    )
 
 
 def _rel(out: Path, path: Path | None) -> str | None:

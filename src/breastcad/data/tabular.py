@@ -261,7 +261,16 @@ def numeric_features(features: pd.DataFrame, source: str) -> np.ndarray:
             bad.append(f"'{col}' (row {row + 1}: {features[col].iloc[row]!r})")
     if bad:
         raise DataError(f"non-numeric feature values in {', '.join(bad)}", source)
-    return features.apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    X = features.apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    infinite = np.isinf(X)
+    if infinite.any():  # not a measurement, and not missing either: say where
+        row, col = (int(v[0]) for v in np.nonzero(infinite))
+        raise DataError(
+            f"infinite feature values ({int(infinite.sum())}; first: '{features.columns[col]}' "
+            f"row {row + 1}, {X[row, col]}); leave the cell empty if the value is missing",
+            source,
+        )
+    return X
 
 
 def _clean(
