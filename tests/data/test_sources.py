@@ -151,6 +151,20 @@ def test_folder_with_group_csv(tmp_path):
     m = scan("folder", tmp_path, groups_csv="groups.csv")
     assert len(m) == 7 and m.patient_groups
     assert (m.frame["group_id"] == "p1").sum() == 2
+    # images the CSV does not name (their own groups) and rows naming no image are said:
+    # a typo in the CSV used to split a patient's images apart without a word
+    assert m.problems[0].startswith("groups.csv: 5 images it does not name, each its own")
+    pd.DataFrame({"file": ["a/0.jpg", "a/1.JPG"], "group_id": ["p1", "p1"]}).to_csv(
+        tmp_path / "groups.csv", index=False
+    )
+    typo = scan("folder", tmp_path, groups_csv="groups.csv")
+    assert "groups.csv: 1 rows name no image (first: a/1.JPG)" in typo.problems
+    # a notebook's hidden checkpoint folders are neither a class nor images of one
+    save(tmp_path / ".ipynb_checkpoints" / "0.jpg", blob_image(0, rgb=True), "JPEG")
+    save(tmp_path / "a" / ".ipynb_checkpoints" / "0-checkpoint.jpg", blob_image(0), "JPEG")
+    assert scan("folder", tmp_path).classes == ["a", "b"] and len(scan("folder", tmp_path)) == 7
+    with pytest.raises(DataError, match="groups CSV not found"):
+        scan("folder", tmp_path, groups_csv="nope.csv")
 
 
 def test_unknown_dataset_and_empty_layout(tmp_path):

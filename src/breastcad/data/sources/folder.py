@@ -14,22 +14,14 @@ from breastcad.errors import DataError
 
 
 def scan(root: Path, groups_csv: str | None = None) -> Manifest:
-    groups: dict[str, str] = {}
-    if groups_csv:
-        table = (
-            pd.read_csv(root / groups_csv)
-            if not Path(groups_csv).is_absolute()
-            else pd.read_csv(groups_csv)
-        )
-        if not {"file", "group_id"} <= set(table.columns):
-            raise DataError("needs columns 'file' and 'group_id'", groups_csv)
-        groups = dict(zip(table["file"].astype(str), table["group_id"].astype(str), strict=True))
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    groups = _groups(root, groups_csv) if groups_csv else {}
+    # hidden folders (a notebook's .ipynb_checkpoints, .git) are neither classes nor images
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p, root))
     rows = []
     for label in classes:
         for path in sorted((root / label).rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                rel = str(path.relative_to(root))
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not _hidden(path, root):
+                rel = path.relative_to(root).as_posix()
                 rows.append(
                     {
                         "path": str(path),
@@ -38,9 +30,51 @@ def scan(root: Path, groups_csv: str | None = None) -> Manifest:
                         "dataset": "folder",
                     }
                 )
+    problems = _group_problems(groups, [r["path"] for r in rows], root, groups_csv)
     return Manifest(
         pd.DataFrame(rows, columns=["path", "label", "group_id", "dataset"]),
         root,
         classes,
+        problems,
         patient_groups=bool(groups),
     )
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _groups(root: Path, groups_csv: str) -> dict[str, str]:
+    """file (relative to the root) -> group id, from the groups CSV."""
+    csv = Path(groups_csv) if Path(groups_csv).is_absolute() else root / groups_csv
+    if not csv.is_file():
+        raise DataError("groups CSV not found", csv)
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a readable CSV ({exc})", csv) from None
+    if not {"file", "group_id"} <= set(table.columns):
+        raise DataError("needs columns 'file' and 'group_id'", csv)
+    files = table["file"].str.strip().str.replace("\\", "/", regex=False)
+    return dict(zip(files, table["group_id"].str.strip(), strict=True))
+
+
+def _group_problems(
+    groups: dict[str, str], paths: list[str], root: Path, groups_csv: str | None
+) -> list[str]:
+    """What the groups CSV and the images disagree on: an image the CSV does not name is its
+    own group, so a patient's images could land in two partitions; said, not silent."""
+    if not groups:
+        return []
+    found = {Path(p).relative_to(root).as_posix() for p in paths}
+    unnamed = sorted(found - set(groups))
+    absent = sorted(set(groups) - found)
+    problems = []
+    if unnamed:
+        problems.append(
+            f"{groups_csv}: {len(unnamed)} images it does not name, each its own group "
+            f"(first: {unnamed[0]}); a patient's images could be split apart"
+        )
+    if absent:
+        problems.append(f"{groups_csv}: {len(absent)} rows name no image (first: {absent[0]})")
+    return problems
