@@ -45,16 +45,20 @@ def _is_dicom_without_suffix(path: Path) -> bool:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images (BUSI masks left out), DICOM
-    files without a suffix included. A folder with no image in it is an error naming it."""
+    """Files as given; folders searched recursively for images (BUSI masks and hidden folders
+    such as .ipynb_checkpoints left out), DICOM files without a suffix included. A folder with
+    no image in it is an error naming it."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(
                 f
                 for f in p.rglob("*")
-                if (f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name))
-                or _is_dicom_without_suffix(f)
+                if not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and (
+                    (f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name))
+                    or _is_dicom_without_suffix(f)
+                )
             )
             if not found:
                 raise DataError(

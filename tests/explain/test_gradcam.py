@@ -116,7 +116,8 @@ def test_explain_keeps_one_overlay_per_image_when_file_names_repeat(tmp_path):
     bundle = make_image_bundle(tmp_path / "bundle")
     rng = np.random.default_rng(3)
     images = tmp_path / "images"
-    for name in ("P_001/1-1.png", "P_002/1-1.png", "P_002/1-1.tif"):
+    # (a notebook's hidden checkpoint copy is not an image to explain)
+    for name in ("P_001/1-1.png", "P_002/1-1.png", "P_002/1-1.tif", ".ipynb_checkpoints/1-1.png"):
         (images / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(images / name)
     out = tmp_path / "out"
