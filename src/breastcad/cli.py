@@ -367,9 +367,11 @@ def models_command() -> None:
     """List the registered models."""
     from breastcad.models import get_spec, list_models
 
-    for name in list_models():
+    names = list_models()
+    width = max(map(len, names))
+    for name in names:
         spec = get_spec(name)
-        typer.echo(f"{name:<10} {spec.modality:<15} {spec.family:<11} {spec.description}")
+        typer.echo(f"{name:<{width}} {spec.modality:<14} {spec.family:<10} {spec.description}")
 
 
 OptionOpt = Annotated[
