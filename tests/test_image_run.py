@@ -920,6 +920,40 @@ def test_a_killed_run_resumes_from_its_last_epoch(two_class_tree, tmp_path):
     assert [row["epoch"] for row in results["training"]["history"]] == list(range(1, done + 2))
 
 
+def test_ctrl_c_stops_training_with_what_was_kept_and_how_to_go_on(two_class_tree, tmp_path):
+    """SIGINT (Ctrl-C) once an epoch is done: Lightning stops gracefully and exited 1 with no
+    word; now exit 130 and a line naming the checkpoint and --resume, no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "BREASTCAD_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "breastcad", *_train_args(two_class_tree, out, 200, size=48)]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    try:
+        while process.poll() is None and time.monotonic() < deadline and not last.is_file():
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+    finally:
+        process.wait(timeout=120)
+    said = process.stderr.read().decode()
+    assert process.returncode == 130, said[-2000:]
+    assert "interrupted: training stopped by the user after" in said
+    assert f"its last checkpoint, {last}, is kept: the same command with --resume" in said
+    assert "Traceback" not in said and last.is_file()
+
+
 def test_a_cross_fitted_ensemble_calibrates_on_out_of_fold_predictions(two_class_tree, tmp_path):
     """`--members 3 --cross-fit`: training and validation images pooled into 3 folds that
     keep each duplicate cluster whole; member k stops early on fold k and learns from the

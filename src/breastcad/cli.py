@@ -11,7 +11,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from breastcad.errors import BreastcadError, ConfigError
+from breastcad.errors import BreastcadError, ConfigError, Interrupted
 
 app = typer.Typer(
     help="breastcad: computer-aided diagnosis of breast cancer, evaluated honestly. "
@@ -32,6 +32,9 @@ def clear_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (Interrupted, KeyboardInterrupt) as exc:  # Ctrl-C: what was kept, no traceback
+            typer.echo(f"\ninterrupted{': ' + str(exc) if str(exc) else ''}", err=True)
+            raise typer.Exit(130) from None
         except (BreastcadError, FileNotFoundError, ValidationError, yaml.YAMLError) as exc:
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None

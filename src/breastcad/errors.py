@@ -25,3 +25,8 @@ class BundleError(BreastcadError, ValueError):
 
 class ConfigError(BreastcadError, ValueError):
     """Settings that cannot work together, or name something unknown (a model, a policy)."""
+
+
+class Interrupted(BreastcadError):
+    """The user stopped a long command (Ctrl-C); says what was kept and how to go on (the CLI
+    exits with 130, as a shell does for an interrupted program)."""

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from breastcad.data.datamodule import ImageDataModule
-from breastcad.errors import ConfigError
+from breastcad.errors import ConfigError, Interrupted
 from breastcad.models.image import ImageNetwork
 from breastcad.training.augment import BatchAugment
 from breastcad.training.fit import make_trainer  # also quiets Lightning, skips the NVML probe
@@ -250,7 +250,16 @@ def fit_image(
     trainer = make_trainer(settings.epochs, settings, callbacks, checkpointing=True)
     last_file = ckpt_dir / "last.ckpt"
     resume_from = str(last_file) if settings.resume and last_file.is_file() else None
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful stop and exit(1)
+        if not trainer.interrupted:
+            raise
+        kept = f"its last checkpoint, {last_file}," if last_file.is_file() else "no epoch, and"
+        raise Interrupted(
+            f"training stopped by the user after {trainer.current_epoch} epochs; {kept} is "
+            "kept: the same command with --resume continues from there"
+        ) from None
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
         module.load_state_dict(state["state_dict"])
