@@ -159,6 +159,12 @@ def test_folder_with_group_csv(tmp_path):
     )
     typo = scan("folder", tmp_path, groups_csv="groups.csv")
     assert "groups.csv: 1 rows name no image (first: a/1.JPG)" in typo.problems
+    # an empty group id is no group: it used to join every such image into one
+    pd.DataFrame({"file": ["a/0.jpg", "a/1.jpg", "b/0.jpg"], "group_id": ["", "", "p2"]}).to_csv(
+        tmp_path / "groups.csv", index=False
+    )
+    empty = scan("folder", tmp_path, groups_csv="groups.csv")
+    assert empty.frame["group_id"].nunique() == 7
     # a notebook's hidden checkpoint folders are neither a class nor images of one
     save(tmp_path / ".ipynb_checkpoints" / "0.jpg", blob_image(0, rgb=True), "JPEG")
     save(tmp_path / "a" / ".ipynb_checkpoints" / "0-checkpoint.jpg", blob_image(0), "JPEG")

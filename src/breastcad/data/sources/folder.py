@@ -56,7 +56,9 @@ def _groups(root: Path, groups_csv: str) -> dict[str, str]:
     if not {"file", "group_id"} <= set(table.columns):
         raise DataError("needs columns 'file' and 'group_id'", csv)
     files = table["file"].str.strip().str.replace("\\", "/", regex=False)
-    return dict(zip(files, table["group_id"].str.strip(), strict=True))
+    ids = table["group_id"].str.strip()
+    named = (files != "") & (ids != "")  # an empty id would join unrelated images in one group
+    return dict(zip(files[named], ids[named], strict=True))
 
 
 def _group_problems(
