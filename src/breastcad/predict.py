@@ -26,6 +26,7 @@ from breastcad.data.imaging import (
     prepare,
     read_image,
 )
+from breastcad.data.manifest import hidden
 from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
 from breastcad.errors import BundleError, ConfigError, DataError
 from breastcad.models import get_spec
@@ -54,7 +55,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
             found = sorted(
                 f
                 for f in p.rglob("*")
-                if not any(part.startswith(".") for part in f.relative_to(p).parts)
+                if not hidden(f, p)
                 and (
                     (f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name))
                     or _is_dicom_without_suffix(f)

@@ -200,6 +200,10 @@ def test_a_dicom_folder_with_a_corrupt_header_or_no_label_reports_and_skips_it(t
     _dicom(root / "benign" / "good.dcm", laterality="L", ViewPosition="CC")
     _dicom(root / "benign" / "other.dcm", laterality="R", ViewPosition="CC")
     (root / "benign" / "broken.dcm").write_bytes(b"a text file saved as .dcm")
+    (root / ".ipynb_checkpoints").mkdir()  # a hidden copy is not data
+    (root / ".ipynb_checkpoints" / "good.dcm").write_bytes(
+        (root / "benign" / "good.dcm").read_bytes()
+    )
     by_folder = scan("dicom", root, labels_csv=None)
     assert sorted(Path(p).name for p in by_folder.frame["path"]) == ["good.dcm", "other.dcm"]
     assert [p for p in by_folder.problems if "broken.dcm" in p and "skipped" in p]

@@ -134,8 +134,11 @@ def test_breakhis_parses_names_and_filters_magnification(tmp_path):
                 / f"{mag}X"
             )
             save(folder / f"SOB_{cls}_{tumour}-{slide}-{mag}-001.png", blob_image(mag, rgb=True))
+    hidden = folder / ".ipynb_checkpoints" / f"SOB_{cls}_{tumour}-{slide}-{mag}-001-checkpoint.png"
+    save(hidden, blob_image(mag, rgb=True))  # a notebook's copy: neither an image nor a problem
     m = scan("breakhis", tmp_path)
     assert len(m) == 4 and set(m.frame["group_id"]) == {"14-22549AB", "14-3909"}
+    assert m.problems == []
     assert set(m.frame["tumour_type"]) == {"adenosis", "ductal_carcinoma"}
     assert len(scan("breakhis", tmp_path, magnifications=[200])) == 2
 

@@ -109,3 +109,9 @@ def relative_path(path: str | Path, root: str | Path) -> str:
     except ValueError:
         return str(path)
     return inner + sep + member
+
+
+def hidden(path: Path, root: Path) -> bool:
+    """Whether `path` lies in a hidden folder below `root` or is hidden itself (a notebook's
+    .ipynb_checkpoints, .git): not data, though its files look like it."""
+    return any(part.startswith(".") for part in Path(path).relative_to(root).parts)

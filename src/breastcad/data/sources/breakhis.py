@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from breastcad.data.manifest import Manifest
+from breastcad.data.manifest import Manifest, hidden
 
 CLASSES = ["benign", "malignant"]
 TYPES = {
@@ -31,7 +31,7 @@ _NAME = re.compile(r"^SOB_([BM])_([A-Z]+)-(\d+)-([0-9A-Za-z]+)-(\d+)-(\d+)\.png$
 
 def scan(root: Path, magnifications: list[int] | None = None) -> Manifest:
     rows, problems = [], []
-    for path in sorted(root.rglob("SOB_*.png")):
+    for path in sorted(p for p in root.rglob("SOB_*.png") if not hidden(p, root)):
         m = _NAME.match(path.name)
         if not m:
             problems.append(f"{path}: name does not follow the BreakHis pattern")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from breastcad.data.manifest import Manifest
+from breastcad.data.manifest import Manifest, hidden
 from breastcad.errors import DataError
 
 _PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
@@ -134,7 +134,7 @@ def scan(
                 }
             )
     else:
-        for path in sorted(root.rglob("*.dcm")):
+        for path in sorted(p for p in root.rglob("*.dcm") if not hidden(p, root)):
             try:
                 header = _header(path)
             except DataError as exc:

@@ -9,18 +9,18 @@ from pathlib import Path
 import pandas as pd
 
 from breastcad.data.imaging import IMAGE_SUFFIXES
-from breastcad.data.manifest import Manifest
+from breastcad.data.manifest import Manifest, hidden
 from breastcad.errors import DataError
 
 
 def scan(root: Path, groups_csv: str | None = None) -> Manifest:
     groups = _groups(root, groups_csv) if groups_csv else {}
     # hidden folders (a notebook's .ipynb_checkpoints, .git) are neither classes nor images
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p, root))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not hidden(p, root))
     rows = []
     for label in classes:
         for path in sorted((root / label).rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not _hidden(path, root):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not hidden(path, root):
                 rel = path.relative_to(root).as_posix()
                 rows.append(
                     {
@@ -38,10 +38,6 @@ def scan(root: Path, groups_csv: str | None = None) -> Manifest:
         problems,
         patient_groups=bool(groups),
     )
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _groups(root: Path, groups_csv: str) -> dict[str, str]:
