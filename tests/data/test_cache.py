@@ -10,6 +10,7 @@ from breastcad.data.cache import ImageCache, resolve_channels
 from breastcad.data.datamodule import BalancedSampler, ImageDataModule
 from breastcad.data.imaging import prepare, read_image
 from breastcad.data.sources import scan
+from breastcad.errors import DataError
 from breastcad.models.inputs import ImageInput
 from tests.data.conftest import blob_image, save
 
@@ -99,6 +100,11 @@ def test_a_cache_that_does_not_match_is_refused(colour_tree, tmp_path):
         f.write(b"x")
     with pytest.raises(Exception, match="wrong size"):
         ImageCache.build(manifest, PreprocessConfig(size=8), tmp_path, progress=False)
+    # a cache folder that cannot be made (below a file) is named, with what to set
+    blocked = tmp_path / "a file"
+    blocked.write_text("x")
+    with pytest.raises(DataError, match=r"decode cache cannot be written here .*BREASTCAD_CACHE"):
+        ImageCache.build(manifest, PreprocessConfig(size=8), blocked / "cache", progress=False)
 
 
 def test_datamodule_batches_partitions_and_leaves_out_bad_files(colour_tree, tmp_path):

@@ -143,7 +143,14 @@ class ImageCache:
             return cls._load(final, paths)
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        try:
+            partial.mkdir(parents=True)
+        except OSError as exc:
+            raise DataError(
+                f"the decode cache cannot be written here ({exc.strerror or exc}); set "
+                "$BREASTCAD_CACHE (or --cache-dir) to a writable folder",
+                root,
+            ) from None
         shape = (len(paths), *as_hw(settings["size"]), settings["channels"])
         raw = partial / "pixels.u8"
         with open(raw, "wb") as f:
