@@ -43,17 +43,17 @@ def parse_info(path: Path) -> dict[str, dict]:
     return refs
 
 
-def _unlisted(root: Path, info: Path) -> list[str]:
+def _unlisted(root: Path, info: Path, listed: set[str]) -> list[str]:
     """What the labels leave out, said rather than dropped in silence: lines of Info.txt that
     name a reference but do not parse (its prose lines are not counted), and images in the
-    folder that Info.txt does not list (left out: their class is unknown)."""
+    folder that Info.txt does not list (`listed`: its references, as parsed; left out: their
+    class is unknown)."""
     lines = info.read_text(errors="replace").splitlines()
     unread = [
         f"{info}: line {n} names a reference but is not understood: {line.strip()!r}"
         for n, line in enumerate(lines, 1)
         if line.strip().lower().startswith("mdb") and not _LINE.match(line.strip())
     ]
-    listed = set(parse_info(info))
     images = sorted(p for p in root.glob("mdb*") if p.suffix.lower() in (".pgm", ".png"))
     return unread + [
         f"{p}: not listed in Info.txt; skipped" for p in images if p.stem not in listed
@@ -77,7 +77,8 @@ def scan(root: Path, task: str = "normal_vs_abnormal") -> Manifest:
     if not info.is_file():
         raise DataError("no Info.txt with the mini-MIAS labels", root)
     rows, without_image = [], 0
-    for ref, entry in sorted(parse_info(info).items()):
+    refs = parse_info(info)
+    for ref, entry in sorted(refs.items()):
         image = next(
             (root / f"{ref}{s}" for s in (".pgm", ".png") if (root / f"{ref}{s}").is_file()), None
         )
@@ -108,7 +109,7 @@ def scan(root: Path, task: str = "normal_vs_abnormal") -> Manifest:
     problems = (
         [f"{without_image} references in Info.txt have no image file"] if without_image else []
     )
-    problems += _unlisted(root, info)
+    problems += _unlisted(root, info, set(refs))
     frame = pd.DataFrame(rows)
     if len(frame) and (frame["label"] == "unknown").any():
         problems.append(
