@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from breastcad.cli import app
@@ -500,18 +501,33 @@ def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run
     whole = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "all")])
     assert whole.exit_code == 0, whole.output
     total = sum(sum(c.values()) for c in counts.values())
-    assert f"warning: evaluated on the data the bundle was trained on: {learnt} of these " in (
-        whole.output
+    assert (
+        f"warning: evaluated on images the bundle learnt from: {learnt} of these {total} images "
+        f"({learnt} the same pixels, 0 near duplicates (pHash within 4 bits))" in whole.output
     )
     seen = json.loads((tmp_path / "all" / "results.json").read_text())["data"]
     assert f"{learnt} of these {total} images" in seen["seen_in_training"]
+    assert "--partition test" in seen["seen_in_training"]  # how to get the honest figures
+    other = seen["training_overlap"]["without_them"]
+    assert other["images"] == total - learnt and 0 <= other["accuracy"] <= 1
     assert "**Not an estimate on new data**" in (tmp_path / "all" / "report.md").read_text()
+    # image by image: the rows marked are the run's training and validation images
+    marked = pd.read_csv(tmp_path / "all" / "predictions.csv", keep_default_na=False)
+    split_rows = json.loads((out / "splits" / "split.json").read_text())["rows"]
+    learnt_paths = {
+        p for p, part in zip(split_rows["path"], split_rows["partition"]) if part != "test"
+    }
+    assert set(marked.loc[marked["seen_in_training"] == "same", "path"]) == learnt_paths
+    assert set(marked["seen_in_training"]) == {"same", ""}
     split = ["--split", str(out / "splits" / "split.json")]
     own_test = runner.invoke(app, [*evaluate, *split, "--out", str(tmp_path / "test")])
     assert own_test.exit_code == 0 and "warning" not in own_test.output
     assert (
         "seen_in_training"
         not in json.loads((tmp_path / "test" / "results.json").read_text())["data"]
+    )
+    assert "Overlap with the training images: none is among the" in (
+        (tmp_path / "test" / "report.md").read_text()
     )
     train = runner.invoke(
         app, [*evaluate, *split, "--partition", "train", "--out", str(tmp_path / "t")]
@@ -540,6 +556,82 @@ def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run
     )
     assert nowhere.exit_code != 0 and "no image in its 'tset' part" in nowhere.output
     assert "Traceback" not in nowhere.output
+
+
+def test_evaluate_recognises_training_images_in_other_data_unless_the_bundle_keeps_no_hashes(
+    two_class_tree, tmp_path
+):
+    """Some training images copied under other names into another layout, one of them saved
+    again as JPEG, next to new images: `evaluate` finds them image by image (the same pixels,
+    a near duplicate), warns and gives the figures without them. The hashes are checked like
+    the model files but are not part of its id. A bundle trained with --no-training-hashes
+    keeps none, says so in its model card, and such an evaluation says it was not checked."""
+    out = tmp_path / "probe"
+    assert _train_folder(two_class_tree, out, "--model", "probe", "--size", "32").exit_code == 0
+    manifest = json.loads((out / "bundle" / "bundle.json").read_text())
+    kept = manifest["training_hashes"]
+    assert kept["images"] == sum(
+        sum(json.loads((out / "results.json").read_text())["data"]["counts"][p].values())
+        for p in ("train", "val")
+    )
+    assert kept["file"] not in manifest["files"]  # not part of the model's id
+    assert "whoever holds an image can tell" in (out / "report.md").read_text()
+    split_rows = json.loads((out / "splits" / "split.json").read_text())["rows"]
+    learnt = [
+        Path(p) for p, part in zip(split_rows["path"], split_rows["partition"]) if part == "train"
+    ]
+    elsewhere = tmp_path / "elsewhere"
+    for k, path in enumerate(learnt[:4]):  # renamed, and one re-encoded
+        (elsewhere / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, elsewhere / path.parent.name / f"copy{k}.png")
+    image = Image.open(learnt[4]).convert("RGB")
+    image.save(elsewhere / learnt[4].parent.name / "again.jpg", quality=95)
+    for i in range(36, 44):  # new images
+        img = blob_image(i, (40, 44), rgb=True)
+        save(elsewhere / "benign" / f"new{i}.png", img // 3)
+        save(elsewhere / "malignant" / f"new{i}.png", 255 - img // 3)
+    evaluate = ["evaluate", "--dataset", "folder", "--root", str(elsewhere), "--quiet"]
+    env = {"BREASTCAD_CACHE": str(tmp_path / "cache")}
+    found = runner.invoke(
+        app, [*evaluate, "--model", str(out / "bundle"), "--out", str(tmp_path / "e")], env=env
+    )
+    assert found.exit_code == 0, found.output
+    assert "5 of these 21 images (4 the same pixels, 1 near duplicates" in found.output
+    overlap = json.loads((tmp_path / "e" / "results.json").read_text())["data"]
+    assert overlap["training_overlap"]["without_them"]["images"] == 16
+    marks = pd.read_csv(tmp_path / "e" / "predictions.csv", keep_default_na=False)
+    assert marks.set_index("path")["seen_in_training"].to_dict() == {
+        str(p): ("near" if p.name == "again.jpg" else "same" if p.stem.startswith("copy") else "")
+        for p in elsewhere.rglob("*.*")
+    }
+    # the hashes file is checked like the model files
+    hashes = out / "bundle" / kept["file"]
+    saved = hashes.read_bytes()
+    hashes.write_bytes(saved[:-8] + bytes(8))
+    changed = runner.invoke(app, [*evaluate, "--model", str(out / "bundle"), "--out", "x"])
+    assert changed.exit_code != 0 and f"{hashes}: checksum mismatch" in changed.output
+    hashes.write_bytes(saved)
+    # without hashes: nothing kept, said so, and other data is not checked
+    bare = tmp_path / "bare"
+    result = _train_folder(
+        two_class_tree, bare, "--model", "probe", "--size", "32", "--no-training-hashes"
+    )
+    assert result.exit_code == 0, result.output
+    assert "training_hashes" not in json.loads((bare / "bundle" / "bundle.json").read_text())
+    assert not list((bare / "bundle").glob("*.npz"))
+    assert "keeps nothing of its training images" in (bare / "report.md").read_text()
+    unchecked = runner.invoke(
+        app, [*evaluate, "--model", str(bare / "bundle"), "--out", str(tmp_path / "u")], env=env
+    )
+    assert unchecked.exit_code == 0 and "warning" not in unchecked.output
+    assert "not checked image by image" in (tmp_path / "u" / "report.md").read_text()
+    assert "seen_in_training" not in pd.read_csv(tmp_path / "u" / "predictions.csv").columns
+    # the very data it read is still recognised, by its fingerprint and split file
+    again = [*evaluate[:3], "--root", str(two_class_tree), "--quiet"]
+    same = runner.invoke(
+        app, [*again, "--model", str(bare / "bundle"), "--out", str(tmp_path / "s")], env=env
+    )
+    assert "warning: evaluated on the data the bundle was trained on" in same.output
 
 
 def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(tmp_path):

@@ -84,15 +84,32 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.manifest["threshold"]["value"])
 
+    def training_hashes(self) -> tuple[dict[str, Any], int | None] | None:
+        """The hashes of the images the bundle learnt from (`data.fingerprints`) and the
+        near-duplicate distance to match them at, or None where the bundle has none (trained
+        without them, or before bundles kept them)."""
+        from breastcad.data import fingerprints
+
+        record = self.manifest.get("training_hashes")
+        if not record:
+            return None
+        return fingerprints.load(self.path), record.get("near_duplicate_distance")
+
     @property
     def model_id(self) -> str:
         return f"{self.manifest['model']['name']}@{self.manifest['files_digest'][:12]}"
 
 
 def save_bundle(
-    folder: Path, estimator: TabularEstimator | ImageModel, manifest: dict[str, Any]
+    folder: Path,
+    estimator: TabularEstimator | ImageModel,
+    manifest: dict[str, Any],
+    training_hashes: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> Path:
-    """Write `estimator` and `manifest` (without files/checksums, which are added here)."""
+    """Write `estimator` and `manifest` (without files/checksums, which are added here);
+    `training_hashes`: the hashes of the training images and their record
+    (`data.fingerprints.training_record`), kept beside the model files, checked like them,
+    but not part of the model's digest (its id)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = estimator.save(folder)
@@ -104,6 +121,12 @@ def save_bundle(
         "files": sums,
         "files_digest": _digest(sums),
     }
+    if training_hashes is not None:
+        from breastcad.data import fingerprints
+
+        hashes, record = training_hashes
+        saved = fingerprints.save(folder, hashes)
+        full["training_hashes"] = {**record, "sha256": sha256_file(saved)}
     _write_manifest(folder, full)
     return folder
 
@@ -191,6 +214,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{manifest_path}: not a breastcad bundle of format {FORMAT_VERSION}")
     exports = {name: e["sha256"] for name, e in manifest.get("exports", {}).items()}
+    hashes = manifest.get("training_hashes")
+    if hashes:
+        exports[hashes["file"]] = hashes["sha256"]
     for name, digest in {**manifest["files"], **exports}.items():
         path = folder / name
         if not path.is_file():

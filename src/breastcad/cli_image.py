@@ -111,6 +111,15 @@ def train_image(
             "model and classes, the bundle's input size and preprocessing)."
         ),
     ] = None,
+    training_hashes: Annotated[
+        bool,
+        typer.Option(
+            help="Keep a hash of the pixels and a perceptual hash of every training and "
+            "validation image in the bundle, so that evaluate recognises them in any data. "
+            "Whoever holds an image can then tell whether the bundle learnt from it: "
+            "--no-training-hashes for a bundle that leaves the institution."
+        ),
+    ] = True,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the run already in --out (refused without it).")
@@ -162,6 +171,8 @@ def train_image(
         train["cross_fit"] = True
     if deterministic:
         train["deterministic"] = True
+    if not training_hashes:
+        train["training_hashes"] = False
     if sensitivity is not None:
         base["operating_point"] = {"policy": "min_sensitivity", "value": sensitivity}
     if seed is not None:

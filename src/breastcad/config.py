@@ -243,6 +243,13 @@ class ImageTrainConfig(_Strict):
         description="Start from this image bundle's trained network (retraining on new data): "
         "same model, classes and input as the bundle; the run's recipe then trains it.",
     )
+    training_hashes: bool = Field(
+        True,
+        description="Keep two 64-bit hashes (pixels, pHash) of every training and validation "
+        "image in the bundle, so that evaluate recognises those images in any data; whoever "
+        "holds an image can then tell whether the bundle learnt from it (see "
+        "breastcad.data.fingerprints).",
+    )
     progress: bool = True
     resume: bool = False
     jobs: int = Field(2, ge=1, description="Processes decoding images into the cache.")

@@ -234,8 +234,10 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     }
     plots = _plots(out, net, run.dm, history, tested, run.dm.classes)
     results = _results(cfg, run, net, training, tested, plots, out)
-    _write_image_bundle(out / "bundle", net, results, run.dm)
+    hashes = _training_hashes(cfg, run) if cfg.train.training_hashes else None
+    _write_image_bundle(out / "bundle", net, results, run.dm, hashes)
     results["bundle"] = "bundle"
+    results["bundle_training_hashes"] = hashes[1] if hashes else None
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
     (out / "metrics.json").write_text(json.dumps(to_jsonable(tested.evaluation["ci"]), indent=1))
     from breastcad.evaluation.report import write_report
@@ -425,8 +427,32 @@ def _plots(out, net, dm, history, tested: Tested, classes) -> dict[str, Any]:
     }
 
 
+def _training_hashes(cfg: ImageRunConfig, run: _Setup) -> tuple[dict, dict]:
+    """The hashes of the images the network learnt from or was calibrated on (train and
+    validation parts; all folds of a cross-fitted run; a starting bundle's too) and their
+    record (`data.fingerprints`). Near duplicates count where the split kept them together
+    (no patient ids), or did not look for them (then a near match is a leak to flag)."""
+    from breastcad.bundle import read_manifest
+    from breastcad.data import fingerprints
+
+    learnt = np.isin(run.dm.partition, ["train", "val"]) & run.dm.cache.readable
+    paths = run.manifest.frame["path"].to_numpy()[learnt].tolist()
+    distance = cfg.data.duplicate_distance
+    near = None if run.manifest.patient_groups else (4 if distance is None else distance)
+    start = cfg.train.init_from
+    earlier = None
+    if start is not None and read_manifest(start).get("training_hashes"):
+        earlier = fingerprints.load(start)
+    t = cfg.train
+    return fingerprints.training_record(paths, near, t.jobs, t.progress, t.cache_dir, earlier)
+
+
 def _write_image_bundle(
-    folder: Path, net: ImageNetwork, results: dict, dm: ImageDataModule
+    folder: Path,
+    net: ImageNetwork,
+    results: dict,
+    dm: ImageDataModule,
+    hashes: tuple[dict, dict] | None = None,
 ) -> None:
     data = results["data"]
     manifest = image_manifest(
@@ -462,4 +488,4 @@ def _write_image_bundle(
     )
     if "bilateral" in results["operating_point"]:  # each breast against the other, fitted
         manifest["bilateral"] = results["operating_point"]["bilateral"]
-    save_bundle(folder, ImageModel(net), manifest)
+    save_bundle(folder, ImageModel(net), manifest, hashes)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from breastcad.data.audit import audit, write_audit
-from breastcad.data.duplicates import hamming_pairs, phash
+from breastcad.data.duplicates import hamming_pairs, nearest, phash
 from breastcad.data.sources import scan
 from breastcad.data.splits import (
     check_no_leak,
@@ -67,6 +67,57 @@ def test_hamming_pairs_by_shared_fields_equals_comparing_all_pairs(distance, mon
     i, j = np.nonzero(np.triu(dist <= distance, k=1))
     assert np.array_equal(fast, np.stack([i, j, dist[i, j]], axis=1).astype(np.int64))
     assert len(fast) > 300 * 299 // 2  # the identical run alone gives 44,850
+
+
+@pytest.mark.parametrize("distance", [0, 2, 4, 8])
+def test_nearest_training_hash_equals_comparing_every_pair(distance, monkeypatch):
+    # queries near clustered reference hashes, far from them, and identical to them; the
+    # candidates compared in chunks of a few thousand; 8 bits leave fields too narrow
+    from breastcad.data import duplicates
+
+    monkeypatch.setattr(duplicates, "CANDIDATES", 5000)
+    rng = np.random.default_rng(distance)
+    centres = rng.integers(0, 2**63, 30, dtype=np.uint64)
+
+    def around(n):
+        h = centres[rng.integers(0, 30, n)]
+        for bit in rng.integers(0, 64, (3, n)).astype(np.uint64):
+            h = np.where(rng.random(n) < 0.6, h ^ (np.uint64(1) << bit), h)
+        return h
+
+    reference = np.concatenate([around(2000), rng.integers(0, 2**63, 2000, np.uint64)])
+    queries = np.concatenate([around(800), rng.integers(0, 2**63, 400, np.uint64)])
+    queries[:50] = reference[:50]
+    found = nearest(queries, reference, distance)
+    best = np.bitwise_count(queries[:, None] ^ reference[None, :]).min(axis=1).astype(int)
+    assert np.array_equal(found, np.where(best <= distance, best, -1))
+    assert (found[:50] == 0).all() and (found == -1).any() and (found > 0).any() == (distance > 0)
+    assert nearest(queries[:3], reference[:0], distance).tolist() == [-1, -1, -1]
+
+
+def test_fingerprints_match_the_same_pixels_and_near_copies_only_where_asked(tmp_path):
+    """A copy under another name is the same picture; a re-encoded, slightly changed copy is a
+    near duplicate, counted only with a near-duplicate distance (not for data split by
+    patient); an unrelated image and an unreadable file are neither."""
+    from breastcad.data import fingerprints
+
+    a, other = blob_image(1, (96, 96)), blob_image(7, (96, 96))
+    save(tmp_path / "a.png", a)
+    save(tmp_path / "renamed.png", a)
+    noisy = np.clip(a.astype(int) + np.random.default_rng(0).integers(-5, 6, a.shape), 0, 255)
+    save(tmp_path / "noisy.png", noisy.astype(np.uint8))
+    save(tmp_path / "other.png", other)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    hashes, record = fingerprints.training_record(
+        [str(tmp_path / "a.png"), str(tmp_path / "broken.png")], 4, 1, False, tmp_path / "c"
+    )
+    assert record["images"] == 1 and record["near_duplicate_distance"] == 4
+    fingerprints.save(tmp_path, hashes)
+    stored = fingerprints.load(tmp_path)
+    names = ["renamed.png", "noisy.png", "other.png", "broken.png"]
+    found = fingerprints.fingerprints([str(tmp_path / n) for n in names], 1, False, tmp_path / "c")
+    assert fingerprints.match(found, stored, 4).tolist() == ["same", "near", "", ""]
+    assert fingerprints.match(found, stored, None).tolist() == ["same", "", "", ""]
 
 
 def test_busi_audit_reports_corrupt_file_and_cross_class_duplicate(busi_tree, tmp_path):

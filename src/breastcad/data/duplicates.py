@@ -101,3 +101,42 @@ def _all_pairs(h: np.ndarray, max_distance: int, block: int) -> np.ndarray:
         keep = i < j
         found.append(np.stack([i[keep], j[keep], dist[i[keep] - start, j[keep]]], axis=1))
     return np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
+
+
+def nearest(queries: np.ndarray, reference: np.ndarray, max_distance: int) -> np.ndarray:
+    """For each query hash, the fewest bits in which it differs from any `reference` hash,
+    where that is at most `max_distance`; -1 where no reference hash is that near.
+
+    Multi-index hashing as in `hamming_pairs`: a reference hash within `max_distance` bits
+    shares one of `max_distance + 1` fields whole, so only those are compared (chunks of at
+    most `CANDIDATES` pairs); few hashes or narrow fields: every pair, in chunks."""
+    q = np.asarray(queries, dtype=np.uint64)
+    ref = np.unique(np.asarray(reference, dtype=np.uint64))
+    best = np.full(len(q), 65, dtype=np.int64)
+    fields = max_distance + 1
+    if not len(q) or not len(ref):
+        return np.full(len(q), -1, dtype=np.int64)
+    if len(q) * len(ref) <= CANDIDATES or 64 // fields < 8:
+        rows = max(1, CANDIDATES // len(ref))
+        for start in range(0, len(q), rows):
+            chunk = q[start : start + rows]
+            best[start : start + rows] = np.bitwise_count(chunk[:, None] ^ ref[None, :]).min(1)
+        return np.where(best <= max_distance, best, -1)
+    widths = [64 // fields + (k < 64 % fields) for k in range(fields)]
+    for shift, width in zip(np.cumsum([0, *widths[:-1]]), widths, strict=True):
+        mask = np.uint64((1 << width) - 1)
+        field = (ref >> np.uint64(shift)) & mask
+        order = np.argsort(field, kind="stable")
+        ordered = field[order]
+        asked = (q >> np.uint64(shift)) & mask
+        lo = np.searchsorted(ordered, asked, "left")
+        n = np.searchsorted(ordered, asked, "right") - lo
+        total = np.cumsum(n)
+        cuts = np.searchsorted(total, np.arange(CANDIDATES, total[-1], CANDIDATES))
+        for part in np.split(np.arange(len(q)), cuts):
+            count = n[part]
+            who = np.repeat(part, count)
+            offset = np.arange(len(who)) - np.repeat(np.cumsum(count) - count, count)
+            distance = np.bitwise_count(q[who] ^ ref[order[lo[who] + offset]]).astype(np.int64)
+            np.minimum.at(best, who, distance)
+    return np.where(best <= max_distance, best, -1)

@@ -19,7 +19,7 @@ from breastcad.data.lesions import annotated, has_lesion_annotations, lesion_cel
 from breastcad.data.manifest import Manifest
 from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
-from breastcad.errors import BreastcadError, DataError
+from breastcad.errors import DataError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.bilateral import bilateral_comparison
 from breastcad.evaluation.classification import (
@@ -31,6 +31,13 @@ from breastcad.evaluation.classification import (
     softmax,
 )
 from breastcad.evaluation.metrics import roc_auc
+from breastcad.evaluation.overlap import (
+    match_training,
+    overlap_record,
+    overlap_warning,
+    run_test_hint,
+    seen_in_training,
+)
 from breastcad.evaluation.plots import pr_curves, reliability_diagram, roc_curves
 from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
@@ -279,8 +286,15 @@ def evaluate_image_bundle(
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress)
     rows, logits, y, groups = _answers(predictor, manifest, cache, split_groups)
     evaluated = manifest.subset(cache.readable)
-    seen = seen_in_training(predictor, everything, evaluated, Path(bundle_dir), not split_file)
     positive = predictor.positive
+    probs = softmax(logits, predictor.temperature, predictor.prior_shift)
+    matched = match_training(predictor, manifest, rows, jobs, progress, cache_dir)
+    if matched is None:  # a bundle without its training images' hashes: this very data only
+        overlap: dict[str, Any] = {"checked": False}
+        seen = seen_in_training(predictor, everything, evaluated, Path(bundle_dir), not split_file)
+    else:
+        overlap = overlap_record(*matched, y, probs, manifest.classes, positive)
+        seen = overlap_warning(overlap, run_test_hint(predictor, everything, Path(bundle_dir)))
     evaluation = evaluate_predictions(
         logits,
         y,
@@ -304,9 +318,11 @@ def evaluate_image_bundle(
         evaluation["localisation"] = lesion_localisation(
             net, cache.pixels[rows], masks, groups, n_boot
         )
-    probs = softmax(logits, predictor.temperature, predictor.prior_shift)
     pred = decide(probs, positive, predictor.threshold)
-    write_predictions(out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold)
+    marks = {} if matched is None else {"seen_in_training": matched[0]}
+    write_predictions(
+        out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold, extra=marks
+    )
     plots = evaluation_plots(
         out, evaluation, logits, y, probs, pred, manifest.classes, cache.pixels[rows]
     )
@@ -319,6 +335,7 @@ def evaluate_image_bundle(
         "split": split_settings,
         **({"class_map": class_map} if class_map else {}),
         **({"seen_in_training": seen} if seen else {}),
+        "training_overlap": overlap,
     }
     results = _bundle_results(predictor, manifest, data, evaluation)
     results["plots"] = {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v}
@@ -410,46 +427,6 @@ def _merge_classes(manifest, named: list[str], root: Path):
     return Manifest(frame, manifest.root, classes, manifest.problems, manifest.patient_groups)
 
 
-def seen_in_training(
-    predictor, data, evaluated, bundle_dir: Path, whole: bool = True
-) -> str | None:
-    """Why the figures would overstate how the bundle does on new data, or None. Only for the
-    very data its run trained on (`data`, as read: same files, labels and groups, by the
-    manifest's fingerprint, or the layout's for a copy elsewhere): how many `evaluated`
-    images its run trained or calibrated on, by its split file beside the bundle
-    (`<run>/splits/split.json`); without that file, the `whole` data evaluated is said to
-    hold them (a part of it: not known). A bundle does not list its images, so other data that
-    overlaps is not recognised."""
-    from breastcad.data.splits import load_split
-
-    trained = predictor.bundle.manifest.get("trained_on") or {}
-    same = data.fingerprint() == trained.get("manifest_fingerprint") or (
-        data.layout_fingerprint() == trained.get("layout_fingerprint")
-    )
-    if not same:
-        return None
-    run_split = bundle_dir.parent / "splits" / "split.json"
-    why = "trained it or chose its threshold and calibration, so these figures overstate how "
-    try:
-        split = load_split(run_split, data)
-    except (BreastcadError, OSError, ValueError, KeyError):
-        if not whole:  # a part of some split: which images, not known
-            return None
-        counts = trained.get("counts") or {}
-        learnt = sum(sum(counts.get(p, {}).values()) for p in ("train", "val"))
-        return (
-            f"the data the bundle was trained on: {learnt} of its images {why}it does on new data"
-        )
-    learnt = set(split.loc[split["partition"].isin(["train", "val"]), "path"])
-    seen = int(evaluated.frame["path"].isin(learnt).sum())
-    if not seen:
-        return None
-    return (
-        f"the data the bundle was trained on: {seen} of these {len(evaluated)} images {why}"
-        f"it does on new data (its run's test part alone: --split {run_split} --partition test)"
-    )
-
-
 def _split_part(manifest, split_file: Path | None, partition: str):
     """The rows of `partition` of `split_file` (all rows without one), the groups the split
     kept together (near-duplicate clusters too, as in the run; empty without a split file)
@@ -486,7 +463,14 @@ def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict)
             "positive": manifest.classes[predictor.positive],
             **{
                 k: data[k]
-                for k in ("counts", "problems", "split", "class_map", "seen_in_training")
+                for k in (
+                    "counts",
+                    "problems",
+                    "split",
+                    "class_map",
+                    "seen_in_training",
+                    "training_overlap",
+                )
                 if k in data
             },
             "preprocessing": bm["preprocessing"],

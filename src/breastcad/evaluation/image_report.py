@@ -233,6 +233,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
         f"positive class **{data['positive']}**{_class_map_text(data.get('class_map'))}",
         *_seen_line(data.get("seen_in_training")),
+        *_overlap_line(data.get("training_overlap")),
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
         f"{data['counts']}",
         f"Input: {data['preprocessing']}",
@@ -250,6 +251,26 @@ def _settings(results: dict[str, Any]) -> list[str]:
 def _seen_line(seen: str | None) -> list[str]:
     """A bundle evaluated on data it was trained on (`seen_in_training`), said first."""
     return [f"**Not an estimate on new data**: evaluated on {seen}"] if seen else []
+
+
+def _overlap_line(overlap: dict[str, Any] | None) -> list[str]:
+    """How an evaluated bundle was checked for the images it learnt from (`evaluation.overlap`);
+    nothing for a training run, whose test part is kept apart by its split."""
+    if overlap is None:
+        return []
+    if not overlap["checked"]:
+        return [
+            "Overlap with the training images: not checked image by image (the bundle keeps no "
+            "hashes of them); only the very data its run read would be recognised"
+        ]
+    near = overlap["near_duplicate_distance"]
+    how = "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
+    seen = overlap["same_pixels"] + overlap["near_duplicates"]
+    found = f"{seen} of the {overlap['images']} evaluated images are" if seen else "none is"
+    return [
+        f"Overlap with the training images: {found} among the {overlap['training_hashes']} the "
+        f"bundle learnt from ({how}; `seen_in_training` in predictions.csv)"
+    ]
 
 
 def _class_map_text(class_map: dict[str, str] | None) -> str:
@@ -417,6 +438,26 @@ def model_card(results: dict[str, Any]) -> list[Block]:
                 "performance on other scanners, populations or magnifications is unknown until "
                 "measured with `breastcad evaluate`; probabilities are calibrated on "
                 f"{_calibrated_on(test['calibration'])} only.",
+                *_hashes_text(results),
             ],
         ),
+    ]
+
+
+def _hashes_text(results: dict[str, Any]) -> list[str]:
+    """What a training run's bundle keeps of its images (`data.fingerprints`)."""
+    if "bundle_training_hashes" not in results:
+        return []
+    kept = results["bundle_training_hashes"]
+    if not kept:
+        return [
+            "Privacy: the bundle keeps nothing of its training images (--no-training-hashes), "
+            "so `breastcad evaluate` cannot recognise them in other data."
+        ]
+    return [
+        f"Privacy: the bundle keeps two 64-bit hashes (pixels, pHash) of each of its "
+        f"{kept['images']} training and validation images, so that `breastcad evaluate` "
+        "recognises them in any data; no image can be rebuilt from them, but whoever holds an "
+        "image can tell whether the bundle learnt from it. Train with --no-training-hashes "
+        "for a bundle that leaves the institution."
     ]

@@ -1,0 +1,103 @@
+"""What an image bundle keeps of the images it learnt from, and which images of other data
+are those images again.
+
+A bundle's `training_hashes.npz` holds two 64-bit hashes of every image its run trained on or
+chose its threshold and calibration on (the train and validation parts): the first 64 bits of
+the sha1 of its decoded pixels (the same picture) and its DCT perceptual hash (pHash, as the
+audit's; within a few bits: the same picture re-encoded, resized or slightly moved, or a near
+duplicate such as BUSI's). `evaluate` matches every image it scores against them, whatever
+the folder layout, file names or dataset adapter, so figures on data that overlaps the
+training data are flagged, and given without those images too.
+
+Near duplicates count only where the run's split kept them together (data without patient
+ids, e.g. BUSI); where it split by patient, only the same pixels count: the hashes of
+different women's mammograms collide on the breast's outline, so near matches would flag
+images the model never saw.
+
+Neither hash can be turned back into an image, but whoever holds an image can tell whether
+the bundle learnt from it: train with `--no-training-hashes` for a bundle that leaves the
+institution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastcad.data.audit import AuditCache, inspect_all
+from breastcad.data.cache import default_cache_dir
+from breastcad.data.duplicates import nearest
+
+FILE = "training_hashes.npz"
+
+
+def fingerprints(
+    paths: list[str], jobs: int = 2, progress: bool = True, cache_dir: Path | None = None
+) -> dict[str, np.ndarray]:
+    """`readable` (bool), `pixels` and `phash` (uint64; 0 where unreadable) of each path, from
+    the audit's cache where it knows the file as it is now (so after a run's split, free)."""
+    store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir())
+    records = inspect_all(list(paths), jobs, progress, store)
+    readable = records["readable"].to_numpy(dtype=bool) if len(records) else np.zeros(0, bool)
+    pixels = np.zeros(len(paths), dtype=np.uint64)
+    phashes = np.zeros(len(paths), dtype=np.uint64)
+    if readable.any():
+        exact = records.loc[readable, "exact_hash"]
+        pixels[readable] = [int(h[:16], 16) for h in exact]
+        phashes[readable] = records.loc[readable, "phash"].to_numpy(dtype=np.uint64)
+    return {"readable": readable, "pixels": pixels, "phash": phashes}
+
+
+def training_record(
+    paths: list[str],
+    near_distance: int | None,
+    jobs: int = 2,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    earlier: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The hashes of the readable `paths` (with those of an `earlier` bundle a run started
+    from), and what the manifest says of them."""
+    found = fingerprints(paths, jobs, progress, cache_dir)
+    ok = found["readable"]
+    hashes = {k: found[k][ok] for k in ("pixels", "phash")}
+    if earlier:
+        hashes = {k: np.concatenate([earlier[k], v]) for k, v in hashes.items()}
+    record = {
+        "file": FILE,
+        "images": len(hashes["pixels"]),
+        "near_duplicate_distance": near_distance,
+        "of": "the train and validation images"
+        + (" (and those of the bundle the run started from)" if earlier else ""),
+    }
+    return hashes, record
+
+
+def save(folder: Path, hashes: dict[str, np.ndarray]) -> Path:
+    path = Path(folder) / FILE
+    with path.open("wb") as handle:  # np.savez would add .npz to a name without it
+        np.savez(handle, pixels=hashes["pixels"], phash=hashes["phash"])
+    return path
+
+
+def load(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(Path(folder) / FILE, allow_pickle=False) as stored:
+        return {k: stored[k].astype(np.uint64) for k in ("pixels", "phash")}
+
+
+def match(
+    found: dict[str, np.ndarray], training: dict[str, np.ndarray], near_distance: int | None
+) -> np.ndarray:
+    """Per image of `found` (see `fingerprints`): "same" (its pixels are a training image's),
+    "near" (its pHash within `near_distance` bits of one; not checked when None) or ""."""
+    answer = np.full(len(found["readable"]), "", dtype=object)
+    ok = found["readable"]
+    same = ok & np.isin(found["pixels"], training["pixels"])
+    answer[same] = "same"
+    if near_distance is not None:
+        near = np.zeros(len(ok), dtype=bool)
+        near[ok] = nearest(found["phash"][ok], training["phash"], near_distance) >= 0
+        answer[near & ~same] = "near"
+    return answer

@@ -1,0 +1,144 @@
+"""Is a bundle being evaluated on images it learnt from? Then its figures overstate how it does
+on new data, and `evaluate` says so first (terminal and report), with how many of the images
+and the figures without them.
+
+A bundle that keeps its training images' hashes (`data.fingerprints`) is checked image by
+image, whatever the data's layout: a subset of the training data, a copy under other names, a
+re-encoded or near-duplicate image. One without them (trained with `--no-training-hashes`, or
+before bundles kept them) is recognised only as the very data its run read (`seen_in_training`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastcad.errors import BreastcadError
+from breastcad.evaluation.classification import classification_metrics
+
+_WHY = (
+    "trained it or chose its threshold and calibration, so these figures overstate how it "
+    "does on new data"
+)
+
+
+def match_training(
+    predictor, manifest, rows: np.ndarray, jobs: int, progress: bool, cache_dir: Path | None
+) -> tuple[np.ndarray, int | None, int] | None:
+    """Per evaluated image (`rows` of `manifest`): "same" (the pixels of an image the bundle
+    learnt from), "near" (a near duplicate of one) or ""; the near-duplicate distance and the
+    number of training hashes. None for a bundle without training hashes."""
+    from breastcad.data import fingerprints
+
+    stored = predictor.bundle.training_hashes()
+    if stored is None:
+        return None
+    hashes, near = stored
+    paths = manifest.frame["path"].iloc[rows].tolist()
+    found = fingerprints.fingerprints(paths, jobs, progress, cache_dir)
+    return fingerprints.match(found, hashes, near), near, len(hashes["pixels"])
+
+
+def overlap_record(
+    matched: np.ndarray,
+    near: int | None,
+    stored: int,
+    y: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    positive: int,
+) -> dict[str, Any]:
+    """What the check found, with the argmax figures of the images the bundle did not learn
+    from (where there are both kinds)."""
+    seen = matched != ""
+    record: dict[str, Any] = {
+        "checked": True,
+        "training_hashes": stored,
+        "near_duplicate_distance": near,
+        "images": len(matched),
+        "same_pixels": int((matched == "same").sum()),
+        "near_duplicates": int((matched == "near").sum()),
+    }
+    if seen.any() and not seen.all():
+        scalars = classification_metrics(y[~seen], probs[~seen], classes, positive)["scalars"]
+        record["without_them"] = {
+            "images": int((~seen).sum()),
+            "accuracy": scalars["accuracy"],
+            "macro_auc": scalars["macro_auc"],
+        }
+    return record
+
+
+def overlap_warning(record: dict[str, Any], hint: str = "") -> str | None:
+    """`seen_in_training` of a checked evaluation (see `overlap_record`), or None."""
+    seen = record["same_pixels"] + record["near_duplicates"]
+    if not seen:
+        return None
+    kinds = f"{record['same_pixels']} the same pixels"
+    if record["near_duplicate_distance"] is not None:
+        kinds += (
+            f", {record['near_duplicates']} near duplicates (pHash within "
+            f"{record['near_duplicate_distance']} bits)"
+        )
+    text = (
+        f"images the bundle learnt from: {seen} of these {record['images']} images ({kinds}) {_WHY}"
+    )
+    other = record.get("without_them")
+    if other:
+        auc = other["macro_auc"]
+        text += (
+            f"; the other {other['images']} alone: argmax accuracy {other['accuracy']:.3f}, "
+            f"macro AUC {'n/a' if auc != auc else f'{auc:.3f}'}"
+        )
+    return text + "; predictions.csv marks them (seen_in_training)" + hint
+
+
+def run_test_hint(predictor, data, bundle_dir: Path) -> str:
+    """Where `data` is the very data the bundle's run read and its split file is beside the
+    bundle: how to evaluate that run's test part alone."""
+    run_split = Path(bundle_dir).parent / "splits" / "split.json"
+    if not _same_data(predictor, data) or not run_split.is_file():
+        return ""
+    return f" (its run's test part alone: --split {run_split} --partition test)"
+
+
+def _same_data(predictor, data) -> bool:
+    trained = predictor.bundle.manifest.get("trained_on") or {}
+    return data.fingerprint() == trained.get("manifest_fingerprint") or (
+        data.layout_fingerprint() == trained.get("layout_fingerprint")
+    )
+
+
+def seen_in_training(
+    predictor, data, evaluated, bundle_dir: Path, whole: bool = True
+) -> str | None:
+    """For a bundle without training hashes: why the figures would overstate how it does on
+    new data, or None. Only for the very data its run trained on (`data`, as read: same files,
+    labels and groups, by the manifest's fingerprint, or the layout's for a copy elsewhere):
+    how many `evaluated` images its run trained or calibrated on, by its split file beside the
+    bundle (`<run>/splits/split.json`); without that file, the `whole` data evaluated is said
+    to hold them (a part of it: not known). Other data that overlaps is not recognised."""
+    from breastcad.data.splits import load_split
+
+    if not _same_data(predictor, data):
+        return None
+    trained = predictor.bundle.manifest.get("trained_on") or {}
+    run_split = Path(bundle_dir).parent / "splits" / "split.json"
+    try:
+        split = load_split(run_split, data)
+    except (BreastcadError, OSError, ValueError, KeyError):
+        if not whole:  # a part of some split: which images, not known
+            return None
+        counts = trained.get("counts") or {}
+        learnt = sum(sum(counts.get(p, {}).values()) for p in ("train", "val"))
+        return f"the data the bundle was trained on: {learnt} of its images {_WHY}"
+    learnt = set(split.loc[split["partition"].isin(["train", "val"]), "path"])
+    seen = int(evaluated.frame["path"].isin(learnt).sum())
+    if not seen:
+        return None
+    return (
+        f"the data the bundle was trained on: {seen} of these {len(evaluated)} images {_WHY} "
+        f"(its run's test part alone: --split {run_split} --partition test)"
+    )
