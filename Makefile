@@ -52,6 +52,7 @@ bench: $(VENV)/.stamp-base-$(LOCK_HASH)
 	$(BIN)/python benchmarks/bench_mias_bilateral.py
 	$(BIN)/python benchmarks/bench_mias_detector_variants.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_training_overlap.py
 
 ## Re-pin every installed package after changing pyproject.toml.
 lock: $(VENV)/.stamp-dev-$(LOCK_HASH)

@@ -206,6 +206,13 @@ def test_a_bundle_retrains_on_new_data_from_its_own_network(two_class_tree, tmp_
     assert results["model"]["init"].startswith(f"bundle {site1.model_id} (")
     assert "trained on folder" in results["model"]["init"]
     assert f"bundle {site1.model_id}" in (tmp_path / "retrained" / "report.md").read_text()
+    # the retrained network learnt from both sites' images: its bundle knows them all
+    kept = load_bundle(tmp_path / "retrained" / "bundle").manifest["training_hashes"]
+    site2 = json.loads((tmp_path / "fresh" / "results.json").read_text())["data"]["counts"]
+    assert kept["images"] == site1.manifest["training_hashes"]["images"] + sum(
+        sum(site2[p].values()) for p in ("train", "val")
+    )
+    assert "the bundle the run started from" in kept["of"]
 
     # what cannot start from that bundle is refused, naming why
     def refused(root, *options) -> str:
@@ -514,9 +521,8 @@ def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run
     # image by image: the rows marked are the run's training and validation images
     marked = pd.read_csv(tmp_path / "all" / "predictions.csv", keep_default_na=False)
     split_rows = json.loads((out / "splits" / "split.json").read_text())["rows"]
-    learnt_paths = {
-        p for p, part in zip(split_rows["path"], split_rows["partition"]) if part != "test"
-    }
+    parts = zip(split_rows["path"], split_rows["partition"], strict=True)
+    learnt_paths = {p for p, part in parts if part != "test"}
     assert set(marked.loc[marked["seen_in_training"] == "same", "path"]) == learnt_paths
     assert set(marked["seen_in_training"]) == {"same", ""}
     split = ["--split", str(out / "splits" / "split.json")]
@@ -535,6 +541,7 @@ def test_evaluating_a_bundle_on_its_own_training_data_says_so_and_spares_its_run
     assert (
         f"{sum(counts['train'].values())} of these {sum(counts['train'].values())}" in train.output
     )
+    assert "test part alone" not in train.output  # a part was chosen: no hint to choose one
     before = (out / "results.json").read_bytes()
     into_run = runner.invoke(app, [*evaluate, "--out", str(out)])
     assert into_run.exit_code != 0 and "holds a training run" in into_run.output
@@ -577,9 +584,8 @@ def test_evaluate_recognises_training_images_in_other_data_unless_the_bundle_kee
     assert kept["file"] not in manifest["files"]  # not part of the model's id
     assert "whoever holds an image can tell" in (out / "report.md").read_text()
     split_rows = json.loads((out / "splits" / "split.json").read_text())["rows"]
-    learnt = [
-        Path(p) for p, part in zip(split_rows["path"], split_rows["partition"]) if part == "train"
-    ]
+    parts = zip(split_rows["path"], split_rows["partition"], strict=True)
+    learnt = [Path(p) for p, part in parts if part == "train"]
     elsewhere = tmp_path / "elsewhere"
     for k, path in enumerate(learnt[:4]):  # renamed, and one re-encoded
         (elsewhere / path.parent.name).mkdir(parents=True, exist_ok=True)

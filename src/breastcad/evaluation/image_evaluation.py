@@ -294,7 +294,8 @@ def evaluate_image_bundle(
         seen = seen_in_training(predictor, everything, evaluated, Path(bundle_dir), not split_file)
     else:
         overlap = overlap_record(*matched, y, probs, manifest.classes, positive)
-        seen = overlap_warning(overlap, run_test_hint(predictor, everything, Path(bundle_dir)))
+        hint = "" if split_file else run_test_hint(predictor, everything, Path(bundle_dir))
+        seen = overlap_warning(overlap, hint)
     evaluation = evaluate_predictions(
         logits,
         y,

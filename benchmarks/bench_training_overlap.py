@@ -1,0 +1,89 @@
+"""Does `evaluate` recognise the images a bundle learnt from? Two `probe` runs on BUSI (seed 0):
+one on a random split (each image its own group, no duplicate audit: what the published BUSI
+figures used), one on breastcad's duplicate-aware split; each bundle evaluated on its own test
+part and on all of BUSI. Prints, per evaluation, the images flagged (same pixels / near
+duplicates), the figures as reported and the figures without the flagged images, and the
+seconds the check took (hashes of the evaluated images, from the audit's cache where it knows
+them, and the search against the bundle's).
+
+    .venv/bin/python benchmarks/bench_training_overlap.py [--root ../shared/data/busi] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from breastcad.config import ImageRunConfig
+from breastcad.evaluation.image_evaluation import evaluate_image_bundle
+from breastcad.evaluation.overlap import match_training
+from breastcad.image_experiment import run_image_experiment
+from breastcad.predict import Predictor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("../shared/data/busi"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    root = args.root.resolve()
+    if not root.is_dir():
+        raise SystemExit(f"{root}: BUSI not found (see ../shared/data/README.md)")
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-overlap-"))
+    rows = []
+    for name, distance in (("random split", None), ("duplicate-aware split", 4)):
+        run = out / name.replace(" ", "-")
+        cfg = ImageRunConfig.model_validate(
+            {
+                "data": {"dataset": "busi", "root": root, "duplicate_distance": distance},
+                "model": "probe",
+                "train": {"progress": False},
+            }
+        )
+        run_image_experiment(cfg, run)
+        split = run / "splits" / "split.json"
+        for part, split_file in (("its own test part", split), ("all of BUSI", None)):
+            evaluation = evaluate_image_bundle(
+                run / "bundle", "busi", root, run / f"eval-{part[:3]}", split_file=split_file,
+                progress=False,
+            )  # fmt: skip
+            rows.append((name, part, evaluation, _check_seconds(run / "bundle", root, split_file)))
+    print(f"\nruns in {out}\n")
+    print("| bundle | evaluated on | images | flagged (same / near) | accuracy, macro AUC | "
+          "without the flagged | check (s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for name, part, e, seconds in rows:
+        o, test = e["data"]["training_overlap"], e["test"]
+        flagged = o["same_pixels"] + o["near_duplicates"]
+        other = o.get("without_them")
+        without = f"{other['images']}: {_pair(other)}" if other else "-"
+        figures = _pair({**test["metrics"]["scalars"], "accuracy": test["argmax"]["accuracy"]})
+        print(
+            f"| {name} | {part} | {o['images']} | "
+            f"{flagged} ({o['same_pixels']} / {o['near_duplicates']}) | {figures} | "
+            f"{without} | {seconds:.2f} |"
+        )
+
+
+def _pair(figures: dict) -> str:
+    return f"{figures['accuracy']:.3f}, {figures['macro_auc']:.3f}"
+
+
+def _check_seconds(bundle: Path, root: Path, split_file: Path | None) -> float:
+    """The check alone, as `evaluate` makes it (after the evaluation warmed the caches)."""
+    from breastcad.data.sources import scan
+    from breastcad.evaluation.image_evaluation import _split_part
+
+    manifest, _, _ = _split_part(scan("busi", root), split_file, "test")
+    predictor = Predictor.from_bundle(bundle)
+    start = time.perf_counter()
+    match_training(predictor, manifest, np.arange(len(manifest)), 2, False, None)
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
