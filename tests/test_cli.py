@@ -257,6 +257,33 @@ def test_predict_names_missing_features(run_dir, tmp_path):
     assert str(bad) in result.output and "29 features the model needs are missing" in result.output
 
 
+def test_bundles_without_training_hashes_keep_no_rows_and_say_what_was_not_checked(
+    kaggle_csv, tmp_path
+):
+    """`train --no-training-hashes`: the bundle keeps nothing of its rows, the run's report
+    says so; evaluate then recognises only the very training data (its fingerprint) and says
+    that other tables were not checked row by row."""
+    config = tmp_path / "in.yaml"
+    small_run_config().model_copy(update={"models": ["logreg"]}).to_yaml(config)
+    run = tmp_path / "r"
+    train = ["train", "--config", str(config), "--out", str(run), "--quiet"]
+    result = runner.invoke(app, [*train, "--no-training-hashes"])
+    assert result.exit_code == 0, result.output
+    bundle = run / "bundles" / "logreg"
+    assert "training_hashes" not in json.loads((bundle / "bundle.json").read_text())
+    assert not list(bundle.glob("*.npz"))
+    assert "the bundles keep nothing of the rows" in (run / "report.md").read_text()
+    evaluate = ["evaluate", "--model", str(bundle), "--data"]
+    whole = runner.invoke(app, [*evaluate, str(kaggle_csv), "--out", str(tmp_path / "w")])
+    assert "warning: evaluated on the data the bundle was trained on: all 569" in whole.output
+    half = tmp_path / "half.csv"
+    pd.read_csv(kaggle_csv).iloc[::2].to_csv(half, index=False)
+    part = runner.invoke(app, [*evaluate, str(half), "--out", str(tmp_path / "h")])
+    assert part.exit_code == 0 and "warning" not in part.output
+    assert "not checked row by row" in (tmp_path / "h" / "report.md").read_text()
+    assert "seen_in_training" not in pd.read_csv(tmp_path / "h" / "predictions.csv").columns
+
+
 def test_evaluate_bundle_on_external_csv(run_dir, kaggle_csv, tmp_path):
     out = tmp_path / "eval"
     result = runner.invoke(
@@ -278,20 +305,32 @@ def test_evaluate_bundle_on_external_csv(run_dir, kaggle_csv, tmp_path):
     assert (out / "report.html").is_file() and (out / "plots/external/roc.png").is_file()
     # the Kaggle file holds the very samples the bundle was refitted on (canonical names,
     # same values): said on the terminal and first in the report
-    assert "warning: evaluated on the data the bundle was trained on: all 569 samples" in (
+    assert "warning: evaluated on samples the bundle learnt from: 569 of these 569" in (
         result.output
     )
     assert "**Not an estimate on new data**" in (out / "report.md").read_text()
+    # row by row: half of them, next to rows it never saw (measured 2% larger), are found
+    # and marked, and the figures are given without them
     other = tmp_path / "other.csv"
-    pd.read_csv(kaggle_csv).iloc[::2].to_csv(other, index=False)
-    half = runner.invoke(
-        app,
-        [
-            *("evaluate", "--model", str(run_dir / "bundles/logreg")),
-            *("--data", str(other), "--out", str(tmp_path / "half")),
-        ],
+    table = pd.read_csv(kaggle_csv)
+    moved = table.iloc[1::2].copy()
+    features = [c for c in table.columns if c not in ("id", "diagnosis", "Unnamed: 32")]
+    moved[features] *= 1.02
+    pd.concat([table.iloc[::2], moved]).to_csv(other, index=False)
+    evaluate = ["evaluate", "--model", str(run_dir / "bundles/logreg"), "--data", str(other)]
+    half = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "half")])
+    assert half.exit_code == 0, half.output
+    assert "samples the bundle learnt from: 285 of these 569 (the same features)" in half.output
+    assert "the other 284 alone: accuracy" in half.output
+    marks = pd.read_csv(tmp_path / "half" / "predictions.csv", keep_default_na=False)
+    assert marks["seen_in_training"].tolist() == ["same"] * 285 + [""] * 284
+    only_new = tmp_path / "new.csv"
+    moved.to_csv(only_new, index=False)
+    new = runner.invoke(app, [*evaluate[:-1], str(only_new), "--out", str(tmp_path / "new")])
+    assert new.exit_code == 0 and "warning" not in new.output  # other data: no claim
+    assert "0 of the 284 samples are rows the bundle was refitted on" in (
+        (tmp_path / "new" / "report.md").read_text()
     )
-    assert half.exit_code == 0 and "warning" not in half.output  # other data: no claim
     before = (run_dir / "results.json").read_bytes()
     into_run = runner.invoke(
         app,

@@ -131,6 +131,15 @@ def train(
         list[str] | None,
         typer.Option(help="Model(s) to refit on all data and save as bundles (default: the best)."),
     ] = None,
+    training_hashes: Annotated[
+        bool,
+        typer.Option(
+            help="Keep a hash of every row's features in each bundle, so that evaluate "
+            "recognises the rows it was refitted on in any table. Whoever holds a row can then "
+            "tell whether the bundle learnt from it: --no-training-hashes for bundles that "
+            "leave the institution."
+        ),
+    ] = True,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the run already in --out (refused without it).")
     ] = False,
@@ -163,6 +172,8 @@ def train(
     if early_stopping is not None:
         base["train"]["early_stopping_patience"] = early_stopping
     base["train"]["progress"] = not quiet
+    if not training_hashes:
+        base["training_hashes"] = False
     cfg = RunConfig.model_validate(base)
     refuse_earlier_run(out, overwrite)
     results = run_experiment(cfg, out, progress=not quiet)

@@ -177,6 +177,12 @@ class RunConfig(_Saved):
     bundle_models: list[str] | None = Field(
         None, description="Models to refit on all data and save as bundles. Default: the best."
     )
+    training_hashes: bool = Field(
+        True,
+        description="Keep a 64-bit hash of every row's features in each bundle, so that "
+        "evaluate recognises the rows it was refitted on in any table; whoever holds a row can "
+        "then tell whether the bundle learnt from it.",
+    )
 
 
 class ImageDataConfig(_Strict):

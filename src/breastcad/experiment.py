@@ -104,6 +104,7 @@ def run_experiment(cfg: RunConfig, out: Path, progress: bool = True) -> dict[str
         predictions += _prediction_rows(key, evaluations, data)
     pd.DataFrame(predictions).to_csv(out / "predictions.csv", index=False)
     results["bundles"] = _write_bundles(out, cfg, data, results, progress)
+    results["bundle_training_hashes"] = cfg.training_hashes
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
     write_metrics(out, results)
     write_report(out)
@@ -143,6 +144,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
     X = predictor.features_from_frame(pd.DataFrame(data.X, columns=data.feature_names), data.source)
     proba = predictor.predict_proba(X)
     manifest = predictor.bundle.manifest
+    overlap, marks, seen = _training_overlap(predictor, data, X, proba)
     results: dict[str, Any] = {
         "title": f"breastcad evaluation of bundle {predictor.bundle.model_id}",
         "run": run_info(int(manifest.get("seed", 0))),
@@ -164,7 +166,8 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             f"({manifest['threshold']['policy']})",
         ],
         "protocols": {"external": _external_protocol(predictor, data, proba, out)},
-        **_seen_in_training(manifest, data),
+        "training_overlap": overlap,
+        **({"seen_in_training": seen} if seen else {}),
         "plots": {
             "class_balance": _rel(
                 out,
@@ -172,11 +175,21 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             )
         },
     }
+    results["how"].append(
+        "Overlap with the training rows: "
+        + (
+            f"{overlap['seen']} of the {overlap['samples']} samples are rows the bundle was "
+            "refitted on (the same features; `seen_in_training` in predictions.csv)"
+            if overlap["checked"]
+            else "not checked row by row (the bundle keeps no hashes of them); only its very "
+            "training data would be recognised"
+        )
+    )
     if "seen_in_training" in results:
         results["how"].insert(
             0, f"**Not an estimate on new data**: evaluated on {results['seen_in_training']}"
         )
-    pd.DataFrame(
+    table = pd.DataFrame(
         {
             "id": data.ids,
             "label": [CLASS_NAMES[v] for v in data.y],
@@ -184,23 +197,56 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             "threshold": predictor.threshold,
             "prediction": [CLASS_NAMES[int(p >= predictor.threshold)] for p in proba],
         }
-    ).to_csv(out / "predictions.csv", index=False)
+    )
+    if marks is not None:
+        table["seen_in_training"] = marks
+    table.to_csv(out / "predictions.csv", index=False)
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
     write_metrics(out, results)
     write_report(out)
     return results
 
 
-def _seen_in_training(manifest: dict[str, Any], data: TabularData) -> dict[str, Any]:
-    """`seen_in_training` when `data` is the data the bundle was refitted on (same
-    fingerprint): its figures then are on samples it learnt from."""
-    if data.fingerprint() != manifest["training_data"]["fingerprint"]:
-        return {}
-    return {
-        "seen_in_training": f"the data the bundle was trained on: all {len(data.y)} samples "
-        "trained it (a bundle is refitted on all of its run's data), so these figures "
-        "overstate how it does on new data; its run's report holds the estimate"
-    }
+def _training_overlap(
+    predictor, data: TabularData, X: np.ndarray, proba: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray | None, str | None]:
+    """What the bundle's row hashes say of `data`'s rows (or that it keeps none), each row's
+    mark ("same" or "", None unchecked) and, where `data` holds rows the bundle was refitted
+    on, why its figures overstate how it does on new data (with the figures without them).
+    A bundle without row hashes is recognised only on its very training data (fingerprint)."""
+    from breastcad.data.fingerprints import row_hashes
+
+    manifest, n = predictor.bundle.manifest, len(data.y)
+    why = "trained it, so these figures overstate how it does on new data"
+    stored = predictor.bundle.training_hashes()
+    if stored is None:
+        if data.fingerprint() != manifest["training_data"]["fingerprint"]:
+            return {"checked": False}, None, None
+        return (
+            {"checked": False},
+            None,
+            f"the data the bundle was trained on: all {n} samples {why} (a bundle is refitted "
+            "on all of its run's data); its run's report holds the estimate",
+        )
+    seen = np.isin(row_hashes(X), stored[0]["rows"])
+    overlap: dict[str, Any] = {"checked": True, "samples": n, "seen": int(seen.sum())}
+    marks = np.where(seen, "same", "")
+    if not seen.any():
+        return overlap, marks, None
+    text = f"samples the bundle learnt from: {int(seen.sum())} of these {n} (the same features) "
+    text += why
+    if not seen.all():
+        other = binary_metrics(data.y[~seen], proba[~seen], predictor.threshold)
+        overlap["without_them"] = {
+            "samples": int((~seen).sum()),
+            **{k: other[k] for k in ("accuracy", "roc_auc")},
+        }
+        auc = other["roc_auc"]
+        text += (
+            f"; the other {int((~seen).sum())} alone: accuracy {other['accuracy']:.3f}, "
+            f"ROC AUC {'n/a' if auc != auc else f'{auc:.3f}'}"
+        )
+    return overlap, marks, text + "; predictions.csv marks them (seen_in_training)"
 
 
 def _external_protocol(predictor, data: TabularData, proba: np.ndarray, out: Path) -> dict:
@@ -418,9 +464,18 @@ def _write_bundles(
                 "intended_use": "Research and education only. Not a medical device; not for "
                 "diagnosis or treatment decisions.",
             },
+            _row_hashes(data) if cfg.training_hashes else None,
         )
         written[name] = _rel(out, folder)
     return written
+
+
+def _row_hashes(data: TabularData) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The hashes of the rows a bundle is refitted on (`data.fingerprints.row_hashes`)."""
+    from breastcad.data.fingerprints import FILE, row_hashes
+
+    record = {"file": FILE, "samples": len(data.y), "of": "every row the bundle was refitted on"}
+    return {"rows": row_hashes(data.X)}, record
 
 
 def _too_few(exc: ValueError) -> bool:

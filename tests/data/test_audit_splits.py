@@ -120,6 +120,21 @@ def test_fingerprints_match_the_same_pixels_and_near_copies_only_where_asked(tmp
     assert fingerprints.match(found, stored, None).tolist() == ["same", "", "", ""]
 
 
+def test_row_hashes_survive_a_csv_round_trip_and_tell_rows_apart(tmp_path):
+    from breastcad.data.fingerprints import row_hashes
+
+    X = np.random.default_rng(0).normal(size=(50, 30)) * 100
+    X[3, 4], X[5, 0] = np.nan, -0.0
+    pd.DataFrame(X).to_csv(tmp_path / "x.csv", index=False)
+    again = pd.read_csv(tmp_path / "x.csv").to_numpy()
+    again[5, 0] = 0.0
+    assert np.array_equal(row_hashes(X), row_hashes(again))
+    assert len(set(row_hashes(X).tolist())) == 50
+    moved = X.copy()
+    moved[7, 29] *= 1.001
+    assert (row_hashes(moved) != row_hashes(X)).tolist() == [i == 7 for i in range(50)]
+
+
 def test_busi_audit_reports_corrupt_file_and_cross_class_duplicate(busi_tree, tmp_path):
     result = audit(scan("busi", busi_tree), max_distance=2, jobs=1, progress=False)
     s = result.summary

@@ -14,13 +14,17 @@ ids, e.g. BUSI); where it split by patient, only the same pixels count: the hash
 different women's mammograms collide on the breast's outline, so near matches would flag
 images the model never saw.
 
-Neither hash can be turned back into an image, but whoever holds an image can tell whether
-the bundle learnt from it: train with `--no-training-hashes` for a bundle that leaves the
-institution.
+A tabular bundle keeps one hash per training row (`row_hashes`: its features), so that an
+evaluation recognises rows it was refitted on.
+
+Neither hash can be turned back into an image or a row, but whoever holds one can tell
+whether the bundle learnt from it: train with `--no-training-hashes` for a bundle that leaves
+the institution.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +79,27 @@ def training_record(
     return hashes, record
 
 
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    """64 bits of the sha1 of each row of tabular features, as float32 (so that a CSV round
+    trip, -0.0 or another NaN keeps the hash): a tabular bundle's training hashes."""
+    rows = np.ascontiguousarray(np.asarray(X, dtype=np.float32) + np.float32(0))
+    rows[np.isnan(rows)] = np.float32("nan")
+    return np.array(
+        [int.from_bytes(hashlib.sha1(row.tobytes()).digest()[:8], "big") for row in rows],
+        dtype=np.uint64,
+    )
+
+
 def save(folder: Path, hashes: dict[str, np.ndarray]) -> Path:
     path = Path(folder) / FILE
     with path.open("wb") as handle:  # np.savez would add .npz to a name without it
-        np.savez(handle, pixels=hashes["pixels"], phash=hashes["phash"])
+        np.savez(handle, **{k: np.asarray(v, dtype=np.uint64) for k, v in hashes.items()})
     return path
 
 
 def load(folder: Path) -> dict[str, np.ndarray]:
     with np.load(Path(folder) / FILE, allow_pickle=False) as stored:
-        return {k: stored[k].astype(np.uint64) for k in ("pixels", "phash")}
+        return {k: stored[k].astype(np.uint64) for k in stored.files}
 
 
 def match(

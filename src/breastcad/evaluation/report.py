@@ -98,7 +98,8 @@ def build_blocks(results: dict[str, Any]) -> list[Block]:
                     f"`{path}`: {name}, refitted on all {data['n_samples']} samples; use with "
                     f"`breastcad predict --model {path} data.csv`"
                     for name, path in results["bundles"].items()
-                ],
+                ]
+                + [_row_hashes_text(results.get("bundle_training_hashes", False))],
             )
         )
     blocks.append(Block("h2", "Limits"))
@@ -280,4 +281,19 @@ def _results(source: Path) -> dict[str, Any]:
         f"not the results of a breastcad run or evaluation ({why}); a report is rendered "
         "from the results.json that `train`, `train-image` or `evaluate` write",
         source,
+    )
+
+
+def _row_hashes_text(kept: bool) -> str:
+    """What a tabular run's bundles keep of its rows (`data.fingerprints.row_hashes`)."""
+    if not kept:
+        return (
+            "Privacy: the bundles keep nothing of the rows (--no-training-hashes), so "
+            "`breastcad evaluate` cannot recognise them in other tables."
+        )
+    return (
+        "Privacy: each bundle keeps a 64-bit hash of every row's features, so that "
+        "`breastcad evaluate` recognises the rows it was refitted on in any table; no row can "
+        "be rebuilt from them, but whoever holds a row can tell whether the bundle learnt from "
+        "it. Train with --no-training-hashes for bundles that leave the institution."
     )
