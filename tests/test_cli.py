@@ -1,9 +1,11 @@
 """The CLI end to end through Typer's CliRunner, on real WDBC data and small settings."""
 
+import io
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -191,7 +193,8 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert list(table.columns) == ["id", "p_malignant", "prediction", "threshold", "imputed"]
+    columns = ["id", "p_malignant", "prediction", "threshold", "imputed", "error"]
+    assert list(table.columns) == columns
     assert len(table) == 569 and table["p_malignant"].between(0, 1).all()
     assert table["imputed"].isna().all()  # nothing was missing
     truth = pd.read_csv(kaggle_csv)["diagnosis"].map({"M": "malignant", "B": "benign"})
@@ -234,6 +237,38 @@ def test_predict_names_the_missing_values_it_filled_in(run_dir, kaggle_csv, tmp_
     table = pd.read_csv(out, keep_default_na=False)
     assert table["imputed"][3] == "mean radius;worst texture"
     assert (table["imputed"].drop(3) == "").all() and 0 <= table["p_malignant"][3] <= 1
+
+
+def test_predict_leaves_out_only_the_rows_with_a_value_that_is_not_a_number(
+    run_dir, kaggle_csv, tmp_path
+):
+    """An infinite value or a word in a feature costs its row, named with its cells, not the
+    table (which used to be refused whole); the other rows get the answers they get alone."""
+    frame = pd.read_csv(kaggle_csv).astype({"radius_mean": object, "texture_mean": object})
+    frame.loc[2, "radius_mean"] = "twelve"
+    frame.loc[5, "area_worst"] = float("inf")
+    frame.loc[5, "texture_mean"] = "-inf"
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    out = tmp_path / "pred.csv"
+    model = str(run_dir / "bundles/logreg")
+    result = runner.invoke(app, ["predict", str(bad), "--model", model, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"not predicted: {bad} row 4: 'mean radius' is 'twelve', not a finite number" in (
+        result.output
+    )
+    assert "row 7: 'mean texture' is -inf, not a finite number; 'worst area' is inf" in (
+        result.output
+    )
+    assert "567 predictions written" in result.output and "(2 not predicted" in result.output
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table.loc[[2, 5], "prediction"].tolist() == ["", ""]
+    assert table.loc[[2, 5], "p_malignant"].tolist() == ["", ""]
+    alone = runner.invoke(app, ["predict", str(kaggle_csv), "--model", model])
+    clean = pd.read_csv(io.StringIO(alone.stdout)).drop(index=[2, 5])
+    good = table.drop(index=[2, 5])
+    assert np.allclose(good["p_malignant"].astype(float), clean["p_malignant"])
+    assert (good["error"] == "").all()
 
 
 def test_predict_refuses_a_modified_bundle(run_dir, kaggle_csv, tmp_path):

@@ -348,8 +348,14 @@ def predict(
         raise BreastcadError("a tabular bundle predicts one CSV at a time")
     else:
         table = predictor.predict_csv(inputs[0])
+        bad = [i for i, problem in enumerate(table["error"]) if problem]
+        for row in bad[:10]:  # numbered as a spreadsheet shows them (the header is row 1)
+            typer.echo(f"not predicted: {inputs[0]} row {row + 2}: {table['error'][row]}", err=True)
+        if len(bad) > 10:
+            typer.echo(f"... {len(bad) - 10} more rows not predicted (see error)", err=True)
     skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
-    note = f" ({skipped} unreadable, listed with their problem)" if skipped else ""
+    what = "unreadable" if predictor.kind == "image" else "not predicted"
+    note = f" ({skipped} {what}, listed with their problem)" if skipped else ""
     filled = int((table["imputed"] != "").sum()) if "imputed" in table.columns else 0
     if filled:
         note += (

@@ -27,7 +27,12 @@ from breastcad.data.imaging import (
     read_image,
 )
 from breastcad.data.manifest import hidden
-from breastcad.data.tabular import canonical_feature_name, numeric_features, read_csv
+from breastcad.data.tabular import (
+    canonical_feature_name,
+    numeric_features,
+    numeric_rows,
+    read_csv,
+)
 from breastcad.errors import BundleError, ConfigError, DataError
 from breastcad.models import get_spec
 
@@ -430,7 +435,12 @@ class Predictor:
         return self.bundle.estimator.predict_proba(np.asarray(X, dtype=np.float64))
 
     def features_from_frame(self, frame: pd.DataFrame, source: str = "input") -> np.ndarray:
-        """The bundle's features from a table; accepts UCI/Kaggle and scikit-learn names."""
+        """The bundle's features from a table; accepts UCI/Kaggle and scikit-learn names. A
+        cell that is not a number is an error naming it (see `predict_frame` for rows)."""
+        return numeric_features(self._feature_columns(frame, source), source)
+
+    def _feature_columns(self, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+        """The bundle's feature columns of `frame`, by canonical name; missing ones named."""
         renamed = frame.rename(columns=lambda c: canonical_feature_name(str(c)))
         missing = [f for f in self.bundle.feature_names if f not in renamed.columns]
         if missing:
@@ -439,24 +449,31 @@ class Predictor:
                 + (" ..." if len(missing) > 8 else ""),
                 source,
             )
-        return numeric_features(renamed[self.bundle.feature_names], source)
+        return renamed[self.bundle.feature_names]
 
     def predict_frame(self, frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
-        """Per row: id (when the table has one), P(malignant), predicted class, threshold, and
-        the features that were missing and filled with the training medians (`imputed`,
-        empty when none was)."""
-        X = self.features_from_frame(frame, source)
-        proba = self.predict_proba(X)
+        """Per row: id (when the table has one), P(malignant), predicted class, threshold, the
+        features that were missing and filled with the training medians (`imputed`, empty
+        when none was), and `error`: a row with a value that is not a finite number (text,
+        inf) is not predicted, its cells named there, and the other rows are."""
+        X, errors = numeric_rows(self._feature_columns(frame, source))
+        ok = np.array([not e for e in errors], dtype=bool)
+        proba = np.full(len(X), np.nan)
+        if ok.any():
+            proba[ok] = self.predict_proba(X[ok])
         names = self.bundle.feature_names
         out = pd.DataFrame(
             {
                 "p_malignant": proba,
-                "prediction": np.where(proba >= self.threshold, "malignant", "benign"),
+                "prediction": np.where(
+                    ok, np.where(proba >= self.threshold, "malignant", "benign"), ""
+                ),
                 "threshold": self.threshold,
                 "imputed": [
-                    ";".join(n for n, gap in zip(names, row, strict=True) if gap)
-                    for row in np.isnan(X)
+                    ";".join(n for n, gap in zip(names, row, strict=True) if gap) if good else ""
+                    for row, good in zip(np.isnan(X), ok, strict=True)
                 ],
+                "error": errors,
             }
         )
         if "id" in frame.columns:

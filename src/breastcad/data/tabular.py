@@ -273,6 +273,22 @@ def numeric_features(features: pd.DataFrame, source: str) -> np.ndarray:
     return X
 
 
+def numeric_rows(features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Features as floats, row by row, for prediction: a cell that is not a finite number
+    (text, inf) becomes NaN and its row's problem names it ("" for rows without one), so one
+    bad cell costs its row, not the table (`numeric_features` refuses the table: training)."""
+    X = np.empty(features.shape, dtype=np.float64)
+    problems: list[list[str]] = [[] for _ in range(len(features))]
+    for k, col in enumerate(features.columns):
+        values = pd.to_numeric(features[col], errors="coerce").to_numpy(dtype=np.float64)
+        raw = features[col].to_numpy(dtype=object)
+        bad = (np.isnan(values) & features[col].notna().to_numpy()) | np.isinf(values)
+        for row in np.flatnonzero(bad):
+            problems[row].append(f"'{col}' is {raw[row]!r}, not a finite number")
+        X[:, k] = np.where(bad, np.nan, values)
+    return X, ["; ".join(p) for p in problems]
+
+
 def _clean(
     X: np.ndarray,
     y: np.ndarray,
