@@ -223,18 +223,25 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     assert folder.exit_code == 2 and f"--out {tmp_path} is a folder" in folder.output
 
 
-def test_predict_names_the_missing_values_it_filled_in(run_dir, kaggle_csv, tmp_path):
+def _predict_edited(run_dir, kaggle_csv, tmp_path, cells: dict[tuple[int, str], object]):
+    """`predict --out` with the logreg bundle on the Kaggle file with `cells` ((row, column):
+    value) replaced: the file, the CLI result and the table written."""
     frame = pd.read_csv(kaggle_csv)
-    frame.loc[3, "radius_mean"] = None
-    frame.loc[3, "texture_worst"] = None
-    gaps = tmp_path / "gaps.csv"
-    frame.to_csv(gaps, index=False)
-    out = tmp_path / "pred.csv"
+    for (row, column), value in cells.items():
+        frame[column] = frame[column].astype(object)
+        frame.loc[row, column] = value
+    edited, out = tmp_path / "edited.csv", tmp_path / "pred.csv"
+    frame.to_csv(edited, index=False)
     model = str(run_dir / "bundles/logreg")
-    result = runner.invoke(app, ["predict", str(gaps), "--model", model, "--out", str(out)])
+    result = runner.invoke(app, ["predict", str(edited), "--model", model, "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return edited, result, pd.read_csv(out, keep_default_na=False)
+
+
+def test_predict_names_the_missing_values_it_filled_in(run_dir, kaggle_csv, tmp_path):
+    gaps = {(3, "radius_mean"): None, (3, "texture_worst"): None}
+    _, result, table = _predict_edited(run_dir, kaggle_csv, tmp_path, gaps)
     assert "1 row had missing values, filled with the training medians" in result.output
-    table = pd.read_csv(out, keep_default_na=False)
     assert table["imputed"][3] == "mean radius;worst texture"
     assert (table["imputed"].drop(3) == "").all() and 0 <= table["p_malignant"][3] <= 1
 
@@ -244,26 +251,18 @@ def test_predict_leaves_out_only_the_rows_with_a_value_that_is_not_a_number(
 ):
     """An infinite value or a word in a feature costs its row, named with its cells, not the
     table (which used to be refused whole); the other rows get the answers they get alone."""
-    frame = pd.read_csv(kaggle_csv).astype({"radius_mean": object, "texture_mean": object})
-    frame.loc[2, "radius_mean"] = "twelve"
-    frame.loc[5, "area_worst"] = float("inf")
-    frame.loc[5, "texture_mean"] = "-inf"
-    bad = tmp_path / "bad.csv"
-    frame.to_csv(bad, index=False)
-    out = tmp_path / "pred.csv"
-    model = str(run_dir / "bundles/logreg")
-    result = runner.invoke(app, ["predict", str(bad), "--model", model, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert f"not predicted: {bad} row 4: 'mean radius' is 'twelve', not a finite number" in (
+    bad = {(2, "radius_mean"): "twelve", (5, "area_worst"): "inf", (5, "texture_mean"): "-inf"}
+    edited, result, table = _predict_edited(run_dir, kaggle_csv, tmp_path, bad)
+    assert f"not predicted: {edited} row 4: 'mean radius' is 'twelve', not a finite number" in (
         result.output
     )
     assert "row 7: 'mean texture' is -inf, not a finite number; 'worst area' is inf" in (
         result.output
     )
     assert "567 predictions written" in result.output and "(2 not predicted" in result.output
-    table = pd.read_csv(out, keep_default_na=False)
     assert table.loc[[2, 5], "prediction"].tolist() == ["", ""]
     assert table.loc[[2, 5], "p_malignant"].tolist() == ["", ""]
+    model = str(run_dir / "bundles/logreg")
     alone = runner.invoke(app, ["predict", str(kaggle_csv), "--model", model])
     clean = pd.read_csv(io.StringIO(alone.stdout)).drop(index=[2, 5])
     good = table.drop(index=[2, 5])
