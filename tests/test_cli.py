@@ -291,6 +291,38 @@ def test_predict_names_missing_features(run_dir, tmp_path):
     assert str(bad) in result.output and "29 features the model needs are missing" in result.output
 
 
+def test_share_copies_a_bundle_without_its_training_hashes(run_dir, kaggle_csv, tmp_path):
+    """`share`: the copy has the same model and id and predicts the same, keeps nothing of the
+    rows it learnt from (so evaluate says it did not check), and the bundle itself keeps its
+    hashes; an existing folder is refused, not overwritten."""
+    from breastcad.bundle import load_bundle
+
+    bundle = run_dir / "bundles" / "logreg"
+    copy = tmp_path / "shared"
+    result = runner.invoke(app, ["share", "--model", str(bundle), "--out", str(copy)])
+    assert result.exit_code == 0, result.output
+    original, shared = load_bundle(bundle), load_bundle(copy)
+    assert shared.model_id == original.model_id and f"({original.model_id})" in result.output
+    assert "without the hashes of its 569 rows" in result.output
+    assert "training_hashes" in original.manifest and "training_hashes" not in shared.manifest
+    assert sorted(p.name for p in copy.iterdir()) == sorted(
+        [*original.manifest["files"], "bundle.json", "bundle.json.sha256"]
+    )
+    predictions = [
+        runner.invoke(app, ["predict", str(kaggle_csv), "--model", str(b)]).stdout
+        for b in (bundle, copy)
+    ]
+    assert predictions[0] == predictions[1]
+    half = tmp_path / "half.csv"
+    pd.read_csv(kaggle_csv).iloc[::2].to_csv(half, index=False)
+    evaluate = ["evaluate", "--model", str(copy), "--data", str(half), "--out", str(tmp_path / "e")]
+    checked = runner.invoke(app, evaluate)
+    assert checked.exit_code == 0 and "warning" not in checked.output
+    assert "not checked row by row" in (tmp_path / "e" / "report.md").read_text()
+    again = runner.invoke(app, ["share", "--model", str(bundle), "--out", str(copy)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
 def test_bundles_without_training_hashes_keep_no_rows_and_say_what_was_not_checked(
     kaggle_csv, tmp_path
 ):

@@ -617,6 +617,11 @@ def test_evaluate_recognises_training_images_in_other_data_unless_the_bundle_kee
     changed = runner.invoke(app, [*evaluate, "--model", str(out / "bundle"), "--out", "x"])
     assert changed.exit_code != 0 and f"{hashes}: checksum mismatch" in changed.output
     hashes.write_bytes(saved)
+    # a copy to share keeps nothing of them: it cannot tell
+    shared = runner.invoke(app, ["share", "--model", str(out / "bundle"), "--out", str(out / "s")])
+    assert f"without the hashes of its {kept['images']} images" in shared.output
+    blind = runner.invoke(app, [*evaluate, "--model", str(out / "s"), "--out", str(tmp_path / "b")])
+    assert blind.exit_code == 0 and "warning" not in blind.output
     # without hashes: nothing kept, said so, and other data is not checked
     bare = tmp_path / "bare"
     result = _train_folder(

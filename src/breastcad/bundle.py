@@ -236,6 +236,24 @@ def add_export(folder: Path, name: str, source: Path, record: dict[str, Any]) ->
     _write_manifest(folder, manifest)
 
 
+def copy_without_training_hashes(source: Path, target: Path) -> dict[str, Any] | None:
+    """A copy of a verified bundle, for use outside the institution, without the hashes of
+    the images or rows it learnt from (`data.fingerprints`): the model files, exports and
+    manifest otherwise as they are, so the model's id is the same. Returns the record of the
+    hashes left out (None where the bundle kept none). `target` must not exist yet."""
+    manifest = read_manifest(source)
+    target = Path(target)
+    if target.exists():
+        raise BundleError(f"{target}: already exists; give a new folder for the copy")
+    record = manifest.pop("training_hashes", None)
+    target.mkdir(parents=True)
+    for name in [*manifest["files"], *manifest.get("exports", {})]:
+        shutil.copyfile(Path(source) / name, target / name)
+    _write_manifest(target, manifest)
+    read_manifest(target)  # the copy checks out as a bundle
+    return record
+
+
 def load_bundle(folder: Path) -> Bundle:
     """Verify and load a bundle."""
     manifest = read_manifest(folder)

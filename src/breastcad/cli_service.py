@@ -89,6 +89,29 @@ def export(
 
 @app.command()
 @clear_errors
+def share(
+    model: Annotated[Path, typer.Option("--model", help="A bundle folder.")],
+    out: Annotated[Path, typer.Option(help="A new folder for the copy.")],
+) -> None:
+    """Copy a bundle for use outside the institution: without the hashes of the images or rows
+    it learnt from (with them, whoever holds an image can tell whether it was one); same model
+    files and id. The bundle itself is left as it is."""
+    from breastcad.bundle import copy_without_training_hashes, load_bundle
+
+    left_out = copy_without_training_hashes(model, out)
+    copy = load_bundle(out)
+    if left_out is None:
+        typer.echo(f"{out}: a copy of {model} ({copy.model_id}), which kept no training hashes")
+        return
+    what = f"{left_out['images']} images" if "images" in left_out else f"{left_out['samples']} rows"
+    typer.echo(
+        f"{out}: a copy of {model} ({copy.model_id}) without the hashes of its {what}; "
+        "evaluate cannot recognise its training data with this copy"
+    )
+
+
+@app.command()
+@clear_errors
 def explain(
     targets: Annotated[
         list[str],
