@@ -60,7 +60,7 @@ def main() -> None:
         o, test = e["data"]["training_overlap"], e["test"]
         flagged = o["same_pixels"] + o["near_duplicates"]
         other = o.get("without_them")
-        without = f"{other['images']}: {_pair(other)}" if other else "-"
+        without = f"{other['images']}: {_pair(other, other['ci'])}" if other else "-"
         figures = _pair({**test["metrics"]["scalars"], "accuracy": test["argmax"]["accuracy"]})
         print(
             f"| {name} | {part} | {o['images']} | "
@@ -69,8 +69,12 @@ def main() -> None:
         )
 
 
-def _pair(figures: dict) -> str:
-    return f"{figures['accuracy']:.3f}, {figures['macro_auc']:.3f}"
+def _pair(figures: dict, ci: dict | None = None) -> str:
+    def one(key: str) -> str:
+        interval = f" ({ci[key][0]:.3f}-{ci[key][1]:.3f})" if ci else ""
+        return f"{figures[key]:.3f}{interval}"
+
+    return f"{one('accuracy')}, {one('macro_auc')}"
 
 
 def _check_seconds(bundle: Path, root: Path, split_file: Path | None) -> float:

@@ -293,7 +293,7 @@ def evaluate_image_bundle(
         overlap: dict[str, Any] = {"checked": False}
         seen = seen_in_training(predictor, everything, evaluated, Path(bundle_dir), not split_file)
     else:
-        overlap = overlap_record(*matched, y, probs, manifest.classes, positive)
+        overlap = overlap_record(*matched, y, probs, groups, manifest.classes, positive, n_boot)
         hint = "" if split_file else run_test_hint(predictor, everything, Path(bundle_dir))
         seen = overlap_warning(overlap, hint)
     evaluation = evaluate_predictions(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from breastcad.errors import BreastcadError
-from breastcad.evaluation.classification import classification_metrics
+from breastcad.evaluation.classification import group_bootstrap
 
 _WHY = (
     "trained it or chose its threshold and calibration, so these figures overstate how it "
@@ -47,11 +47,13 @@ def overlap_record(
     stored: int,
     y: np.ndarray,
     probs: np.ndarray,
+    groups: np.ndarray,
     classes: list[str],
     positive: int,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
-    """What the check found, with the argmax figures of the images the bundle did not learn
-    from (where there are both kinds)."""
+    """What the check found, with the argmax accuracy and macro AUC of the images the bundle
+    did not learn from (where there are both kinds), with 95% group-bootstrap intervals."""
     seen = matched != ""
     record: dict[str, Any] = {
         "checked": True,
@@ -62,11 +64,15 @@ def overlap_record(
         "near_duplicates": int((matched == "near").sum()),
     }
     if seen.any() and not seen.all():
-        scalars = classification_metrics(y[~seen], probs[~seen], classes, positive)["scalars"]
+        rest = ~seen
+        figures = group_bootstrap(
+            y[rest], probs[rest], groups[rest], classes, positive, None, n_boot, 0
+        )
+        shown = ("accuracy", "macro_auc")
         record["without_them"] = {
-            "images": int((~seen).sum()),
-            "accuracy": scalars["accuracy"],
-            "macro_auc": scalars["macro_auc"],
+            "images": int(rest.sum()),
+            **{k: figures[k]["value"] for k in shown},
+            "ci": {k: [figures[k]["ci_low"], figures[k]["ci_high"]] for k in shown},
         }
     return record
 
@@ -87,12 +93,20 @@ def overlap_warning(record: dict[str, Any], hint: str = "") -> str | None:
     )
     other = record.get("without_them")
     if other:
-        auc = other["macro_auc"]
         text += (
-            f"; the other {other['images']} alone: argmax accuracy {other['accuracy']:.3f}, "
-            f"macro AUC {'n/a' if auc != auc else f'{auc:.3f}'}"
+            f"; the other {other['images']} alone: argmax accuracy "
+            f"{_with_ci(other, 'accuracy')}, macro AUC {_with_ci(other, 'macro_auc')}"
         )
     return text + "; predictions.csv marks them (seen_in_training)" + hint
+
+
+def _with_ci(figures: dict[str, Any], key: str) -> str:
+    value, (low, high) = figures[key], figures.get("ci", {}).get(key, (None, None))
+    if value is None or value != value:
+        return "n/a"
+    if low is None or low != low:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({low:.3f}-{high:.3f})"
 
 
 def run_test_hint(predictor, data, bundle_dir: Path) -> str:
