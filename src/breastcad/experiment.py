@@ -236,17 +236,19 @@ def _training_overlap(
     text = f"samples the bundle learnt from: {int(seen.sum())} of these {n} (the same features) "
     text += why
     if not seen.all():
-        other = binary_metrics(data.y[~seen], proba[~seen], predictor.threshold)
-        overlap["without_them"] = {
-            "samples": int((~seen).sum()),
-            **{k: other[k] for k in ("accuracy", "roc_auc")},
-        }
-        auc = other["roc_auc"]
-        text += (
-            f"; the other {int((~seen).sum())} alone: accuracy {other['accuracy']:.3f}, "
-            f"ROC AUC {'n/a' if auc != auc else f'{auc:.3f}'}"
-        )
+        other = bootstrap_metrics(data.y[~seen], proba[~seen], predictor.threshold)
+        shown = {"accuracy": "accuracy", "roc_auc": "ROC AUC"}
+        overlap["without_them"] = {"samples": int((~seen).sum()), **{k: other[k] for k in shown}}
+        figures = ", ".join(f"{name} {_with_ci(other[k])}" for k, name in shown.items())
+        text += f"; the other {int((~seen).sum())} alone: {figures}"
     return overlap, marks, text + "; predictions.csv marks them (seen_in_training)"
+
+
+def _with_ci(figure: dict[str, float]) -> str:
+    """A bootstrap figure as `value (low-high)`; n/a where it is undefined (one class)."""
+    if figure["value"] != figure["value"]:
+        return "n/a"
+    return f"{figure['value']:.3f} ({figure['ci_low']:.3f}-{figure['ci_high']:.3f})"
 
 
 def _external_protocol(predictor, data: TabularData, proba: np.ndarray, out: Path) -> dict:
