@@ -50,3 +50,20 @@ def test_an_installed_copy_is_no_checkout_even_inside_some_other_repository(tmp_
     outside.mkdir(parents=True)
     (outside / "__init__.py").write_text("x = 1\n")
     assert git_commit(outside) is None and uncommitted_changes(outside) is None
+
+
+def test_private_folders_and_files_are_this_accounts_alone(tmp_path):
+    """Folders it makes are 0700 (a folder that was there keeps its mode), files 0600."""
+    from breastcad.runinfo import private_folder, write_private
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    made = private_folder(shared / "a" / "b")
+    assert [(p.stat().st_mode & 0o777) for p in (shared, shared / "a", made)] == [
+        0o755,
+        0o700,
+        0o700,
+    ]
+    write_private(made / "f", b"x")
+    assert (made / "f").stat().st_mode & 0o777 == 0o600 and (made / "f").read_bytes() == b"x"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -126,3 +127,21 @@ def refuse_earlier_run(out: Path, overwrite: bool, resume: bool | None = None) -
 RUN_OUTPUTS = ("results.json", "bundle", "bundles", "checkpoints")
 """What a run leaves that is worth keeping: a run that stopped at its settings or its data
 wrote none of them, and may be started again as it is."""
+
+
+def private_folder(path: Path) -> Path:
+    """`path` and any missing parents, created readable by this user alone (0700): decoded
+    patient images (the decode cache) and stored uploads are not left for every account of a
+    shared machine to read. A folder that exists already keeps its mode."""
+    path = Path(path)
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def write_private(path: Path, data: bytes = b"") -> None:
+    """Create (or replace) `path` readable and writable by this user alone (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

@@ -191,6 +191,7 @@ def test_a_second_audit_decodes_only_changed_files_and_the_cache_names_none(busi
     # the cache holds hashes and facts, no file name (BUSI's, or a patient's in others')
     stored = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
     assert b"benign" not in stored and b"malignant" not in stored and b"BUSI" not in stored
+    assert (cache / "audit.sqlite").stat().st_mode & 0o777 == 0o600  # this account's alone
     # a damaged cache file is started again (the audit never fails on it)
     (cache / "audit.sqlite").write_bytes(b"not a database")
     for _ in range(2):

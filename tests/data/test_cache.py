@@ -62,6 +62,10 @@ def test_cache_holds_prepared_pixels_reports_bad_files_and_is_reused(colour_tree
     for i in np.flatnonzero(cache.readable):
         assert np.array_equal(cache.pixels[i], prepare(read_image(cache.paths[i]), 24, "pad", 3))
 
+    # decoded patient images, and their paths, for this account alone; the folder it made
+    # on the way too
+    assert cache.path.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
     stamp = os.stat(cache.path / "pixels.u8").st_mtime_ns
     again = ImageCache.build(manifest, config, tmp_path / "cache", progress=False)
     assert again.reused and again.path == cache.path

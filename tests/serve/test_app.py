@@ -260,6 +260,8 @@ def test_uploads_never_touch_disk_unless_configured(bundles, tmp_path, monkeypat
     assert upload(client(bundles, store_uploads=kept), big, "Doe_Jane_MRN42.png").status_code == 200
     (stored,) = kept.iterdir()
     assert stored.read_bytes() == big and "Doe" not in stored.name and stored.suffix == ".png"
+    # kept for this account alone, not for every user of a shared machine
+    assert (kept.stat().st_mode & 0o777, stored.stat().st_mode & 0o777) == (0o700, 0o600)
     # a folder that cannot be written is refused at start (every upload was a 500)
     blocked = tmp_path / "a file, not a folder"
     blocked.write_text("x")

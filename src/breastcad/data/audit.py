@@ -38,6 +38,7 @@ from breastcad.data.duplicates import hamming_pairs, phash
 from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_uint8
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
+from breastcad.runinfo import private_folder, write_private
 
 COLOUR_TOLERANCE = 24
 """Channel spread (max - min, 0-255 scale) above which a pixel counts as coloured; JPEG chroma
@@ -103,7 +104,9 @@ class AuditCache:
         self.file = Path(folder) / "audit.sqlite"
 
     def _connect(self) -> sqlite3.Connection:
-        self.file.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.file.parent)
+        if not self.file.exists():  # hashes of patient images: this user's alone
+            write_private(self.file)
         db = sqlite3.connect(self.file, timeout=60)
         db.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, record TEXT)")
         return db

@@ -34,6 +34,7 @@ from breastcad.config import PreprocessConfig
 from breastcad.data.imaging import as_hw, is_colour, prepare, read_image
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
+from breastcad.runinfo import private_folder
 
 CACHE_FORMAT = 1
 CHUNK = 512
@@ -143,8 +144,9 @@ class ImageCache:
             return cls._load(final, paths)
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        try:
-            partial.mkdir(parents=True)
+        try:  # decoded patient images: this user's alone (0700), the index's paths too
+            private_folder(root)
+            partial.mkdir(mode=0o700)
         except OSError as exc:
             raise DataError(
                 f"the decode cache cannot be written here ({exc.strerror or exc}); set "

@@ -31,6 +31,7 @@ from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
 from breastcad.data.pairs import breast_of, mismatch
 from breastcad.errors import ConfigError, DataError
 from breastcad.predict import ImagePrediction, Predictor
+from breastcad.runinfo import private_folder, write_private
 from breastcad.serve.errors import ApiError, BodyLimit, install_error_handlers
 from breastcad.serve.schemas import (
     NOTICE,
@@ -424,17 +425,17 @@ def _canonical(name: str) -> str:
 
 def _store(folder: Path, data: bytes, filename: str) -> None:
     """Keep an upload under a random name (the client's file name can identify a patient)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     suffix = Path(filename).suffix.lower()
     suffix = suffix if suffix in IMAGE_SUFFIXES else ""
-    (folder / f"{secrets.token_hex(16)}{suffix}").write_bytes(data)
+    write_private(folder / f"{secrets.token_hex(16)}{suffix}", data)
 
 
 def _writable(folder: Path) -> None:
     """`--store-uploads` checked at start: a folder that cannot be written would answer every
     upload with a 500."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         probe = folder / f".breastcad-write-check-{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
