@@ -304,6 +304,7 @@ def test_share_copies_a_bundle_without_its_training_hashes(run_dir, kaggle_csv, 
     original, shared = load_bundle(bundle), load_bundle(copy)
     assert shared.model_id == original.model_id and f"({original.model_id})" in result.output
     assert "without the hashes of its 569 rows" in result.output
+    assert "each bundle keeps a 64-bit hash of every row" in (run_dir / "report.md").read_text()
     assert "training_hashes" in original.manifest and "training_hashes" not in shared.manifest
     assert sorted(p.name for p in copy.iterdir()) == sorted(
         [*original.manifest["files"], "bundle.json", "bundle.json.sha256"]

@@ -18,8 +18,8 @@ A tabular bundle keeps one hash per training row (`row_hashes`: its features), s
 evaluation recognises rows it was refitted on.
 
 Neither hash can be turned back into an image or a row, but whoever holds one can tell
-whether the bundle learnt from it: train with `--no-training-hashes` for a bundle that leaves
-the institution.
+whether the bundle learnt from it: train with `--no-training-hashes`, or copy a trained bundle
+with `breastcad share`, for a bundle that leaves the institution.
 """
 
 from __future__ import annotations

@@ -458,6 +458,6 @@ def _hashes_text(results: dict[str, Any]) -> list[str]:
         f"Privacy: the bundle keeps two 64-bit hashes (pixels, pHash) of each of its "
         f"{kept['images']} training and validation images, so that `breastcad evaluate` "
         "recognises them in any data; no image can be rebuilt from them, but whoever holds an "
-        "image can tell whether the bundle learnt from it. Train with --no-training-hashes "
-        "for a bundle that leaves the institution."
+        "image can tell whether the bundle learnt from it. Train with --no-training-hashes, or "
+        "copy the bundle with `breastcad share`, for a bundle that leaves the institution."
     ]

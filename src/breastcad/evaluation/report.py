@@ -99,7 +99,7 @@ def build_blocks(results: dict[str, Any]) -> list[Block]:
                     f"`breastcad predict --model {path} data.csv`"
                     for name, path in results["bundles"].items()
                 ]
-                + [_row_hashes_text(results.get("bundle_training_hashes", False))],
+                + _row_hashes_text(results),
             )
         )
     blocks.append(Block("h2", "Limits"))
@@ -284,16 +284,20 @@ def _results(source: Path) -> dict[str, Any]:
     )
 
 
-def _row_hashes_text(kept: bool) -> str:
-    """What a tabular run's bundles keep of its rows (`data.fingerprints.row_hashes`)."""
-    if not kept:
-        return (
+def _row_hashes_text(results: dict[str, Any]) -> list[str]:
+    """What a tabular run's bundles keep of its rows (`data.fingerprints.row_hashes`); nothing
+    for runs from before bundles kept them."""
+    if "bundle_training_hashes" not in results:
+        return []
+    if not results["bundle_training_hashes"]:
+        return [
             "Privacy: the bundles keep nothing of the rows (--no-training-hashes), so "
             "`breastcad evaluate` cannot recognise them in other tables."
-        )
-    return (
+        ]
+    return [
         "Privacy: each bundle keeps a 64-bit hash of every row's features, so that "
         "`breastcad evaluate` recognises the rows it was refitted on in any table; no row can "
         "be rebuilt from them, but whoever holds a row can tell whether the bundle learnt from "
-        "it. Train with --no-training-hashes for bundles that leave the institution."
-    )
+        "it. Train with --no-training-hashes, or copy a bundle with `breastcad share`, for "
+        "bundles that leave the institution."
+    ]
