@@ -261,7 +261,7 @@ def evaluate(
         return
     from breastcad.bundle import read_manifest
     from breastcad.config import TabularDataConfig
-    from breastcad.experiment import evaluate_bundle
+    from breastcad.evaluation.tabular_evaluation import evaluate_bundle
 
     if class_map:
         raise ConfigError("--class-map is for image bundles (with --dataset and --root)")
