@@ -60,16 +60,7 @@ def run_experiment(cfg: RunConfig, out: Path, progress: bool = True) -> dict[str
     results: dict[str, Any] = {
         "run": run_info(cfg.seed),
         "config": cfg.model_dump(mode="json"),
-        "data": {
-            "source": data.source,
-            "n_samples": len(data.y),
-            "n_features": data.X.shape[1],
-            "feature_names": data.feature_names,
-            "fingerprint": data.fingerprint(),
-            "checks": data.check.lines(),
-            "class_counts": data.check.class_counts,
-            "positive_class": "malignant",
-        },
+        "data": data.record(),
         "protocols": {},
         "plots": {
             "class_balance": _rel(

@@ -15,6 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,6 +93,19 @@ class TabularData:
         h.update(np.ascontiguousarray(self.X, dtype=np.float64).tobytes())
         h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         return h.hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """What a run's or an evaluation's results say of the data."""
+        return {
+            "source": self.source,
+            "n_samples": len(self.y),
+            "n_features": self.X.shape[1],
+            "feature_names": self.feature_names,
+            "fingerprint": self.fingerprint(),
+            "checks": self.check.lines(),
+            "class_counts": self.check.class_counts,
+            "positive_class": "malignant",
+        }
 
 
 def canonical_feature_name(name: str) -> str:

@@ -40,16 +40,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
     results: dict[str, Any] = {
         "title": f"breastcad evaluation of bundle {predictor.bundle.model_id}",
         "run": run_info(int(manifest.get("seed", 0))),
-        "data": {
-            "source": data.source,
-            "n_samples": len(data.y),
-            "n_features": data.X.shape[1],
-            "feature_names": data.feature_names,
-            "fingerprint": data.fingerprint(),
-            "checks": data.check.lines(),
-            "class_counts": data.check.class_counts,
-            "positive_class": "malignant",
-        },
+        "data": data.record(),
         "how": [
             f"Bundle: {Path(bundle_dir).resolve()} ({predictor.bundle.model_id}), trained on "
             f"{manifest['training_data']['source']} (sha256 "
