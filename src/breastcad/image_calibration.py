@@ -27,11 +27,11 @@ from breastcad.evaluation.bilateral import (
 from breastcad.evaluation.classification import decide, fit_temperature, prior_shift, softmax
 from breastcad.evaluation.image_evaluation import (
     evaluate_predictions,
-    lesion_localisation,
     predict_logits,
     predict_member_logits,
     write_predictions,
 )
+from breastcad.evaluation.localisation import lesion_localisation
 from breastcad.evaluation.metrics import choose_threshold, operating_point_support
 from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork

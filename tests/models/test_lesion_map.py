@@ -8,7 +8,7 @@ from breastcad.data.datamodule import ImageDataModule
 from breastcad.data.lesions import UNKNOWN, lesion_masks
 from breastcad.data.sources import scan
 from breastcad.errors import ConfigError
-from breastcad.evaluation.image_evaluation import lesion_localisation
+from breastcad.evaluation.localisation import lesion_localisation
 from breastcad.models import create_model
 from breastcad.models.backbones import LesionMapHead, cell_loss, lesion_background
 from breastcad.training.image_fit import ImageFitSettings, fit_image
