@@ -129,3 +129,47 @@ def test_real_mini_mias_mammograms_are_paired_by_their_names(tmp_path):
     logit = np.log(by_path / (1 - by_path))
     both = logit.to_numpy() + logit.loc[table["partner"]].to_numpy()
     assert np.allclose(both, 2 * fit["intercept"], atol=1e-6)  # each against the other
+
+
+def test_evaluate_finds_the_near_duplicates_a_random_busi_split_puts_in_its_test_part(tmp_path):
+    """A probe on a random split of the real BUSI (each image its own group, as the published
+    figures had it): evaluating its bundle flags exactly the test images that the audit finds
+    within 4 bits of a training or validation image, and on all of BUSI those plus every image
+    it learnt from. Two code paths (the audit's pairs, the bundle's hashes) on real data."""
+    from breastcad.data.audit import audit
+    from breastcad.data.sources import scan
+
+    root = shared_dir("busi")
+    cache = tmp_path / "cache"
+    cfg = ImageRunConfig.model_validate(
+        {
+            "data": {"dataset": "busi", "root": root, "duplicate_distance": None},
+            "model": "probe",
+            "model_params": {"size": 64},
+            "train": {"progress": False, "cache_dir": cache},
+            "bootstrap": 50,
+        }
+    )
+    run_image_experiment(cfg, tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "splits" / "split.json").read_text())["rows"]
+    part = dict(zip(split["path"], split["partition"], strict=True))
+    found = audit(scan("busi", root), max_distance=4, jobs=2, progress=False, cache_dir=cache)
+    paths = found.records["path"].tolist()
+    straddling = set()
+    for i, j in found.pairs[["i", "j"]].itertuples(index=False):
+        a, b = paths[i], paths[j]
+        for test, other in ((a, b), (b, a)):
+            if part.get(test) == "test" and part.get(other) in ("train", "val"):
+                straddling.add(test)
+    evaluated = {}
+    for name, split_file in (("test", tmp_path / "run" / "splits" / "split.json"), ("all", None)):
+        evaluated[name] = evaluate_image_bundle(
+            tmp_path / "run" / "bundle", "busi", root, tmp_path / name, split_file=split_file,
+            n_boot=50, progress=False, cache_dir=cache,
+        )["data"]["training_overlap"]  # fmt: skip
+    test, everything = evaluated["test"], evaluated["all"]
+    assert test["images"] == list(part.values()).count("test")
+    assert test["same_pixels"] + test["near_duplicates"] == len(straddling) > 20
+    learnt = sum(p in ("train", "val") for p in part.values())
+    assert everything["same_pixels"] >= learnt  # BUSI's exact copies count too
+    assert everything["same_pixels"] + everything["near_duplicates"] == learnt + len(straddling)
