@@ -4,7 +4,8 @@ figures used), one on breastcad's duplicate-aware split; each bundle evaluated o
 part and on all of BUSI. Prints, per evaluation, the images flagged (same pixels / near
 duplicates), the figures as reported and the figures without the flagged images, and the
 seconds the check took (hashes of the evaluated images, from the audit's cache where it knows
-them, and the search against the bundle's).
+them, and the search against the bundle's). Then BreastMNIST (BUSI at 28 px) against the
+duplicate-aware bundle's hashes: what the check does not see.
 
     .venv/bin/python benchmarks/bench_training_overlap.py [--root ../shared/data/busi] [--out DIR]
 """
@@ -29,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("../shared/data/busi"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--breastmnist", type=Path, default=Path("../shared/data/breastmnist"))
     args = parser.parse_args()
     root = args.root.resolve()
     if not root.is_dir():
@@ -67,6 +69,27 @@ def main() -> None:
             f"{flagged} ({o['same_pixels']} / {o['near_duplicates']}) | {figures} | "
             f"{without} | {seconds:.2f} |"
         )
+    _smaller_copies(out / "duplicate-aware-split" / "bundle", args.breastmnist)
+
+
+def _smaller_copies(bundle: Path, root: Path) -> None:
+    """What the check sees of a copy at another resolution and crop: BreastMNIST is BUSI at
+    28 x 28 px; its images against the bundle's training hashes, at several distances."""
+    from breastcad.data import fingerprints
+    from breastcad.data.duplicates import nearest
+    from breastcad.data.sources import scan
+
+    if not root.exists():
+        print(f"\n{root}: not found, BreastMNIST rows left out")
+        return
+    paths = scan("breastmnist", root.resolve()).frame["path"].tolist()
+    found = fingerprints.fingerprints(paths, 2, False, None)
+    phashes = found["phash"][found["readable"]]
+    trained = fingerprints.load(bundle)["phash"]
+    print(f"\nBreastMNIST ({len(phashes)} images, BUSI at 28 px) against {bundle}'s hashes:\n")
+    print("| pHash distance at most | BreastMNIST images matched |\n|---|---|")
+    for distance in (0, 4, 8):
+        print(f"| {distance} | {int((nearest(phashes, trained, distance) >= 0).sum())} |")
 
 
 def _pair(figures: dict, ci: dict | None = None) -> str:
