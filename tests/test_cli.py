@@ -194,11 +194,14 @@ def test_predict_prints_and_writes_per_row_probabilities(run_dir, kaggle_csv, tm
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     columns = ["id", "p_malignant", "prediction", "threshold", "imputed", "error"]
-    assert list(table.columns) == columns
+    assert list(table.columns) == [*columns, "seen_in_training"]
     assert len(table) == 569 and table["p_malignant"].between(0, 1).all()
     assert table["imputed"].isna().all()  # nothing was missing
     truth = pd.read_csv(kaggle_csv)["diagnosis"].map({"M": "malignant", "B": "benign"})
     assert (table["prediction"] == truth).mean() > 0.95  # training data: sanity only
+    # ... and said so: every row is one the bundle was refitted on
+    assert (table["seen_in_training"] == "same").all()
+    assert "569 of these 569 are rows the bundle learnt from" in result.output
     # written to the file, not echoed: the terminal gets the summary only
     assert "p_malignant" not in result.output
     assert f"569 predictions written to {out}" in result.output
@@ -309,11 +312,14 @@ def test_share_copies_a_bundle_without_its_training_hashes(run_dir, kaggle_csv, 
     assert sorted(p.name for p in copy.iterdir()) == sorted(
         [*original.manifest["files"], "bundle.json", "bundle.json.sha256"]
     )
-    predictions = [
-        runner.invoke(app, ["predict", str(kaggle_csv), "--model", str(b)]).stdout
+    kept, bare = (
+        pd.read_csv(
+            io.StringIO(runner.invoke(app, ["predict", str(kaggle_csv), "--model", str(b)]).stdout)
+        )
         for b in (bundle, copy)
-    ]
-    assert predictions[0] == predictions[1]
+    )
+    assert (kept.pop("seen_in_training") == "same").all()  # the copy cannot tell
+    pd.testing.assert_frame_equal(kept, bare)
     half = tmp_path / "half.csv"
     pd.read_csv(kaggle_csv).iloc[::2].to_csv(half, index=False)
     evaluate = ["evaluate", "--model", str(copy), "--data", str(half), "--out", str(tmp_path / "e")]

@@ -610,6 +610,24 @@ def test_evaluate_recognises_training_images_in_other_data_unless_the_bundle_kee
         str(p): ("near" if p.name == "again.jpg" else "same" if p.stem.startswith("copy") else "")
         for p in elsewhere.rglob("*.*")
     }
+    # predict marks them the same way, and says so
+    predicted = runner.invoke(
+        app,
+        [
+            "predict",
+            str(elsewhere),
+            "--model",
+            str(out / "bundle"),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+    )
+    assert "5 of these 21 are images the bundle learnt from" in predicted.output
+    table = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert (
+        table.set_index("path")["seen_in_training"].to_dict()
+        == marks.set_index("path")["seen_in_training"].to_dict()
+    )
     # the hashes file is checked like the model files
     hashes = out / "bundle" / kept["file"]
     saved = hashes.read_bytes()

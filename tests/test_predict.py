@@ -27,18 +27,29 @@ def test_files_decoded_in_worker_processes_give_the_same_rows_in_the_same_order(
 
 def test_predicting_with_an_image_model_does_not_import_scikit_learn(tmp_path):
     """scikit-learn and SciPy take 1.5 s to import here and image prediction needs neither
-    (they are for tabular models and for metrics); a fresh process checks what it imported."""
+    (they are for tabular models and for metrics), not even to mark the images a bundle
+    learnt from (here one that knows the first image: "same"); a fresh process checks what
+    it imported."""
     import subprocess
     import sys
 
-    bundle = make_image_bundle(tmp_path / "bundle")
+    from breastcad.bundle import ImageModel, load_bundle, save_bundle
+    from breastcad.data import fingerprints
+
     image = save(tmp_path / "p.png", blob_image(0, rgb=True))
+    other = save(tmp_path / "q.png", blob_image(5, rgb=True))
+    untrained = load_bundle(make_image_bundle(tmp_path / "untrained"))
+    hashes = fingerprints.training_record([str(image)], 4, 1, False, tmp_path / "cache")
+    bundle = save_bundle(
+        tmp_path / "bundle", ImageModel(untrained.estimator.net), untrained.manifest, hashes
+    )
     code = (
         "import sys\n"
         "from breastcad.predict import Predictor\n"
-        f"rows = Predictor.from_bundle({str(bundle)!r}).predict_paths([{str(image)!r}], "
-        "progress=False, jobs=1)\n"
-        "assert rows['error'].tolist() == [''], rows\n"
+        f"rows = Predictor.from_bundle({str(bundle)!r}).predict_paths([{str(image)!r}, "
+        f"{str(other)!r}], progress=False, jobs=1)\n"
+        "assert rows['error'].tolist() == ['', ''], rows\n"
+        "assert rows['seen_in_training'].tolist() == ['same', ''], rows\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -353,6 +353,14 @@ def predict(
             typer.echo(f"not predicted: {inputs[0]} row {row + 2}: {table['error'][row]}", err=True)
         if len(bad) > 10:
             typer.echo(f"... {len(bad) - 10} more rows not predicted (see error)", err=True)
+    if "seen_in_training" in table.columns and (table["seen_in_training"] != "").any():
+        learnt = int((table["seen_in_training"] != "").sum())
+        what = "images" if predictor.kind == "image" else "rows"
+        typer.echo(
+            f"{learnt} of these {len(table)} are {what} the bundle learnt from "
+            "(seen_in_training): its answers on them are not those it would give new data",
+            err=True,
+        )
     skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
     what = "unreadable" if predictor.kind == "image" else "not predicted"
     note = f" ({skipped} {what}, listed with their problem)" if skipped else ""

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from breastcad.allocator import keep_freed_memory
 from breastcad.bundle import Bundle, load_bundle
+from breastcad.data.fingerprints import image_fingerprint, match, row_hashes
 from breastcad.data.imaging import (
     IMAGE_SUFFIXES,
     check_decoded,
@@ -99,26 +100,46 @@ measured on the loaded network itself; larger ones (a full-resolution mammogram 
 compute for seconds) on the meta device."""
 
 
-def _prepared(path: Path, settings: tuple) -> tuple[np.ndarray | None, str]:
-    """One file as the model's input, or the problem that kept it out."""
+def _prepared(
+    path: Path, settings: tuple, fingerprint: bool = False
+) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
+    """One file as the model's input, or the problem that kept it out; with `fingerprint`,
+    the decoded image's hashes too (`data.fingerprints.image_fingerprint`)."""
     try:
-        return prepare(read_image(path), *settings), ""
+        image = read_image(path)
+        hashes = image_fingerprint(image) if fingerprint else None
+        return prepare(image, *settings), "", hashes
     except DataError as exc:
-        return None, exc.problem
+        return None, exc.problem, None
 
 
-def _decoded(files: list[Path], settings: tuple, jobs: int) -> Iterable[tuple]:
+def _decoded(
+    files: list[Path], settings: tuple, jobs: int, fingerprint: bool = False
+) -> Iterable[tuple]:
     """`_prepared` of every file, in order: in `jobs` worker processes, a bounded number of
     files ahead, where there are enough files to pay for starting them."""
     if jobs <= 1 or len(files) < 2 * jobs:
-        yield from (_prepared(f, settings) for f in files)
+        yield from (_prepared(f, settings, fingerprint) for f in files)
         return
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs) as pool:
         for start in range(0, len(files), AHEAD * jobs):
             chunk = files[start : start + AHEAD * jobs]
-            yield from pool.map(_prepared, chunk, [settings] * len(chunk), chunksize=4)
+            more = [settings] * len(chunk), [fingerprint] * len(chunk)
+            yield from pool.map(_prepared, chunk, *more, chunksize=4)
+
+
+def _seen(found: list[tuple[int, int] | None], trained: dict, near: int | None) -> np.ndarray:
+    """`data.fingerprints.match` of the hashes found while decoding (None: unreadable)."""
+    ok = np.array([h is not None for h in found], dtype=bool)
+    pairs = [h or (0, 0) for h in found]
+    hashes = {
+        "readable": ok,
+        "pixels": np.array([h[0] for h in pairs], dtype=np.uint64),
+        "phash": np.array([h[1] for h in pairs], dtype=np.uint64),
+    }
+    return match(hashes, trained, near)
 
 
 class Predictor:
@@ -345,7 +366,10 @@ class Predictor:
         """One row per image: path, P(class) per class, predicted class, threshold, and the
         problem for files that could not be read (reported, skipped, never a crash). A batch
         that would not fit in memory is made smaller (`batch_that_fits`); `jobs` processes
-        decode the files (a DICOM mammogram takes about half a second to decode here)."""
+        decode the files (a DICOM mammogram takes about half a second to decode here). Where
+        the bundle keeps the hashes of its training images, `seen_in_training` marks the
+        images it learnt from ("same" pixels, "near" duplicate; `data.fingerprints`): its
+        answers on them are not those it would give a new image."""
         keep_freed_memory()
         batch_size = self.batch_that_fits(batch_size)
         files = expand_paths(paths)
@@ -361,11 +385,15 @@ class Predictor:
             batch.clear()
 
         pre = self.bundle.manifest["preprocessing"]
-        decoded = _decoded(files, (pre["size"], pre["resize"], pre["channels"]), jobs)
+        trained = self.bundle.training_hashes()
+        settings = (pre["size"], pre["resize"], pre["channels"])
+        decoded = _decoded(files, settings, jobs, fingerprint=trained is not None)
+        found: list[tuple[int, int] | None] = []
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         with bar:
-            for path, (pixels, problem) in zip(files, decoded, strict=True):
+            for path, (pixels, problem, hashes) in zip(files, decoded, strict=True):
                 rows.append({"path": str(path), "prediction": "", "error": problem})
+                found.append(hashes)
                 if pixels is not None:
                     batch.append((len(rows) - 1, pixels))
                 if len(batch) >= batch_size:
@@ -376,6 +404,8 @@ class Predictor:
         frame = pd.DataFrame(rows, columns=["path", *columns, "prediction", "error"])
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
+        if trained is not None:
+            frame["seen_in_training"] = _seen(found, *trained)
         return frame
 
     @property
@@ -455,7 +485,9 @@ class Predictor:
         """Per row: id (when the table has one), P(malignant), predicted class, threshold, the
         features that were missing and filled with the training medians (`imputed`, empty
         when none was), and `error`: a row with a value that is not a finite number (text,
-        inf) is not predicted, its cells named there, and the other rows are."""
+        inf) is not predicted, its cells named there, and the other rows are. Where the
+        bundle keeps the hashes of the rows it was refitted on, `seen_in_training` marks them
+        ("same"): its answers on them are not those it would give a new sample."""
         X, errors = numeric_rows(self._feature_columns(frame, source))
         ok = np.array([not e for e in errors], dtype=bool)
         proba = np.full(len(X), np.nan)
@@ -476,6 +508,10 @@ class Predictor:
                 "error": errors,
             }
         )
+        trained = self.bundle.training_hashes()
+        if trained is not None:
+            seen = ok & np.isin(row_hashes(X), trained[0]["rows"])
+            out["seen_in_training"] = np.where(seen, "same", "")
         if "id" in frame.columns:
             out.insert(0, "id", frame["id"].to_numpy())
         return out

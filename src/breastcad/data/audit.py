@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from breastcad.data.cache import default_cache_dir
-from breastcad.data.duplicates import hamming_pairs, phash
+from breastcad.data.duplicates import hamming_pairs, phash, pixel_hash
 from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_uint8
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
@@ -72,7 +72,7 @@ def inspect_image(path: str) -> dict[str, Any]:
         "width": image.shape[1],
         "channels": 1 if image.ndim == 2 else image.shape[2],
         "dtype": str(image.dtype),
-        "exact_hash": hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest(),
+        "exact_hash": pixel_hash(pixels),
         "phash": phash(image),
         "colour_fraction": colour_fraction(pixels),
     }

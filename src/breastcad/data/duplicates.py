@@ -9,22 +9,40 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
-from scipy.fft import dctn
 
 from breastcad.data.imaging import to_gray_float
+
+
+def _dct_matrix(n: int = 32) -> np.ndarray:
+    """The orthonormal DCT-II matrix: `C @ x @ C.T` is `scipy.fft.dctn(x, norm="ortho")`
+    (SciPy is not imported for it: image prediction marks training images without it)."""
+    k, i = np.arange(n)[:, None], np.arange(n)[None, :]
+    c = np.sqrt(2 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    c[0] /= np.sqrt(2)
+    return c
+
+
+_DCT = _dct_matrix()
 
 
 def phash(image: np.ndarray) -> int:
     """64-bit DCT perceptual hash of a decoded image."""
     gray = Image.fromarray(to_gray_float(image).astype(np.float32), mode="F")
     small = np.asarray(gray.resize((32, 32), Image.BILINEAR, reducing_gap=3.0), dtype=np.float64)
-    low = dctn(small, norm="ortho")[:8, :8]
+    low = (_DCT @ small @ _DCT.T)[:8, :8]
     bits = (low > np.median(low)).reshape(-1)
     return int(np.packbits(bits).view(">u8")[0])
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    """sha1 of a uint8 image's pixels and shape: equal for the same picture, whatever file
+    format or name it came in."""
+    return hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
 
 
 def hamming_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> np.ndarray:

@@ -30,10 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from breastcad.data.audit import AuditCache, inspect_all
-from breastcad.data.cache import default_cache_dir
-from breastcad.data.duplicates import nearest
-
 FILE = "training_hashes.npz"
 
 
@@ -42,6 +38,9 @@ def fingerprints(
 ) -> dict[str, np.ndarray]:
     """`readable` (bool), `pixels` and `phash` (uint64; 0 where unreadable) of each path, from
     the audit's cache where it knows the file as it is now (so after a run's split, free)."""
+    from breastcad.data.audit import AuditCache, inspect_all
+    from breastcad.data.cache import default_cache_dir
+
     store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir())
     records = inspect_all(list(paths), jobs, progress, store)
     readable = records["readable"].to_numpy(dtype=bool) if len(records) else np.zeros(0, bool)
@@ -52,6 +51,14 @@ def fingerprints(
         pixels[readable] = [int(h[:16], 16) for h in exact]
         phashes[readable] = records.loc[readable, "phash"].to_numpy(dtype=np.uint64)
     return {"readable": readable, "pixels": pixels, "phash": phashes}
+
+
+def image_fingerprint(image: np.ndarray) -> tuple[int, int]:
+    """The two hashes of one decoded image (pixels, pHash), as `fingerprints` gives them."""
+    from breastcad.data.duplicates import phash, pixel_hash
+    from breastcad.data.imaging import to_uint8
+
+    return int(pixel_hash(to_uint8(image))[:16], 16), phash(image)
 
 
 def training_record(
@@ -106,12 +113,16 @@ def match(
     found: dict[str, np.ndarray], training: dict[str, np.ndarray], near_distance: int | None
 ) -> np.ndarray:
     """Per image of `found` (see `fingerprints`): "same" (its pixels are a training image's),
-    "near" (its pHash within `near_distance` bits of one; not checked when None) or ""."""
+    "near" (its pHash within `near_distance` bits of one; not checked when None) or "".
+    (SciPy, which the duplicate search imports, only where near duplicates are looked for:
+    image prediction does without it.)"""
     answer = np.full(len(found["readable"]), "", dtype=object)
     ok = found["readable"]
     same = ok & np.isin(found["pixels"], training["pixels"])
     answer[same] = "same"
     if near_distance is not None:
+        from breastcad.data.duplicates import nearest
+
         near = np.zeros(len(ok), dtype=bool)
         near[ok] = nearest(found["phash"][ok], training["phash"], near_distance) >= 0
         answer[near & ~same] = "near"
