@@ -85,6 +85,17 @@ def small_run_config() -> RunConfig:
     )
 
 
+def with_training_hashes(bundle: Path, images: list[Path], out: Path) -> Path:
+    """A copy of `bundle` in `out` that keeps the hashes of `images` as its training images
+    (`data.fingerprints`; near duplicates within 4 bits), as a trained run's bundle would."""
+    from breastcad.bundle import ImageModel, load_bundle, save_bundle
+    from breastcad.data import fingerprints
+
+    loaded = load_bundle(bundle)
+    hashes = fingerprints.training_record([str(i) for i in images], 4, 1, False, out / "cache")
+    return save_bundle(out / "bundle", ImageModel(loaded.estimator.net), loaded.manifest, hashes)
+
+
 def make_image_bundle(
     folder: Path,
     model: str = "idc_cnn",

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from breastcad.predict import Predictor
-from tests.conftest import make_image_bundle
+from tests.conftest import make_image_bundle, with_training_hashes
 from tests.data.conftest import blob_image, save
 
 
@@ -33,16 +33,9 @@ def test_predicting_with_an_image_model_does_not_import_scikit_learn(tmp_path):
     import subprocess
     import sys
 
-    from breastcad.bundle import ImageModel, load_bundle, save_bundle
-    from breastcad.data import fingerprints
-
     image = save(tmp_path / "p.png", blob_image(0, rgb=True))
     other = save(tmp_path / "q.png", blob_image(5, rgb=True))
-    untrained = load_bundle(make_image_bundle(tmp_path / "untrained"))
-    hashes = fingerprints.training_record([str(image)], 4, 1, False, tmp_path / "cache")
-    bundle = save_bundle(
-        tmp_path / "bundle", ImageModel(untrained.estimator.net), untrained.manifest, hashes
-    )
+    bundle = with_training_hashes(make_image_bundle(tmp_path / "untrained"), [image], tmp_path)
     code = (
         "import sys\n"
         "from breastcad.predict import Predictor\n"

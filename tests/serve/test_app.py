@@ -248,6 +248,24 @@ def test_cors_off_by_default_and_on_when_configured(api, bundles):
     assert headers["access-control-allow-origin"] == "https://elsewhere.example"
 
 
+def test_the_service_never_says_whether_a_model_learnt_from_an_upload(bundles, tmp_path):
+    """A bundle that knows an image (its hashes: `predict` marks it) answers an upload of that
+    image exactly as of any other: nothing in the response tells the uploader it was a
+    training image."""
+    from tests.conftest import with_training_hashes
+
+    known = tmp_path / "known.png"
+    known.write_bytes(png(4))
+    bundle = with_training_hashes(bundles["image"], [known], tmp_path)
+    rows = Predictor.from_bundle(bundle).predict_paths([known], progress=False, jobs=1)
+    assert rows["seen_in_training"].tolist() == ["same"]  # the bundle does know it
+    served = client(bundles, models=[bundle])
+    answers = [upload(served, data) for data in (known.read_bytes(), png(5))]
+    assert [a.status_code for a in answers] == [200, 200]
+    keys = [set(a.json()) for a in answers]
+    assert keys[0] == keys[1] and not any("seen" in k or "training" in k for k in keys[0])
+
+
 def test_uploads_never_touch_disk_unless_configured(bundles, tmp_path, monkeypatch):
     spool = tmp_path / "tmp"
     spool.mkdir()
