@@ -7,7 +7,9 @@ the sha1 of its decoded pixels (the same picture) and its DCT perceptual hash (p
 audit's; within a few bits: the same picture re-encoded, resized or slightly moved, or a near
 duplicate such as BUSI's). `evaluate` matches every image it scores against them, whatever
 the folder layout, file names or dataset adapter, so figures on data that overlaps the
-training data are flagged, and given without those images too.
+training data are flagged, and given without those images too; `predict` marks those images
+in its table (hashed while decoding). The web service never does: it would tell an uploader
+whether the model learnt from an image.
 
 Near duplicates count only where the run's split kept them together (data without patient
 ids, e.g. BUSI); where it split by patient, only the same pixels count: the hashes of
