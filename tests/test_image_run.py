@@ -883,6 +883,7 @@ def test_a_mammography_run_fits_each_breast_against_the_other_and_predicts_pairs
     assert len(again) == len(paired)  # both ways: each image against its partner
     expected = paired.set_index("path")
     assert (again.loc[expected.index, "partner"] == expected["partner"]).all()
+    assert (again.loc[expected.index, "seen_in_training"] == "").all()  # the run's test women
     assert np.allclose(
         again.loc[expected.index, "p_bilateral"].astype(float), expected["p_bilateral"], atol=1e-5
     )

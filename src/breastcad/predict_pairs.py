@@ -94,6 +94,8 @@ def pair_table(
     columns = [f"p_{k}" for k in predictor.classes]
     bilateral = ["p_bilateral", "prediction_bilateral", "threshold_bilateral"]
     order = ["path", "partner", *columns, "prediction", *bilateral, "error", "unpaired"]
+    if "seen_in_training" in single.columns:  # images the bundle learnt from, as predict_paths
+        order.append("seen_in_training")
     frame = pd.DataFrame(rows, columns=order)
     frame["threshold"] = predictor.threshold
     frame["model"] = predictor.bundle.model_id
@@ -117,7 +119,7 @@ def _row(
         | own[columns].to_dict()
         | {"prediction": own["prediction"], "p_bilateral": np.nan, "prediction_bilateral": ""}
         | {"threshold_bilateral": predictor.bilateral["threshold"], "error": own["error"]}
-        | {"unpaired": unpaired}
+        | {"unpaired": unpaired, "seen_in_training": own.get("seen_in_training", "")}
     )
     if partner is None:
         return row
