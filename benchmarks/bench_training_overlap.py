@@ -5,7 +5,8 @@ part and on all of BUSI. Prints, per evaluation, the images flagged (same pixels
 duplicates), the figures as reported and the figures without the flagged images, and the
 seconds the check took (hashes of the evaluated images, from the audit's cache where it knows
 them, and the search against the bundle's). Then BreastMNIST (BUSI at 28 px) against the
-duplicate-aware bundle's hashes: what the check does not see.
+duplicate-aware bundle's hashes: what the check does not see. Last, what hashing unseen
+files costs evaluate: the cache's build and the hashes from one decode or from two.
 
     .venv/bin/python benchmarks/bench_training_overlap.py [--root ../shared/data/busi] [--out DIR]
 """
@@ -70,6 +71,7 @@ def main() -> None:
             f"{without} | {seconds:.2f} |"
         )
     _smaller_copies(out / "duplicate-aware-split" / "bundle", args.breastmnist)
+    _one_decode(root)
 
 
 def _smaller_copies(bundle: Path, root: Path) -> None:
@@ -90,6 +92,31 @@ def _smaller_copies(bundle: Path, root: Path) -> None:
     print("| pHash distance at most | BreastMNIST images matched |\n|---|---|")
     for distance in (0, 4, 8):
         print(f"| {distance} | {int((nearest(phashes, trained, distance) >= 0).sum())} |")
+
+
+def _one_decode(root: Path, repeats: int = 2) -> None:
+    """Evaluating unseen files (cold caches): the decode cache's build and the hashes of the
+    images, as two decodes (the cache, then an audit for the hashes) and as one (the build
+    records what the audit would find: `ImageCache.build(facts=True)`, what evaluate does)."""
+    from breastcad.config import PreprocessConfig
+    from breastcad.data import fingerprints
+    from breastcad.data.cache import ImageCache
+    from breastcad.data.sources import scan
+
+    manifest = scan("busi", root)
+    paths = manifest.frame["path"].tolist()
+    print(f"\nBUSI's {len(paths)} images, cold caches, 224 px, 2 processes (seconds):\n")
+    print("| decodes | cache build + hashes, each run |\n|---|---|")
+    times: dict[str, list[float]] = {"two": [], "one": []}
+    for _ in range(repeats):
+        for name, facts in (("two", False), ("one", True)):
+            folder = Path(tempfile.mkdtemp(prefix="bench-overlap-cache-"))
+            start = time.perf_counter()
+            ImageCache.build(manifest, PreprocessConfig(size=224), folder, 2, False, facts=facts)
+            fingerprints.fingerprints(paths, 2, False, folder)
+            times[name].append(time.perf_counter() - start)
+    for name, values in times.items():
+        print(f"| {name} | {' / '.join(f'{v:.2f}' for v in values)} |")
 
 
 def _pair(figures: dict, ci: dict | None = None) -> str:

@@ -80,6 +80,29 @@ def test_cache_holds_prepared_pixels_reports_bad_files_and_is_reused(colour_tree
     assert changed.path != cache.path and not changed.reused
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_build_asked_for_facts_keeps_what_an_audit_would_find(
+    colour_tree, tmp_path, jobs, monkeypatch
+):
+    """`facts=True` (evaluate with a bundle that keeps training hashes): the build records,
+    from its own decode, what `inspect_image` finds of each readable image in the audit
+    cache, so the hashes need no second decode; a plain build records nothing."""
+    from breastcad.data.audit import AuditCache, file_key, inspect_image
+
+    manifest = scan("folder", colour_tree)
+    config = PreprocessConfig(size=24)
+    monkeypatch.setattr(cache_module, "CHUNK", 8)  # several chunks, in processes with jobs=2
+    plain = ImageCache.build(manifest, config, tmp_path / "plain", jobs, progress=False)
+    built = ImageCache.build(manifest, config, tmp_path / "c", jobs, progress=False, facts=True)
+    assert np.array_equal(plain.pixels, built.pixels)
+    assert AuditCache(tmp_path / "plain").get([file_key(p) for p in plain.paths]) == {}
+    known = AuditCache(tmp_path / "c").get([file_key(p) for p in built.paths])
+    readable = [p for p, ok in zip(built.paths, built.readable, strict=True) if ok]
+    assert len(known) == len(readable) == len(built.paths) - 1  # broken.png: not kept
+    for path in readable:
+        assert known[file_key(path)] == inspect_image(path)
+
+
 def test_parallel_build_matches_serial_and_ignores_a_crashed_partial(
     colour_tree, tmp_path, monkeypatch
 ):

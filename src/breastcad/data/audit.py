@@ -62,6 +62,12 @@ def inspect_image(path: str) -> dict[str, Any]:
         image = read_image(path)
     except DataError as exc:
         return {"readable": False, "error": exc.problem}
+    return describe(image)
+
+
+def describe(image: np.ndarray) -> dict[str, Any]:
+    """What the audit records of a decoded image (`inspect_image`); the decode cache records
+    it too where asked, so that the image is not decoded again for it."""
     if image.size == 0:
         return {"readable": False, "error": "no pixels"}
     pixels = to_uint8(image)

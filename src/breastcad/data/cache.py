@@ -66,16 +66,27 @@ def resolve_channels(paths: list[str], config: PreprocessConfig, probe: int = 16
     return 1
 
 
-def _fill(file: str, shape: tuple[int, ...], start: int, paths: list[str], settings: dict) -> dict:
-    """Decode `paths` into rows `start...` of the raw file; returns {row: problem} for failures."""
+def _fill(
+    file: str,
+    shape: tuple[int, ...],
+    start: int,
+    paths: list[str],
+    settings: dict,
+    facts: bool = False,
+) -> tuple[dict[int, str], dict[int, dict]]:
+    """Decode `paths` into rows `start...` of the raw file; returns {row: problem} for failures
+    and, with `facts`, {row: what the audit records of the image} (`audit.describe`)."""
+    from breastcad.data.audit import describe
+
     row_bytes = int(np.prod(shape[1:]))
     chunk = np.zeros((len(paths), *shape[1:]), dtype=np.uint8)
-    problems = {}
+    problems, found = {}, {}
     for k, path in enumerate(paths):
         try:
-            chunk[k] = prepare(
-                read_image(path), settings["size"], settings["resize"], settings["channels"]
-            )
+            image = read_image(path)
+            if facts:
+                found[start + k] = describe(image)
+            chunk[k] = prepare(image, settings["size"], settings["resize"], settings["channels"])
         except DataError as exc:
             problems[start + k] = exc.problem
         except Exception as exc:  # one bad file must not end a 277k-file build
@@ -85,7 +96,7 @@ def _fill(file: str, shape: tuple[int, ...], start: int, paths: list[str], setti
         os.pwrite(fd, chunk.tobytes(), start * row_bytes)
     finally:
         os.close(fd)
-    return problems
+    return problems, found
 
 
 @dataclass
@@ -129,8 +140,11 @@ class ImageCache:
         cache_dir: Path | None = None,
         jobs: int = 2,
         progress: bool = True,
+        facts: bool = False,
     ) -> ImageCache:
-        """The cache of `manifest` under `config`, reused when it exists, else built."""
+        """The cache of `manifest` under `config`, reused when it exists, else built; with
+        `facts`, a build also keeps what an audit records of each image (its audit cache: the
+        hashes `evaluate` matches against a bundle's training images), from the same decode."""
         paths = [str(p) for p in manifest.frame["path"]]
         settings = {
             "size": list(config.size) if isinstance(config.size, tuple) else config.size,
@@ -157,7 +171,14 @@ class ImageCache:
         raw = partial / "pixels.u8"
         with open(raw, "wb") as f:
             f.truncate(int(np.prod(shape)))
-        problems = _decode_all(str(raw), shape, paths, settings, jobs, progress)
+        problems, found = _decode_all(str(raw), shape, paths, settings, jobs, progress, facts)
+        if found:  # what an audit would find, kept so that no later audit decodes them again
+            from breastcad.data.audit import AuditCache, file_key
+
+            keys = {i: file_key(paths[i]) for i in found}
+            AuditCache(root).put(
+                {keys[i]: r for i, r in found.items() if keys[i] and r["readable"]}
+            )
         readable = np.ones(len(paths), dtype=bool)
         readable[list(problems)] = False
         index = {
@@ -188,23 +209,35 @@ class ImageCache:
 
 
 def _decode_all(
-    file: str, shape: tuple[int, ...], paths: list[str], settings: dict, jobs: int, progress: bool
-) -> dict[int, str]:
+    file: str,
+    shape: tuple[int, ...],
+    paths: list[str],
+    settings: dict,
+    jobs: int,
+    progress: bool,
+    facts: bool = False,
+) -> tuple[dict[int, str], dict[int, dict]]:
+    """`_fill` over every chunk, in `jobs` processes: the problems and facts of all rows."""
     starts = range(0, len(paths), CHUNK)
     problems: dict[int, str] = {}
+    found: dict[int, dict] = {}
     bar = tqdm(total=len(paths), desc="caching images", unit="img", disable=not progress)
     with bar:
         if jobs <= 1 or len(paths) <= CHUNK:
             for s in starts:
-                problems.update(_fill(file, shape, s, paths[s : s + CHUNK], settings))
+                bad, known = _fill(file, shape, s, paths[s : s + CHUNK], settings, facts)
+                problems.update(bad)
+                found.update(known)
                 bar.update(len(paths[s : s + CHUNK]))
-            return problems
+            return problems, found
         with ProcessPoolExecutor(jobs) as pool:
             futures = {
-                pool.submit(_fill, file, shape, s, paths[s : s + CHUNK], settings): s
+                pool.submit(_fill, file, shape, s, paths[s : s + CHUNK], settings, facts): s
                 for s in starts
             }
             for future in as_completed(futures):
-                problems.update(future.result())
+                bad, known = future.result()
+                problems.update(bad)
+                found.update(known)
                 bar.update(min(CHUNK, len(paths) - futures[future]))
-    return problems
+    return problems, found

@@ -212,7 +212,8 @@ def evaluate_image_bundle(
     manifest, split_groups, split_settings = _split_part(manifest, split_file, partition)
     pre = predictor.bundle.manifest["preprocessing"]
     config = PreprocessConfig(size=pre["size"], resize=pre["resize"], channels=pre["channels"])
-    cache = ImageCache.build(manifest, config, cache_dir, jobs, progress)
+    hashed = predictor.bundle.manifest.get("training_hashes") is not None
+    cache = ImageCache.build(manifest, config, cache_dir, jobs, progress, facts=hashed)
     rows, logits, y, groups = _answers(predictor, manifest, cache, split_groups)
     evaluated = manifest.subset(cache.readable)
     positive = predictor.positive
