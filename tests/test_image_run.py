@@ -663,6 +663,49 @@ def test_evaluate_recognises_training_images_in_other_data_unless_the_bundle_kee
     assert "warning: evaluated on the data the bundle was trained on" in same.output
 
 
+def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class_tree, tmp_path):
+    """Every benign image twice under another name: split image by image (no duplicate
+    audit), copies straddle the partitions and the run says so (terminal, report, results:
+    as many as the split put there); split by duplicate cluster (the default), none do and
+    the report says the test part was checked."""
+    import yaml
+
+    for path in sorted((two_class_tree / "benign").glob("b*.png")):
+        shutil.copy(path, path.with_name(f"copy-{path.name}"))
+    counts = {}
+    for name, distance in (("random", None), ("aware", 4)):
+        config = tmp_path / f"{name}.yaml"
+        base = {"data": {"dataset": "folder", "root": str(two_class_tree)}}
+        base["data"]["duplicate_distance"] = distance
+        config.write_text(yaml.safe_dump(base))
+        out = tmp_path / name
+        result = _train_folder(
+            two_class_tree, out, "--model", "probe", "--size", "32", "--config", str(config)
+        )
+        assert result.exit_code == 0, result.output
+        rows = json.loads((out / "splits" / "split.json").read_text())["rows"]
+        part = dict(zip(rows["path"], rows["partition"], strict=True))
+
+        def twin(path: str) -> str:
+            name = Path(path).name
+            return str(
+                Path(path).with_name(name[5:] if name.startswith("copy-") else f"copy-{name}")
+            )
+
+        straddling = sum(part[p] == "test" and part.get(twin(p), "test") != "test" for p in part)
+        report = (out / "report.md").read_text()
+        found = json.loads((out / "results.json").read_text())["test_overlap"]
+        counts[name] = (straddling, found, result.output, report)
+    straddling, found, output, report = counts["random"]
+    assert straddling > 0 and found["same_pixels"] == straddling
+    assert f"warning: the test part is not independent of training: {straddling} of its" in output
+    assert "**Test part not independent**" in report
+    straddling, found, output, report = counts["aware"]
+    assert straddling == 0 and found["same_pixels"] + found["near_duplicates"] == 0
+    assert "not independent" not in output
+    assert "Test part against the training and validation images" in report
+
+
 def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(tmp_path):
     """Three benign images to each malignant one: balanced class weights (the default) train
     towards equal classes; `--calibration prior-shift` adds log pi_k of the training part

@@ -150,7 +150,7 @@ def test_evaluate_finds_the_near_duplicates_a_random_busi_split_puts_in_its_test
             "bootstrap": 50,
         }
     )
-    run_image_experiment(cfg, tmp_path / "run")
+    run = run_image_experiment(cfg, tmp_path / "run")
     split = json.loads((tmp_path / "run" / "splits" / "split.json").read_text())["rows"]
     part = dict(zip(split["path"], split["partition"], strict=True))
     found = audit(scan("busi", root), max_distance=4, jobs=2, progress=False, cache_dir=cache)
@@ -168,6 +168,11 @@ def test_evaluate_finds_the_near_duplicates_a_random_busi_split_puts_in_its_test
             n_boot=50, progress=False, cache_dir=cache,
         )["data"]["training_overlap"]  # fmt: skip
     test, everything = evaluated["test"], evaluated["all"]
+    own = run["test_overlap"]  # the run itself says what its split did
+    assert (own["same_pixels"], own["near_duplicates"]) == (
+        test["same_pixels"],
+        test["near_duplicates"],
+    )
     assert test["images"] == list(part.values()).count("test")
     assert test["same_pixels"] + test["near_duplicates"] == len(straddling) > 20
     learnt = sum(p in ("train", "val") for p in part.values())

@@ -188,10 +188,15 @@ def train_image(
 
 def print_image_summary(results: dict[str, Any]) -> None:
     """The test figures of an image run or evaluation, with intervals, on the terminal."""
+    from breastcad.evaluation.overlap import leak_warning
+
     test = results["test"]
     seen = results["data"].get("seen_in_training")
     if seen:
         typer.echo(f"warning: evaluated on {seen}", err=True)
+    leak = leak_warning(results.get("test_overlap"))
+    if leak:
+        typer.echo(f"warning: {leak}", err=True)
     typer.echo(
         f"{test['n']} test images; positive class: {results['data']['positive']}; "
         f"threshold {_figure(results['operating_point']['threshold'])}"

@@ -44,6 +44,7 @@ from breastcad.evaluation import image_plots
 from breastcad.evaluation.image_evaluation import (
     evaluation_plots,
 )
+from breastcad.evaluation.overlap import overlap_of_test_part
 from breastcad.evaluation.plots import class_balance
 from breastcad.image_calibration import Tested, calibrate_and_test
 from breastcad.image_setup import build_network, check_classes, check_resume
@@ -238,6 +239,16 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
     _write_image_bundle(out / "bundle", net, results, run.dm, hashes)
     results["bundle"] = "bundle"
     results["bundle_training_hashes"] = hashes[1] if hashes else None
+    if hashes:  # is the test part what the split promised: images it never learnt from?
+        in_test = (run.dm.partition == "test") & run.dm.cache.readable
+        near = hashes[1]["near_duplicate_distance"]
+        results["test_overlap"] = overlap_of_test_part(
+            run.manifest.frame["path"].to_numpy()[in_test].tolist(),
+            (hashes[0], near),
+            cfg.train.jobs,
+            cfg.train.progress,
+            cfg.train.cache_dir,
+        )
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
     (out / "metrics.json").write_text(json.dumps(to_jsonable(tested.evaluation["ci"]), indent=1))
     from breastcad.evaluation.report import write_report

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from breastcad.evaluation.overlap import leak_warning
 from breastcad.evaluation.report import Block, report_head, run_line
 
 ROWS = (
@@ -234,6 +235,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"positive class **{data['positive']}**{_class_map_text(data.get('class_map'))}",
         *_seen_line(data.get("seen_in_training")),
         *_overlap_line(data.get("training_overlap")),
+        *_test_overlap_line(results.get("test_overlap")),
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
         f"{data['counts']}",
         f"Input: {data['preprocessing']}",
@@ -270,6 +272,21 @@ def _overlap_line(overlap: dict[str, Any] | None) -> list[str]:
     return [
         f"Overlap with the training images: {found} among the {overlap['training_hashes']} the "
         f"bundle learnt from ({how}; `seen_in_training` in predictions.csv)"
+    ]
+
+
+def _test_overlap_line(record: dict[str, Any] | None) -> list[str]:
+    """A training run's test part checked against its own training hashes."""
+    if record is None:
+        return []
+    warning = leak_warning(record)
+    if warning:
+        return [f"**Test part not independent**: {warning}"]
+    near = record["near_duplicate_distance"]
+    how = "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
+    return [
+        f"Test part against the training and validation images ({how}): none of its "
+        f"{record['images']} images is one of them"
     ]
 
 

@@ -41,6 +41,45 @@ def match_training(
     return fingerprints.match(found, hashes, near), near, len(hashes["pixels"])
 
 
+def overlap_of_test_part(
+    paths: list[str],
+    training: tuple[dict[str, np.ndarray], int | None],
+    jobs: int,
+    progress: bool,
+    cache_dir: Path | None,
+) -> dict[str, Any]:
+    """A training run's test images (`paths`) against the hashes of its own training and
+    validation images: none should be one of them; where some are (a random or an official
+    split made image by image, `duplicate_distance` None), the run's test figures are not
+    those of new data, and its report and terminal say so."""
+    from breastcad.data import fingerprints
+
+    hashes, near = training
+    matched = fingerprints.match(
+        fingerprints.fingerprints(paths, jobs, progress, cache_dir), hashes, near
+    )
+    return {
+        "images": len(paths),
+        "same_pixels": int((matched == "same").sum()),
+        "near_duplicates": int((matched == "near").sum()),
+        "near_duplicate_distance": near,
+    }
+
+
+def leak_warning(record: dict[str, Any] | None) -> str | None:
+    """What `overlap_of_test_part` found, as a warning; None where the test part is clean."""
+    if not record or not record["same_pixels"] + record["near_duplicates"]:
+        return None
+    seen = record["same_pixels"] + record["near_duplicates"]
+    return (
+        f"the test part is not independent of training: {seen} of its {record['images']} "
+        "images are images the network learnt from or was calibrated on "
+        f"({_kinds(record)}), so the "
+        "test figures overstate how it does on new data; keep near duplicates together "
+        "(the default duplicate distance) or evaluate the bundle on other data"
+    )
+
+
 def overlap_record(
     matched: np.ndarray,
     near: int | None,
@@ -82,14 +121,9 @@ def overlap_warning(record: dict[str, Any], hint: str = "") -> str | None:
     seen = record["same_pixels"] + record["near_duplicates"]
     if not seen:
         return None
-    kinds = f"{record['same_pixels']} the same pixels"
-    if record["near_duplicate_distance"] is not None:
-        kinds += (
-            f", {record['near_duplicates']} near duplicates (pHash within "
-            f"{record['near_duplicate_distance']} bits)"
-        )
     text = (
-        f"images the bundle learnt from: {seen} of these {record['images']} images ({kinds}) {_WHY}"
+        f"images the bundle learnt from: {seen} of these {record['images']} images "
+        f"({_kinds(record)}) {_WHY}"
     )
     other = record.get("without_them")
     if other:
@@ -98,6 +132,15 @@ def overlap_warning(record: dict[str, Any], hint: str = "") -> str | None:
             f"{_with_ci(other, 'accuracy')}, macro AUC {_with_ci(other, 'macro_auc')}"
         )
     return text + "; predictions.csv marks them (seen_in_training)" + hint
+
+
+def _kinds(record: dict[str, Any]) -> str:
+    """How many matched by their pixels and, where looked for, as near duplicates."""
+    near = record["near_duplicate_distance"]
+    kinds = f"{record['same_pixels']} the same pixels"
+    if near is not None:
+        kinds += f", {record['near_duplicates']} near duplicates (pHash within {near} bits)"
+    return kinds
 
 
 def _with_ci(figures: dict[str, Any], key: str) -> str:
