@@ -699,7 +699,9 @@ def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class
     straddling, found, output, report = counts["random"]
     assert straddling > 0 and found["same_pixels"] == straddling
     assert f"warning: the test part is not independent of training: {straddling} of its" in output
-    assert "**Test part not independent**" in report
+    assert "**Test part not independent of training**" in report
+    evaluate = f"breastcad evaluate --model {tmp_path / 'random'}/bundle --dataset folder"
+    assert evaluate in output  # the figures without them, one command away
     straddling, found, output, report = counts["aware"]
     assert straddling == 0 and found["same_pixels"] + found["near_duplicates"] == 0
     assert "not independent" not in output

@@ -182,11 +182,11 @@ def train_image(
     cfg = ImageRunConfig.model_validate(base)
     refuse_earlier_run(out, overwrite, resume)
     results = run_image_experiment(cfg, out)
-    print_image_summary(results)
+    print_image_summary(results, out)
     typer.echo(f"\nreport: {out / 'report.html'}\nbundle: {out / 'bundle'}")
 
 
-def print_image_summary(results: dict[str, Any]) -> None:
+def print_image_summary(results: dict[str, Any], run: Path | None = None) -> None:
     """The test figures of an image run or evaluation, with intervals, on the terminal."""
     from breastcad.evaluation.overlap import leak_warning
 
@@ -194,9 +194,9 @@ def print_image_summary(results: dict[str, Any]) -> None:
     seen = results["data"].get("seen_in_training")
     if seen:
         typer.echo(f"warning: evaluated on {seen}", err=True)
-    leak = leak_warning(results.get("test_overlap"))
+    leak = leak_warning(results, run) if run is not None else None
     if leak:
-        typer.echo(f"warning: {leak}", err=True)
+        typer.echo(f"warning: the test part is not independent of training: {leak}", err=True)
     typer.echo(
         f"{test['n']} test images; positive class: {results['data']['positive']}; "
         f"threshold {_figure(results['operating_point']['threshold'])}"

@@ -235,7 +235,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"positive class **{data['positive']}**{_class_map_text(data.get('class_map'))}",
         *_seen_line(data.get("seen_in_training")),
         *_overlap_line(data.get("training_overlap")),
-        *_test_overlap_line(results.get("test_overlap")),
+        *_test_overlap_line(results),
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
         f"{data['counts']}",
         f"Input: {data['preprocessing']}",
@@ -275,13 +275,14 @@ def _overlap_line(overlap: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _test_overlap_line(record: dict[str, Any] | None) -> list[str]:
+def _test_overlap_line(results: dict[str, Any]) -> list[str]:
     """A training run's test part checked against its own training hashes."""
+    record = results.get("test_overlap")
     if record is None:
         return []
-    warning = leak_warning(record)
+    warning = leak_warning(results)
     if warning:
-        return [f"**Test part not independent**: {warning}"]
+        return [f"**Test part not independent of training**: {warning}"]
     near = record["near_duplicate_distance"]
     how = "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
     return [

@@ -66,17 +66,23 @@ def overlap_of_test_part(
     }
 
 
-def leak_warning(record: dict[str, Any] | None) -> str | None:
-    """What `overlap_of_test_part` found, as a warning; None where the test part is clean."""
+def leak_warning(results: dict[str, Any], run: Path | str = "<run>") -> str | None:
+    """What `overlap_of_test_part` found for a training run's `results`, said after "the test
+    part is not independent of training: ", with the command that gives the figures without
+    those images (`run`: the run's folder); None where the test part is clean."""
+    record = results.get("test_overlap")
     if not record or not record["same_pixels"] + record["near_duplicates"]:
         return None
     seen = record["same_pixels"] + record["near_duplicates"]
+    data = results["data"]
+    command = (
+        f"breastcad evaluate --model {run}/bundle --dataset {data['dataset']} --root "
+        f"{data['root']} --split {run}/splits/split.json --partition test"
+    )
     return (
-        f"the test part is not independent of training: {seen} of its {record['images']} "
-        "images are images the network learnt from or was calibrated on "
-        f"({_kinds(record)}), so the "
-        "test figures overstate how it does on new data; keep near duplicates together "
-        "(the default duplicate distance) or evaluate the bundle on other data"
+        f"{seen} of its {record['images']} images are images the network learnt from or was "
+        f"calibrated on ({_kinds(record)}), as a split made image by image allows, so the test "
+        f"figures may overstate how it does on new data; the figures without them: {command}"
     )
 
 
