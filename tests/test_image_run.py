@@ -668,20 +668,12 @@ def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class
     audit), copies straddle the partitions and the run says so (terminal, report, results:
     as many as the split put there); split by duplicate cluster (the default), none do and
     the report says the test part was checked."""
-    import yaml
-
     for path in sorted((two_class_tree / "benign").glob("b*.png")):
         shutil.copy(path, path.with_name(f"copy-{path.name}"))
     counts = {}
-    for name, distance in (("random", None), ("aware", 4)):
-        config = tmp_path / f"{name}.yaml"
-        base = {"data": {"dataset": "folder", "root": str(two_class_tree)}}
-        base["data"]["duplicate_distance"] = distance
-        config.write_text(yaml.safe_dump(base))
+    for name, split in (("random", "--no-duplicates"), ("aware", "--duplicates")):
         out = tmp_path / name
-        result = _train_folder(
-            two_class_tree, out, "--model", "probe", "--size", "32", "--config", str(config)
-        )
+        result = _train_folder(two_class_tree, out, "--model", "probe", "--size", "32", split)
         assert result.exit_code == 0, result.output
         rows = json.loads((out / "splits" / "split.json").read_text())["rows"]
         part = dict(zip(rows["path"], rows["partition"], strict=True))
@@ -700,6 +692,7 @@ def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class
     assert straddling > 0 and found["same_pixels"] == straddling
     assert f"warning: the test part is not independent of training: {straddling} of its" in output
     assert "**Test part not independent of training**" in report
+    assert "near duplicates not looked for (duplicate distance none)" in report
     evaluate = f"breastcad evaluate --model {tmp_path / 'random'}/bundle --dataset folder"
     assert evaluate in output  # the figures without them, one command away
     straddling, found, output, report = counts["aware"]

@@ -124,6 +124,17 @@ def train_image(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the run already in --out (refused without it).")
     ] = False,
+    duplicates: Annotated[
+        bool,
+        typer.Option(
+            help="Audit near duplicates and keep each cluster in one partition (default); "
+            "--no-duplicates splits image by image where the data has no patients, as the "
+            "published figures did (the run then says how many test images it learnt from)."
+        ),
+    ] = True,
+    distance: Annotated[
+        int | None, typer.Option(help="Near-duplicate pHash distance in bits (default 4).")
+    ] = None,
     test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
     val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
     option: OptionOpt = None,
@@ -143,9 +154,12 @@ def train_image(
         "test_size": test_size,
         "val_size": val_size,
         "split_file": split_file,
+        "duplicate_distance": distance,
     }.items():
         if value is not None:
             base["data"][key] = value
+    if not duplicates:
+        base["data"]["duplicate_distance"] = None
     base["model"] = model
     if param:
         base["model_params"] = _parse_options(param)

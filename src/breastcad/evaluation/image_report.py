@@ -418,10 +418,16 @@ def _split_text(split: dict[str, Any]) -> str:
         saved = split.get("saved_settings")
         made = f" (made with: {_split_text(saved)})" if saved else ""
         return f"the saved split `{split['split_file']}`{part}{made}"
+    distance = split.get("duplicate_distance")
+    grouped = (
+        "grouped by patient where the data has them, else image by image: near duplicates "
+        "not looked for (duplicate distance none)"
+        if distance is None
+        else f"grouped by patient or near-duplicate cluster (pHash distance {distance})"
+    )
     text = (
         f"seed {split.get('seed')}, test {split.get('test_size')}, val {split.get('val_size')}, "
-        f"grouped by patient or near-duplicate cluster (pHash distance "
-        f"{split.get('duplicate_distance')}), official splits {split.get('official')}"
+        f"{grouped}, official splits {split.get('official')}"
     )
     text += f"; {split['note']}" if split.get("note") else ""
     if split.get("test_images_sharing_a_group"):
