@@ -10,6 +10,7 @@ before bundles kept them) is recognised only as the very data its run read (`see
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,10 @@ def leak_warning(results: dict[str, Any], run: Path | str = "<run>") -> str | No
     if not record or not record["same_pixels"] + record["near_duplicates"]:
         return None
     seen = record["same_pixels"] + record["near_duplicates"]
-    data = results["data"]
-    command = (
-        f"breastcad evaluate --model {run}/bundle --dataset {data['dataset']} --root "
-        f"{data['root']} --split {run}/splits/split.json --partition test"
-    )
+    data, folder = results["data"], str(run)
+    words = ["breastcad", "evaluate", "--model", f"{folder}/bundle"]
+    words += ["--dataset", data["dataset"], "--root", str(data["root"])]
+    command = shlex.join([*words, "--split", f"{folder}/splits/split.json", "--partition", "test"])
     return (
         f"{seen} of its {record['images']} images are images the network learnt from or was "
         f"calibrated on ({_kinds(record)}), as a split made image by image allows, so the test "
