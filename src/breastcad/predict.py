@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,11 @@ from tqdm.auto import tqdm
 
 from breastcad.allocator import keep_freed_memory
 from breastcad.bundle import Bundle, load_bundle
-from breastcad.data.fingerprints import image_fingerprint, match, row_hashes
+from breastcad.data.fingerprints import row_hashes
 from breastcad.data.imaging import (
-    IMAGE_SUFFIXES,
     check_decoded,
-    has_dicom_preamble,
     prepare,
-    read_image,
 )
-from breastcad.data.manifest import hidden
 from breastcad.data.tabular import (
     canonical_feature_name,
     numeric_features,
@@ -36,47 +31,7 @@ from breastcad.data.tabular import (
 )
 from breastcad.errors import BundleError, ConfigError, DataError
 from breastcad.models import get_spec
-
-_MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
-
-
-def _is_dicom_without_suffix(path: Path) -> bool:
-    """A file named without a suffix (as DICOM exports often are) holding the DICOM preamble."""
-    if path.suffix or not path.is_file():
-        return False
-    try:
-        with path.open("rb") as f:
-            return has_dicom_preamble(f.read(132))
-    except OSError:
-        return False
-
-
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images (BUSI masks and hidden folders
-    such as .ipynb_checkpoints left out), DICOM files without a suffix included. A folder with
-    no image in it is an error naming it."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if not hidden(f, p)
-                and (
-                    (f.suffix.lower() in IMAGE_SUFFIXES and not _MASK.search(f.name))
-                    or _is_dicom_without_suffix(f)
-                )
-            )
-            if not found:
-                raise DataError(
-                    "no images in this folder (looked for "
-                    f"{', '.join(sorted(IMAGE_SUFFIXES))} and DICOM files)",
-                    p,
-                )
-            out += found
-        else:
-            out.append(p)
-    return out
+from breastcad.predict_inputs import decoded_files, expand_paths, seen_in_training
 
 
 @dataclass
@@ -92,54 +47,10 @@ class ImagePrediction:
 
 
 RUNTIMES = ("torch", "onnx", "auto")
-AHEAD = 64
-"""Files decoded ahead of the network at most, per worker process."""
 REAL_BOUND_PIXELS = 1024 * 1024
 """Inputs of up to this many values (1024 x 1024 grey, 3 x 605 x 605) have their memory bound
 measured on the loaded network itself; larger ones (a full-resolution mammogram network would
 compute for seconds) on the meta device."""
-
-
-def _prepared(
-    path: Path, settings: tuple, fingerprint: bool = False
-) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
-    """One file as the model's input, or the problem that kept it out; with `fingerprint`,
-    the decoded image's hashes too (`data.fingerprints.image_fingerprint`)."""
-    try:
-        image = read_image(path)
-        hashes = image_fingerprint(image) if fingerprint else None
-        return prepare(image, *settings), "", hashes
-    except DataError as exc:
-        return None, exc.problem, None
-
-
-def _decoded(
-    files: list[Path], settings: tuple, jobs: int, fingerprint: bool = False
-) -> Iterable[tuple]:
-    """`_prepared` of every file, in order: in `jobs` worker processes, a bounded number of
-    files ahead, where there are enough files to pay for starting them."""
-    if jobs <= 1 or len(files) < 2 * jobs:
-        yield from (_prepared(f, settings, fingerprint) for f in files)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs) as pool:
-        for start in range(0, len(files), AHEAD * jobs):
-            chunk = files[start : start + AHEAD * jobs]
-            more = [settings] * len(chunk), [fingerprint] * len(chunk)
-            yield from pool.map(_prepared, chunk, *more, chunksize=4)
-
-
-def _seen(found: list[tuple[int, int] | None], trained: dict, near: int | None) -> np.ndarray:
-    """`data.fingerprints.match` of the hashes found while decoding (None: unreadable)."""
-    ok = np.array([h is not None for h in found], dtype=bool)
-    pairs = [h or (0, 0) for h in found]
-    hashes = {
-        "readable": ok,
-        "pixels": np.array([h[0] for h in pairs], dtype=np.uint64),
-        "phash": np.array([h[1] for h in pairs], dtype=np.uint64),
-    }
-    return match(hashes, trained, near)
 
 
 class Predictor:
@@ -387,7 +298,7 @@ class Predictor:
         pre = self.bundle.manifest["preprocessing"]
         trained = self.bundle.training_hashes()
         settings = (pre["size"], pre["resize"], pre["channels"])
-        decoded = _decoded(files, settings, jobs, fingerprint=trained is not None)
+        decoded = decoded_files(files, settings, jobs, fingerprint=trained is not None)
         found: list[tuple[int, int] | None] = []
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         with bar:
@@ -405,7 +316,7 @@ class Predictor:
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
         if trained is not None:
-            frame["seen_in_training"] = _seen(found, *trained)
+            frame["seen_in_training"] = seen_in_training(found, *trained)
         return frame
 
     @property
