@@ -145,3 +145,13 @@ def write_private(path: Path, data: bytes = b"") -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def keep_private(path: Path, mode: int) -> None:
+    """Take group and other access away from a cache entry this package wrote before it made
+    them private (`private_folder`, `write_private`); never an error."""
+    try:
+        if Path(path).stat().st_mode & 0o077:
+            Path(path).chmod(mode)
+    except OSError:
+        pass

@@ -192,6 +192,9 @@ def test_a_second_audit_decodes_only_changed_files_and_the_cache_names_none(busi
     stored = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
     assert b"benign" not in stored and b"malignant" not in stored and b"BUSI" not in stored
     assert (cache / "audit.sqlite").stat().st_mode & 0o777 == 0o600  # this account's alone
+    (cache / "audit.sqlite").chmod(0o644)  # as written before it was made private
+    audit(manifest, max_distance=2, jobs=1, progress=False, cache_dir=cache)
+    assert (cache / "audit.sqlite").stat().st_mode & 0o777 == 0o600
     # a damaged cache file is started again (the audit never fails on it)
     (cache / "audit.sqlite").write_bytes(b"not a database")
     for _ in range(2):

@@ -66,6 +66,9 @@ def test_cache_holds_prepared_pixels_reports_bad_files_and_is_reused(colour_tree
     # on the way too
     assert cache.path.stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    cache.path.chmod(0o755)  # as caches were written before they were made private
+    assert ImageCache.build(manifest, config, tmp_path / "cache", progress=False).reused
+    assert cache.path.stat().st_mode & 0o777 == 0o700
     stamp = os.stat(cache.path / "pixels.u8").st_mtime_ns
     again = ImageCache.build(manifest, config, tmp_path / "cache", progress=False)
     assert again.reused and again.path == cache.path

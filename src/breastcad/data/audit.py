@@ -38,7 +38,7 @@ from breastcad.data.duplicates import hamming_pairs, phash, pixel_hash
 from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_uint8
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
-from breastcad.runinfo import private_folder, write_private
+from breastcad.runinfo import keep_private, private_folder, write_private
 
 COLOUR_TOLERANCE = 24
 """Channel spread (max - min, 0-255 scale) above which a pixel counts as coloured; JPEG chroma
@@ -113,6 +113,7 @@ class AuditCache:
         private_folder(self.file.parent)
         if not self.file.exists():  # hashes of patient images: this user's alone
             write_private(self.file)
+        keep_private(self.file, 0o600)
         db = sqlite3.connect(self.file, timeout=60)
         db.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, record TEXT)")
         return db

@@ -34,7 +34,7 @@ from breastcad.config import PreprocessConfig
 from breastcad.data.imaging import as_hw, is_colour, prepare, read_image
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
-from breastcad.runinfo import private_folder
+from breastcad.runinfo import keep_private, private_folder
 
 CACHE_FORMAT = 1
 CHUNK = 512
@@ -197,6 +197,7 @@ class ImageCache:
 
     @classmethod
     def _load(cls, path: Path, paths: list[str]) -> ImageCache:
+        keep_private(path, 0o700)  # a cache written before caches were made private
         index = json.loads((path / "index.json").read_text())
         if index["paths"] != paths:
             raise DataError("cache index does not match the manifest; delete the folder", path)
