@@ -693,6 +693,7 @@ def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class
     assert f"warning: the test part is not independent of training: {straddling} of its" in output
     assert "**Test part not independent of training**" in report
     assert "near duplicates not looked for (duplicate distance none)" in report
+    assert f"Metrics on test data of which {straddling} of" in report  # the model card too
     evaluate = f"breastcad evaluate --model {tmp_path / 'random'}/bundle --dataset folder"
     assert evaluate in output  # the figures without them, one command away
     straddling, found, output, report = counts["aware"]

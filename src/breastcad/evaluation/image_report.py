@@ -457,7 +457,7 @@ def model_card(results: dict[str, Any]) -> list[Block]:
                 f"Data: {data['dataset']} ({data['modality']})"
                 f"{_options_text(data.get('options'))}, classes {data['classes']}.",
                 f"Split: {_split_text(data.get('split', {}))}.",
-                f"Metrics on held-out test data (95% group-bootstrap CI): {headline}.",
+                f"Metrics on {_held_out(results)} (95% group-bootstrap CI): {headline}.",
                 "Limits: one dataset, one site; small test sets give wide intervals; "
                 "performance on other scanners, populations or magnifications is unknown until "
                 "measured with `breastcad evaluate`; probabilities are calibrated on "
@@ -466,6 +466,19 @@ def model_card(results: dict[str, Any]) -> list[Block]:
             ],
         ),
     ]
+
+
+def _held_out(results: dict[str, Any]) -> str:
+    """What the model card's metrics were measured on: held-out test data, unless the run
+    found images it learnt from in its test part (`evaluation.overlap`)."""
+    record = results.get("test_overlap") or {}
+    leaked = record.get("same_pixels", 0) + record.get("near_duplicates", 0)
+    if not leaked:
+        return "held-out test data"
+    return (
+        f"test data of which {leaked} of {record['images']} images are training or validation "
+        "images or their near duplicates (a split made image by image; see above)"
+    )
 
 
 def _hashes_text(results: dict[str, Any]) -> list[str]:
