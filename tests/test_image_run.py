@@ -700,6 +700,7 @@ def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class
     assert straddling == 0 and found["same_pixels"] + found["near_duplicates"] == 0
     assert "not independent" not in output
     assert "Test part against the training and validation images" in report
+    assert "Metrics on held-out test data" in report
 
 
 def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(tmp_path):
