@@ -703,6 +703,37 @@ def test_a_run_says_when_its_test_part_holds_copies_of_training_images(two_class
     assert "Metrics on held-out test data" in report
 
 
+def test_a_run_without_an_audit_hashes_its_images_from_the_decode_that_caches_them(
+    two_class_tree, tmp_path, monkeypatch
+):
+    """No audit before the split (`duplicate_distance` None): the bundle's hashes and the
+    check of the test part come from the cache's own decode; no image is decoded for them."""
+    from breastcad.config import ImageRunConfig
+    from breastcad.data import audit
+    from breastcad.image_experiment import run_image_experiment
+
+    decoded: list[str] = []
+    read = audit.read_image
+    monkeypatch.setattr(audit, "read_image", lambda path: decoded.append(path) or read(path))
+    cfg = ImageRunConfig.model_validate(
+        {
+            "data": {"dataset": "folder", "root": two_class_tree, "duplicate_distance": None},
+            "model": "probe",
+            "model_params": {"size": 32},
+            "train": {"progress": False, "jobs": 1, "cache_dir": tmp_path / "cache"},
+            "bootstrap": 20,
+        }
+    )
+    results = run_image_experiment(cfg, tmp_path / "run")
+    assert decoded == []
+    kept = json.loads((tmp_path / "run" / "bundle" / "bundle.json").read_text())
+    counts = results["data"]["counts"]
+    assert kept["training_hashes"]["images"] == sum(
+        sum(counts[p].values()) for p in ("train", "val")
+    )
+    assert results["test_overlap"]["images"] == sum(counts["test"].values())
+
+
 def test_a_prior_shift_run_undoes_reweighting_and_its_bundle_applies_the_shift(tmp_path):
     """Three benign images to each malignant one: balanced class weights (the default) train
     towards equal classes; `--calibration prior-shift` adds log pi_k of the training part

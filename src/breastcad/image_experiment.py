@@ -293,6 +293,9 @@ def _set_up(cfg: ImageRunConfig, out: Path) -> _Setup:
         seed=cfg.seed,
         progress=progress,
         masks=masks,
+        # the bundle's hashes from the cache's decode where no audit decoded the images
+        facts=cfg.train.training_hashes
+        and (cfg.data.duplicate_distance is None or cfg.data.split_file is not None),
     )
     member_data = None
     if folds is not None:  # member i: fold i for early stopping, the other folds to learn

@@ -106,6 +106,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         progress: bool = True,
         masks: np.ndarray | None = None,
+        facts: bool = False,
     ) -> None:
         super().__init__()
         self.manifest, self.preprocess = manifest, preprocess
@@ -119,6 +120,9 @@ class ImageDataModule(L.LightningDataModule):
         self.masks = masks
         """Lesion masks per manifest row; training batches then carry them (validation and
         test batches never do: evaluation sees images only, as a user's images come)."""
+        self.facts = facts
+        """Whether the cache's build also records what an audit finds of each image (its
+        hashes), where no audit decoded them before (`ImageCache.build`)."""
         self.cache: ImageCache | None = None
         self.datasets: dict[str, CachedImages] = {}
 
@@ -135,7 +139,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.cache is not None:
             return
         self.cache = ImageCache.build(
-            self.manifest, self.preprocess, self.cache_dir, self.jobs, self.progress
+            self.manifest, self.preprocess, self.cache_dir, self.jobs, self.progress, self.facts
         )
         self._make_datasets()
 
