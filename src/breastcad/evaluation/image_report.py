@@ -265,8 +265,7 @@ def _overlap_line(overlap: dict[str, Any] | None) -> list[str]:
             "Overlap with the training images: not checked image by image (the bundle keeps no "
             "hashes of them); only the very data its run read would be recognised"
         ]
-    near = overlap["near_duplicate_distance"]
-    how = "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
+    how = _matched_by(overlap["near_duplicate_distance"])
     seen = overlap["same_pixels"] + overlap["near_duplicates"]
     found = f"{seen} of the {overlap['images']} evaluated images are" if seen else "none is"
     return [
@@ -283,12 +282,16 @@ def _test_overlap_line(results: dict[str, Any]) -> list[str]:
     warning = leak_warning(results)
     if warning:
         return [f"**Test part not independent of training**: {warning}"]
-    near = record["near_duplicate_distance"]
-    how = "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
+    how = _matched_by(record["near_duplicate_distance"])
     return [
         f"Test part against the training and validation images ({how}): none of its "
         f"{record['images']} images is one of them"
     ]
+
+
+def _matched_by(near: int | None) -> str:
+    """What counts as a training image in the overlap checks."""
+    return "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
 
 
 def _class_map_text(class_map: dict[str, str] | None) -> str:

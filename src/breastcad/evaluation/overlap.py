@@ -31,15 +31,12 @@ def match_training(
     """Per evaluated image (`rows` of `manifest`): "same" (the pixels of an image the bundle
     learnt from), "near" (a near duplicate of one) or ""; the near-duplicate distance and the
     number of training hashes. None for a bundle without training hashes."""
-    from breastcad.data import fingerprints
-
     stored = predictor.bundle.training_hashes()
     if stored is None:
         return None
     hashes, near = stored
     paths = manifest.frame["path"].iloc[rows].tolist()
-    found = fingerprints.fingerprints(paths, jobs, progress, cache_dir)
-    return fingerprints.match(found, hashes, near), near, len(hashes["pixels"])
+    return _match(paths, hashes, near, jobs, progress, cache_dir), near, len(hashes["pixels"])
 
 
 def overlap_of_test_part(
@@ -53,14 +50,24 @@ def overlap_of_test_part(
     validation images: none should be one of them; where some are (a random or an official
     split made image by image, `duplicate_distance` None), the run's test figures are not
     those of new data, and its report and terminal say so."""
+    hashes, near = training
+    return _counts(_match(paths, hashes, near, jobs, progress, cache_dir), near)
+
+
+def _match(paths, hashes, near, jobs, progress, cache_dir) -> np.ndarray:
+    """`data.fingerprints.match` of the images at `paths` (hashed from the audit's cache)."""
     from breastcad.data import fingerprints
 
-    hashes, near = training
-    matched = fingerprints.match(
+    return fingerprints.match(
         fingerprints.fingerprints(paths, jobs, progress, cache_dir), hashes, near
     )
+
+
+def _counts(matched: np.ndarray, near: int | None) -> dict[str, Any]:
+    """How many of the `matched` images have the same pixels as, or are near duplicates of,
+    a training image."""
     return {
-        "images": len(paths),
+        "images": len(matched),
         "same_pixels": int((matched == "same").sum()),
         "near_duplicates": int((matched == "near").sum()),
         "near_duplicate_distance": near,
@@ -100,14 +107,7 @@ def overlap_record(
     """What the check found, with the argmax accuracy and macro AUC of the images the bundle
     did not learn from (where there are both kinds), with 95% group-bootstrap intervals."""
     seen = matched != ""
-    record: dict[str, Any] = {
-        "checked": True,
-        "training_hashes": stored,
-        "near_duplicate_distance": near,
-        "images": len(matched),
-        "same_pixels": int((matched == "same").sum()),
-        "near_duplicates": int((matched == "near").sum()),
-    }
+    record: dict[str, Any] = {"checked": True, "training_hashes": stored, **_counts(matched, near)}
     if seen.any() and not seen.all():
         rest = ~seen
         figures = group_bootstrap(
@@ -161,10 +161,15 @@ def _with_ci(figures: dict[str, Any], key: str) -> str:
 def run_test_hint(predictor, data, bundle_dir: Path) -> str:
     """Where `data` is the very data the bundle's run read and its split file is beside the
     bundle: how to evaluate that run's test part alone."""
-    run_split = Path(bundle_dir).parent / "splits" / "split.json"
+    run_split = _run_split(bundle_dir)
     if not _same_data(predictor, data) or not run_split.is_file():
         return ""
     return f" (its run's test part alone: --split {run_split} --partition test)"
+
+
+def _run_split(bundle_dir: Path) -> Path:
+    """The split file of the run a bundle came from (beside its `bundle/` folder)."""
+    return Path(bundle_dir).parent / "splits" / "split.json"
 
 
 def _same_data(predictor, data) -> bool:
@@ -188,7 +193,7 @@ def seen_in_training(
     if not _same_data(predictor, data):
         return None
     trained = predictor.bundle.manifest.get("trained_on") or {}
-    run_split = Path(bundle_dir).parent / "splits" / "split.json"
+    run_split = _run_split(bundle_dir)
     try:
         split = load_split(run_split, data)
     except (BreastcadError, OSError, ValueError, KeyError):
