@@ -1330,6 +1330,9 @@ def test_a_bundle_is_evaluated_on_data_that_names_its_classes_otherwise(tmp_path
     assert np.allclose(table["p_malignant"], alone["p_idc"], atol=1e-5)
     assert (table["label"] == table["path"].map(lambda p: Path(p).parent.name)).all()
     assert "idc as malignant" in (out / "report.md").read_text()
+    ran_on = json.loads((out / "results.json").read_text())["model"]["inference_device"]
+    assert ran_on.startswith("cuda:0 (") if torch.cuda.is_available() else ran_on == "cpu"
+    assert f"run on {ran_on}" in (out / "report.md").read_text()
     refusals = (("tumour=malignant", "not a class of the model"), ("idc=benign", "one name"))
     for bad, problem in refusals:
         wrong = runner.invoke(app, [*base, "--class-map", bad, "--out", str(out), "--quiet"])

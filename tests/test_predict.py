@@ -71,3 +71,74 @@ def test_pairing_with_a_model_that_has_no_bilateral_fit_is_refused_by_name(tmp_p
         app, ["predict", "--model", str(bundle), "--pair", "--pairs", str(tmp_path / "w.csv")]
     )
     assert both.exit_code != 0 and "takes the place of the inputs" in both.output
+
+
+def test_a_predictor_runs_on_the_device_asked_for_and_answers_as_on_the_cpu(tmp_path):
+    """`device="auto"` puts an image network on the GPU where there is one (here, on a machine
+    without one, the CPU); probabilities, decisions, Grad-CAM and the memory bound are those
+    of the CPU predictor (to float32 and TF32 rounding on a GPU)."""
+    import torch
+
+    from breastcad.devices import device_of
+
+    bundle = make_image_bundle(tmp_path / "bundle")
+    cpu = Predictor.from_bundle(bundle, device="cpu")
+    auto = Predictor.from_bundle(bundle)
+    assert cpu.device.type == "cpu" and device_of(cpu.network).type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.device.type == expected and device_of(auto.network).type == expected
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3), dtype=np.uint8)
+    flags = [True, False, True, False, True]
+    here, there = cpu.predict_batch(pixels, flags), auto.predict_batch(pixels, flags)
+    tolerance = 1e-6 if expected == "cpu" else 2e-3
+    for a, b, explained in zip(here, there, flags, strict=True):
+        assert a.prediction == b.prediction
+        assert np.allclose(
+            list(a.probabilities.values()), list(b.probabilities.values()), atol=tolerance
+        )
+        assert (a.cam is None) == (b.cam is None) == (not explained)
+        if explained:
+            assert a.cam.shape == b.cam.shape == (50, 50)
+            assert np.allclose(
+                a.cam, b.cam, atol=1e-4 if expected == "cpu" else 5e-2, equal_nan=True
+            )
+    assert auto.bytes_per_image == cpu.bytes_per_image > 0
+    assert 1 <= auto.batch_that_fits(16) <= 16
+
+
+def test_asking_for_a_gpu_that_is_not_there_or_an_unknown_device_is_a_clear_error(tmp_path):
+    """`--device gpu` without a CUDA GPU (the CPU would be a silent substitute), an unknown
+    device, and a GPU for a model that runs on the CPU only (ONNX Runtime, tabular) are
+    refused with exit code 2 and a line saying why: no traceback, no CSV written."""
+    import torch
+    from typer.testing import CliRunner
+
+    from breastcad.cli import app
+    from tests.conftest import make_wdbc_bundle
+
+    bundle = make_image_bundle(tmp_path / "bundle")
+    image = save(tmp_path / "p.png", blob_image(0, rgb=True))
+    out = tmp_path / "pred.csv"
+    runner = CliRunner()
+
+    def predict(model, *extra):
+        return runner.invoke(app, ["predict", "--model", str(model), *extra, "--out", str(out)])
+
+    unknown = predict(bundle, str(image), "--device", "tpu")
+    assert unknown.exit_code == 2 and "unknown device 'tpu'" in unknown.output
+    gpu = predict(bundle, str(image), "--device", "gpu", "--quiet")
+    if torch.cuda.is_available():
+        assert gpu.exit_code == 0, gpu.output
+        out.unlink()
+    else:
+        assert gpu.exit_code == 2 and "PyTorch sees no CUDA GPU here" in gpu.output
+    wdbc = make_wdbc_bundle(tmp_path / "wdbc")
+    tabular = predict(wdbc, str(image), "--device", "gpu")
+    expected = "is for image bundles" if torch.cuda.is_available() else "no CUDA GPU"
+    assert tabular.exit_code == 2 and expected in tabular.output
+    for result in (unknown, gpu, tabular):
+        assert "Traceback" not in result.output
+    assert not out.exists()
+    on_cpu = predict(bundle, str(image), "--device", "cpu", "--quiet")
+    assert on_cpu.exit_code == 0, on_cpu.output
+    assert pd.read_csv(out)["error"].isna().all()

@@ -69,6 +69,13 @@ PositiveOpt = Annotated[
     typer.Option(help="Label value meaning malignant (inferred for M/B, malignant/benign, 1/0)."),
 ]
 IdOpt = Annotated[str | None, typer.Option(help="Row id column (default: 'id' when present).")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="Image bundles: where the network runs, auto (the GPU when there is one), cpu or "
+        "gpu (an error when there is none)."
+    ),
+]
 
 
 def _data_config(
@@ -227,6 +234,7 @@ def evaluate(
         ),
     ] = None,
     option: OptionOpt = None,
+    device: DeviceOpt = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a bundle on labelled data at its stored threshold (and, for images, its stored
@@ -253,6 +261,7 @@ def evaluate(
             partition,
             progress=not quiet,
             class_map=mapped,
+            device=device,
         )
         from breastcad.cli_image import print_image_summary
 
@@ -265,6 +274,8 @@ def evaluate(
 
     if class_map:
         raise ConfigError("--class-map is for image bundles (with --dataset and --root)")
+    if device != "auto":
+        raise ConfigError("--device is for image bundles (with --dataset and --root)")
     if read_manifest(model).get("kind") == "image":
         raise BreastcadError(f"{model}: an image bundle; give --dataset and --root")
     cfg = TabularDataConfig(**_data_config(data, label_column, positive_label, id_column))
@@ -306,6 +317,7 @@ def predict(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
     jobs: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
+    device: DeviceOpt = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Probabilities and classes from a bundle (its checksums are verified first). Images:
@@ -317,7 +329,7 @@ def predict(
         raise ConfigError("give images, folders or a CSV to predict (or --pairs FILE)")
     if out is not None and out.is_dir():  # found before the work, not when writing it
         raise ConfigError(f"--out {out} is a folder; give the CSV to write, e.g. {out}/pred.csv")
-    predictor = Predictor.from_bundle(model)
+    predictor = Predictor.from_bundle(model, device=device)
     if pairs is not None and (predictor.kind != "image" or inputs or pair):
         raise ConfigError("--pairs is for image bundles, and takes the place of the inputs")
     if pair and predictor.kind != "image":

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from breastcad.cli import app, clear_errors
+from breastcad.cli import DeviceOpt, app, clear_errors
 from breastcad.errors import ConfigError, DataError
 
 
@@ -26,6 +26,7 @@ def serve(
     runtime: Annotated[
         str, typer.Option(help="auto (ONNX Runtime when exported, else torch), torch or onnx.")
     ] = "auto",
+    device: DeviceOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Larger uploads get 413.")] = 20.0,
     api_key_env: Annotated[
         str | None,
@@ -52,6 +53,7 @@ def serve(
     settings = ServiceSettings(
         models=model,
         runtime=runtime,
+        device=device,
         host=host,
         port=port,
         max_upload_mb=max_upload_mb,
@@ -60,7 +62,9 @@ def serve(
         store_uploads=store_uploads,
     )
     server = create_app(settings)
-    ids = ", ".join(f"{k} ({p.runtime})" for k, p in server.state.models.predictors.items())
+    ids = ", ".join(
+        f"{k} ({p.runtime} on {p.device})" for k, p in server.state.models.predictors.items()
+    )
     typer.echo(f"serving {ids} on http://{host}:{port}  (research use only)")
     uvicorn.run(server, host=host, port=port, log_level="info")
 
@@ -124,13 +128,14 @@ def explain(
     out: Annotated[Path, typer.Option(help="Folder for the PNG overlays.")] = Path("explain"),
     root: Annotated[Path | None, typer.Option(help="slide: the IDC dataset folder.")] = None,
     patient: Annotated[str | None, typer.Option(help="slide: the patient id.")] = None,
+    device: DeviceOpt = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Grad-CAM overlays of the predicted class for images, or `explain slide`: a patient's IDC
     slide rebuilt from its patches, annotation beside predicted probability."""
     from breastcad.predict import Predictor
 
-    predictor = Predictor.from_bundle(model)
+    predictor = Predictor.from_bundle(model, device=device)
     if targets[0] == "slide":
         if root is None or patient is None:
             raise ConfigError("explain slide needs --root (the IDC folder) and --patient")

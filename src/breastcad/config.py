@@ -306,6 +306,11 @@ class ServiceSettings(_Strict):
         description="auto: ONNX Runtime for bundles with an exported model.onnx (`breastcad "
         "export`), PyTorch otherwise; torch or onnx to insist.",
     )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="Where image networks run on PyTorch: auto (the GPU when there is one), "
+        "cpu or gpu; ONNX Runtime and tabular models run on the CPU.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_upload_mb: float = Field(20.0, gt=0, description="Larger uploads get 413.")

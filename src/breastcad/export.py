@@ -52,7 +52,7 @@ def export_onnx(
 
     from breastcad.predict import Predictor
 
-    predictor = Predictor.from_bundle(bundle_dir)
+    predictor = Predictor.from_bundle(bundle_dir, device="cpu")  # ONNX Runtime runs there
     if predictor.kind != "image":
         raise ConfigError(
             f"{bundle_dir}: ONNX export is for image bundles; a {predictor.kind} bundle runs "

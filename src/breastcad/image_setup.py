@@ -18,12 +18,13 @@ from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.imaging import as_hw
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES
+from breastcad.devices import chosen_device
 from breastcad.errors import ConfigError, DataError
 from breastcad.models import create_model
 from breastcad.models.backbones import lesion_background
 from breastcad.models.image import ImageNetwork
 from breastcad.models.registry import get_spec
-from breastcad.training.image_fit import chosen_device, positive_index
+from breastcad.training.image_fit import positive_index
 
 
 def build_network(

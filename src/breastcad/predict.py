@@ -58,9 +58,11 @@ class Predictor:
 
     `runtime="auto"` picks ONNX Runtime when the bundle has an export, else PyTorch.
     `runtime="onnx"` runs an image bundle's exported `model.onnx` on ONNX Runtime (see
-    `breastcad export`); Grad-CAM always uses the PyTorch network (it needs gradients)."""
+    `breastcad export`); Grad-CAM always uses the PyTorch network (it needs gradients).
+    `device` (`breastcad.devices`): where an image bundle's PyTorch network runs, `auto` (the
+    GPU when there is one), `cpu` or `gpu`; ONNX Runtime and tabular models run on the CPU."""
 
-    def __init__(self, bundle: Bundle, runtime: str = "torch") -> None:
+    def __init__(self, bundle: Bundle, runtime: str = "torch", device: str = "auto") -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
         if runtime == "auto":
@@ -78,10 +80,32 @@ class Predictor:
         self._session = None
         if runtime == "onnx":
             self._session = self._onnx_session()
+        self.device = self._place(device)
 
     @classmethod
-    def from_bundle(cls, path: str | Path, runtime: str = "torch") -> Predictor:
-        return cls(load_bundle(Path(path)), runtime)
+    def from_bundle(
+        cls, path: str | Path, runtime: str = "torch", device: str = "auto"
+    ) -> Predictor:
+        return cls(load_bundle(Path(path)), runtime, device)
+
+    def _place(self, device: str):
+        """The torch device the network now lives on (`device` resolved; the CPU for ONNX
+        Runtime and tabular models, where asking for the GPU is an error)."""
+        import torch
+
+        from breastcad.devices import inference_device
+
+        wanted = inference_device(device)
+        if self.kind != "image" or self.runtime != "torch":
+            if device in ("gpu", "cuda"):
+                raise ConfigError(
+                    f"{self.bundle.path}: --device {device} is for image bundles run on "
+                    f"PyTorch; this one runs on {self.runtime}, on the CPU"
+                )
+            return torch.device("cpu")
+        if wanted.type != "cpu":
+            self.network.to(wanted)
+        return wanted
 
     def _onnx_session(self):
         from breastcad.export import ONNX_FILE
@@ -171,8 +195,8 @@ class Predictor:
 
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         with torch.inference_mode():
-            x = torch.from_numpy(pixels)
-            return with_views(forward, x, self.tta if views else "none").numpy()
+            x = torch.from_numpy(pixels).to(self.device)
+            return with_views(forward, x, self.tta if views else "none").cpu().numpy()
 
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities for a prepared uint8 batch (N, H, W, C)."""
@@ -256,16 +280,13 @@ class Predictor:
 
     def batch_that_fits(self, requested: int) -> int:
         """`requested`, or fewer images a batch where that many would take more than half the
-        memory available (a mammogram network at full resolution: about 0.9 GB an image)."""
-        import torch
-
+        memory available on the device (a mammogram network at full resolution: about 0.9 GB
+        an image)."""
         from breastcad.training.memory import available_bytes, batch_that_fits
 
         if self.kind != "image" or requested <= 1:
             return requested
-        return batch_that_fits(
-            requested, self.bytes_per_image, available_bytes(torch.device("cpu"))
-        )
+        return batch_that_fits(requested, self.bytes_per_image, available_bytes(self.device))
 
     def predict_paths(
         self,

@@ -122,3 +122,35 @@ def test_models_load_on_the_inference_thread_and_errors_reach_the_caller(bundles
     make_image_bundle(twin, bilateral={"slope": 1.0, "intercept": 0.0, "threshold": 0.5})
     with pytest.raises(ConfigError, match="hold the same model files"):
         ServedModels.load([bundles["image"], twin], "auto")
+
+
+def test_served_image_networks_run_on_the_device_asked_for_and_tabular_models_on_the_cpu(
+    bundles,
+):
+    """`serve --device`: cpu puts the image network there; gpu puts it on the GPU, or, on a
+    machine without one (as here), refuses to start with a line saying why; a tabular model
+    served beside it runs on the CPU either way."""
+    import torch
+
+    from breastcad.devices import device_of
+    from breastcad.errors import ConfigError
+    from breastcad.serve.app import ServedModels
+
+    both = [bundles["image"], bundles["tabular"]]
+    on_cpu = ServedModels.load(both, "torch", "cpu")
+    try:
+        kinds = {p.kind: p.device.type for p in on_cpu.predictors.values()}
+        assert kinds == {"image": "cpu", "tabular": "cpu"}
+    finally:
+        on_cpu.close()
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="PyTorch sees no CUDA GPU here"):
+            ServedModels.load(both, "torch", "gpu")
+        return
+    on_gpu = ServedModels.load(both, "torch", "gpu")
+    try:
+        image = next(p for p in on_gpu.predictors.values() if p.kind == "image")
+        assert device_of(image.network).type == "cuda"
+        assert {p.device.type for p in on_gpu.predictors.values()} == {"cuda", "cpu"}
+    finally:
+        on_gpu.close()

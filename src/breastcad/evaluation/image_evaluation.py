@@ -19,6 +19,7 @@ from breastcad.data.lesions import has_lesion_annotations, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
+from breastcad.devices import device_name, device_of
 from breastcad.errors import DataError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.bilateral import bilateral_comparison
@@ -61,10 +62,11 @@ def predict_member_logits(
 
 def _collect(forward, net, loader, axis: int, tta: str) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
+    device = device_of(net)  # the batches go where the network is
     logits, ys = [], []
     with torch.inference_mode():
         for x, y in loader:
-            logits.append(with_views(forward, x, tta).numpy())
+            logits.append(with_views(forward, x.to(device), tta).cpu().numpy())
             ys.append(y.numpy())
     return np.concatenate(logits, axis=axis), np.concatenate(ys)
 
@@ -190,11 +192,12 @@ def evaluate_image_bundle(
     cache_dir: Path | None = None,
     progress: bool = True,
     class_map: dict[str, str] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """A bundle on any supported dataset (including data never seen in training), at its
     stored temperature and operating point: nothing is refitted. `class_map`: the model's
     class names as the data names them (`{"idc": "malignant"}`: an IDC patch model on
-    BreakHis), where they differ."""
+    BreakHis), where they differ. `device`: where the network runs (`breastcad.devices`)."""
     keep_freed_memory()
     from breastcad.data.cache import ImageCache
     from breastcad.evaluation.report import write_report
@@ -203,7 +206,7 @@ def evaluate_image_bundle(
     out = Path(out)
     refuse_training_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.from_bundle(bundle_dir)
+    predictor = Predictor.from_bundle(bundle_dir, device=device)
     if predictor.kind != "image":
         raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
     class_map = dict(class_map or {})
@@ -411,6 +414,7 @@ def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict)
             "arch": bm["model"]["arch"],
             "init": bm["model"]["init"],
             "test_time_augmentation": predictor.tta,
+            "inference_device": device_name(predictor.device),
         },
         "operating_point": {
             "policy": bm["threshold"].get("policy", ""),

@@ -239,7 +239,8 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
         f"{data['counts']}",
         f"Input: {data['preprocessing']}",
-        f"Model: `{model['name']}` {_arch_text(model['arch'])}; initialisation: {model['init']}",
+        f"Model: `{model['name']}` {_arch_text(model['arch'])}; initialisation: {model['init']}"
+        + (f"; run on {model['inference_device']}" if "inference_device" in model else ""),
         *_training_line(results.get("training")),
         _tta_line(model.get("test_time_augmentation", "none")),
         f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from breastcad.data.lesions import annotated, lesion_cells
+from breastcad.devices import device_of
 from breastcad.evaluation.classification import group_resamples
 from breastcad.evaluation.metrics import roc_auc
 from breastcad.models.ensemble import EnsembleNetwork
@@ -36,10 +37,11 @@ def lesion_localisation(
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
             x = torch.from_numpy(np.array(pixels[start : start + batch_size]))
+            x = x.to(device_of(net))
             if isinstance(net, EnsembleNetwork):
-                scores.append(net.score_map(x))
+                scores.append(net.score_map(x).float().cpu())
             else:
-                scores.append(net.head.score_map(net.forward_features(x)).float())
+                scores.append(net.head.score_map(net.forward_features(x)).float().cpu())
     cells = torch.cat(scores)
     lesion = lesion_cells(torch.from_numpy(masks), cells.shape[-2:])
     known = torch.from_numpy(annotated(masks))

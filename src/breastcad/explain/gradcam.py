@@ -42,7 +42,10 @@ def grad_cam(
     from breastcad.models.tta import check_mode, unview, views, with_views
 
     check_mode(tta)
+    from breastcad.devices import device_of
+
     x = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels)
+    x = x.to(device_of(net))  # where the network is: the CPU or the GPU
     height, width = (x.shape[1], x.shape[2]) if x.dtype == torch.uint8 else x.shape[2:]
     size = (int(height), int(width))
     if target is None and (hasattr(net, "members") or tta != "none"):  # what is deployed
@@ -132,7 +135,7 @@ def _cam(
         handle.remove()
         net.train(was_training)
     cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
-    return cam[:, 0].numpy().astype(np.float32)
+    return cam[:, 0].cpu().numpy().astype(np.float32)
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:

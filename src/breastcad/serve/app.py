@@ -26,6 +26,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from breastcad import __version__
+from breastcad.bundle import load_bundle
 from breastcad.config import ServiceSettings
 from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
 from breastcad.data.pairs import breast_of, mismatch
@@ -55,10 +56,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _loaded(path: Path, runtime: str) -> Predictor:
+def _loaded(path: Path, runtime: str, device: str) -> Predictor:
     """A bundle's predictor with its memory need per image worked out (a second or two for
-    the larger backbones), so that no request waits for it."""
-    predictor = Predictor.from_bundle(path, runtime)
+    the larger backbones), so that no request waits for it. `device` is for image networks; a
+    tabular model runs on the CPU."""
+    bundle = load_bundle(path)
+    predictor = Predictor(bundle, runtime, device if bundle.kind == "image" else "cpu")
     if predictor.kind == "image":
         _ = predictor.bytes_per_image
     return predictor
@@ -80,11 +83,12 @@ class ServedModels:
         self.worker = worker or InferenceWorker()
 
     @classmethod
-    def load(cls, paths: list[Path], runtime: str) -> ServedModels:
+    def load(cls, paths: list[Path], runtime: str, device: str = "auto") -> ServedModels:
         """Load bundles on the inference thread (see `serve.worker` for why)."""
         worker = InferenceWorker()
         try:
-            return cls([worker.run(lambda p=p: _loaded(p, runtime)) for p in paths], worker)
+            loaded = [worker.run(lambda p=p: _loaded(p, runtime, device)) for p in paths]
+            return cls(loaded, worker)
         except Exception:
             worker.close()  # no thread left behind by a refused start
             raise
@@ -450,7 +454,7 @@ def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = N
     if settings.store_uploads is not None:
         _writable(settings.store_uploads)
     if predictors is None:
-        models = ServedModels.load(settings.models, settings.runtime)
+        models = ServedModels.load(settings.models, settings.runtime, settings.device)
     else:
         models = ServedModels(predictors)
 

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from breastcad.data.datamodule import ImageDataModule
+from breastcad.devices import chosen_device, device_name
 from breastcad.errors import ConfigError, Interrupted
 from breastcad.models.image import ImageNetwork
 from breastcad.training.augment import BatchAugment
@@ -146,19 +147,6 @@ def positive_index(classes: list[str]) -> int:
         if name in classes:
             return classes.index(name)
     return len(classes) - 1
-
-
-def chosen_device(accelerator: str) -> torch.device:
-    """Where a run's work goes: the GPU for 'auto', 'gpu' or 'cuda' when there is one."""
-    wanted = accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if wanted and torch.cuda.is_available() else "cpu")
-
-
-def device_name(device: torch.device) -> str:
-    """What trained the network, for the record: `cpu`, or `cuda:0 (NVIDIA H100 80GB HBM3)`."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 def precision_text(precision: str, device: torch.device) -> str:

@@ -106,11 +106,14 @@ def inference_need(
 
 
 def _forward_watched(net: nn.Module, watched: list[nn.Module], hook: Callable, x) -> None:
-    """One forward pass of `net` in inference mode with `hook` on the `watched` modules."""
+    """One forward pass of `net` in inference mode with `hook` on the `watched` modules (`x`
+    moved to the network's device)."""
+    from breastcad.devices import device_of
+
     handles = [m.register_forward_hook(hook) for m in watched]
     try:
         with torch.no_grad():
-            net.eval()(x)
+            net.eval()(x.to(device_of(net)))
     finally:
         for h in handles:
             h.remove()

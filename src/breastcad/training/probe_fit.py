@@ -159,7 +159,7 @@ def _scored_text(tta: str, views: int) -> str:
 
 def _no_epochs(device: torch.device) -> dict[str, Any]:
     """What a trained run records about its epochs, for a fit that has none."""
-    from breastcad.training.image_fit import device_name
+    from breastcad.devices import device_name
 
     return {
         "device": device_name(device),
@@ -180,7 +180,8 @@ def fit_probe(
     """Fit `net`'s linear head in place on the training part of `dm` (`groups`: one per
     manifest row, the split's; default the manifest's group ids). Returns an empty history
     (no epochs) and what was fitted."""
-    from breastcad.training.image_fit import chosen_device, positive_index
+    from breastcad.devices import chosen_device
+    from breastcad.training.image_fit import positive_index
 
     dm.setup()
     train = dm.datasets["train"]
@@ -244,7 +245,7 @@ def fit_cell_probe(
     scale stay with the images as given, the view the network answers on).
     Returns an empty history and what was fitted."""
     from breastcad.data.lesions import annotated, lesion_cells
-    from breastcad.training.image_fit import chosen_device
+    from breastcad.devices import chosen_device
 
     dm.setup()
     if dm.masks is None:
