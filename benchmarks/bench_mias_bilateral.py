@@ -42,7 +42,7 @@ from breastcad.data.pairs import contralateral
 from breastcad.data.sources import scan
 from breastcad.data.splits import split_dataset
 from breastcad.evaluation.bilateral import bilateral_comparison
-from breastcad.models.backbones import create_backbone
+from breastcad.models.pretrained import create_backbone
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-mias"
 IGNORE = -1

@@ -146,7 +146,7 @@ def moved_lesion_cells(manifest, sides, size: int, backbone: str) -> list[list[n
     annotated lesion. Same preprocessing as `cell_features` (right breasts mirrored first)."""
     from breastcad.config import PreprocessConfig
     from breastcad.data.lesions import LESION, annotated, lesion_cells, lesion_masks
-    from breastcad.models.backbones import create_backbone
+    from breastcad.models.pretrained import create_backbone
     from breastcad.models.tta import views
 
     frame = manifest.frame

