@@ -18,7 +18,8 @@ from breastcad.data.imaging import decode_image
 from breastcad.errors import ConfigError
 from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve import create_app
-from breastcad.serve.app import ServedModels, get_models
+from breastcad.serve.app import get_models
+from breastcad.serve.models import ServedModels
 from tests.serve.conftest import dicom_bytes, png
 
 
@@ -358,21 +359,21 @@ def test_mutated_files_never_get_a_500(api):
 
 
 def test_model_card_metrics_from_image_and_tabular_bundles():
-    from breastcad.serve.app import _metrics
+    from breastcad.serve.answers import metrics_table
 
     tabular = {
         "protocol": "10 x repeated stratified 10-fold cross-validation",
         "note": "estimated for the same procedure",
         "summary": {"roc_auc": {"mean": 0.99, "sd": 0.01, "ci_low": 0.98, "ci_high": 1.0}},
     }
-    table, how = _metrics(tabular)
+    table, how = metrics_table(tabular)
     assert table == {"roc_auc": {"value": 0.99, "ci_low": 0.98, "ci_high": 1.0}}
     assert how.startswith("10 x repeated")
     image = {
         "macro_auc": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95},
         "n_groups": {"value": None},
     }
-    table, how = _metrics(image)
+    table, how = metrics_table(image)
     assert list(table) == ["macro_auc"] and "test set" in how
 
 

@@ -108,7 +108,7 @@ def test_models_load_on_the_inference_thread_and_errors_reach_the_caller(bundles
     from breastcad.config import ServiceSettings
     from breastcad.errors import BundleError
     from breastcad.serve import create_app
-    from breastcad.serve.app import ServedModels
+    from breastcad.serve.models import ServedModels
 
     models = ServedModels.load([bundles["image"], bundles["tabular"]], "auto")
     loader = models.worker.run(threading.get_ident)
@@ -134,7 +134,7 @@ def test_served_image_networks_run_on_the_device_asked_for_and_tabular_models_on
 
     from breastcad.devices import device_of
     from breastcad.errors import ConfigError
-    from breastcad.serve.app import ServedModels
+    from breastcad.serve.models import ServedModels
 
     both = [bundles["image"], bundles["tabular"]]
     on_cpu = ServedModels.load(both, "torch", "cpu")

@@ -9,14 +9,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
@@ -26,100 +24,39 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from breastcad import __version__
-from breastcad.bundle import load_bundle
 from breastcad.config import ServiceSettings
-from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
+from breastcad.data.imaging import IMAGE_SUFFIXES
 from breastcad.data.pairs import breast_of, mismatch
 from breastcad.errors import ConfigError, DataError
-from breastcad.predict import ImagePrediction, Predictor
+from breastcad.predict import Predictor
 from breastcad.runinfo import private_folder, write_private
+from breastcad.serve.answers import (
+    bilateral_summary,
+    image_answer,
+    model_info,
+    model_ref,
+    pair_images,
+    policy_of,
+    prepare_upload,
+)
 from breastcad.serve.errors import ApiError, BodyLimit, install_error_handlers
+from breastcad.serve.models import ServedModels
 from breastcad.serve.schemas import (
     NOTICE,
     ErrorOut,
-    Explanation,
     Health,
     ImagePredictionOut,
     ModelInfo,
-    ModelRef,
-    PairImageOut,
     PairPredictionOut,
     TabularPredictionOut,
     TabularRequest,
 )
 from breastcad.serve.uploads import read_pair, read_upload
-from breastcad.serve.worker import InferenceWorker
 
 STATIC = Path(__file__).parent / "static"
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 413, 415, 422)
 }
-
-
-def _loaded(path: Path, runtime: str, device: str) -> Predictor:
-    """A bundle's predictor with its memory need per image worked out (a second or two for
-    the larger backbones), so that no request waits for it. `device` is for image networks; a
-    tabular model runs on the CPU."""
-    bundle = load_bundle(path)
-    predictor = Predictor(bundle, runtime, device if bundle.kind == "image" else "cpu")
-    if predictor.kind == "image":
-        _ = predictor.bytes_per_image
-    return predictor
-
-
-class ServedModels:
-    """The predictors a server holds, by model id, and the one inference thread that loads
-    and runs them all (`InferenceWorker`; concurrent requests are batched per model)."""
-
-    def __init__(self, predictors: list[Predictor], worker: InferenceWorker | None = None) -> None:
-        self.predictors: dict[str, Predictor] = {}
-        for p in predictors:  # one id, one model: a second would silently replace the first
-            twin = self.predictors.setdefault(p.bundle.model_id, p)
-            if twin is not p:
-                raise ConfigError(
-                    f"{twin.bundle.path} and {p.bundle.path} hold the same model files (id "
-                    f"{p.bundle.model_id}), so requests could not tell them apart; serve one"
-                )
-        self.worker = worker or InferenceWorker()
-
-    @classmethod
-    def load(cls, paths: list[Path], runtime: str, device: str = "auto") -> ServedModels:
-        """Load bundles on the inference thread (see `serve.worker` for why)."""
-        worker = InferenceWorker()
-        try:
-            loaded = [worker.run(lambda p=p: _loaded(p, runtime, device)) for p in paths]
-            return cls(loaded, worker)
-        except Exception:
-            worker.close()  # no thread left behind by a refused start
-            raise
-
-    def close(self) -> None:
-        self.worker.close()
-
-    def get(self, ref: str | None, kind: str) -> tuple[str, Predictor]:
-        """A model by id or name; with no `ref`, the only model of this kind."""
-        candidates = {k: p for k, p in self.predictors.items() if p.kind == kind}
-        if ref is None:
-            if len(candidates) == 1:
-                return next(iter(candidates.items()))
-            if not candidates:
-                raise ApiError(422, "no_model", f"no {kind} model is served here")
-            raise ApiError(
-                422,
-                "choose_model",
-                f"several {kind} models are served; choose one with model=: "
-                + ", ".join(candidates),
-            )
-        for key, predictor in self.predictors.items():
-            if ref in (key, predictor.bundle.manifest["model"]["name"]):
-                if predictor.kind != kind:
-                    raise ApiError(
-                        422, "wrong_kind", f"model {key} is a {predictor.kind} model, not {kind}"
-                    )
-                return key, predictor
-        raise ApiError(
-            404, "unknown_model", f"no model '{ref}'; served: {', '.join(self.predictors)}"
-        )
 
 
 def get_models(request: Request) -> ServedModels:
@@ -144,45 +81,6 @@ def require_key(settings: SettingsDep, key: Annotated[str | None, Depends(_key_h
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
 
-def _ref(key: str, predictor: Predictor) -> ModelRef:
-    manifest = predictor.bundle.manifest
-    return ModelRef(
-        id=key,
-        name=manifest["model"]["name"],
-        version=manifest["files_digest"][:12],
-        runtime=predictor.runtime,
-    )
-
-
-def _policy(predictor: Predictor) -> str | None:
-    return predictor.bundle.manifest.get("threshold", {}).get("policy")
-
-
-def _info(key: str, predictor: Predictor) -> ModelInfo:
-    m = predictor.bundle.manifest
-    image = predictor.kind == "image"
-    metrics, evaluation = _metrics(m.get("metrics", {}))
-    return ModelInfo(
-        id=key,
-        name=m["model"]["name"],
-        kind=predictor.kind,
-        modality=m.get("modality", None if image else "tabular"),
-        classes=predictor.classes,
-        positive_class=predictor.classes[predictor.positive] if image else "malignant",
-        threshold=predictor.threshold,
-        operating_point=_policy(predictor),
-        input=m["preprocessing"] if image else {"features": predictor.bundle.feature_names},
-        init=m["model"].get("init"),
-        test_time_augmentation=predictor.tta if image else None,
-        bilateral=_bilateral(predictor) if image else None,
-        trained_on=m.get("trained_on") or m.get("training_data"),
-        metrics=metrics,
-        evaluation=evaluation,
-        runtime=predictor.runtime,
-        intended_use=m.get("intended_use", NOTICE),
-    )
-
-
 def _explanation_asked(query: bool, fields: dict[str, str], settings: ServiceSettings) -> bool:
     """Grad-CAM asked for, by the query or the form's `explain` field; 422 where the server
     has explanations turned off."""
@@ -190,83 +88,6 @@ def _explanation_asked(query: bool, fields: dict[str, str], settings: ServiceSet
     if asked and not settings.explain:
         raise ApiError(422, "explain_off", "explanations are turned off on this server")
     return asked
-
-
-def _bilateral(predictor: Predictor) -> dict[str, Any] | None:
-    fit = predictor.bilateral
-    if fit is None:
-        return None
-    return {
-        "threshold": float(fit["threshold"]),
-        "chosen_on": fit.get("chosen_on", "the validation part"),
-        "probability": fit.get("probability", "logistic regression"),
-    }
-
-
-def _metrics(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Metric -> {value, ci_low, ci_high} from an image bundle (test set, group bootstrap) or a
-    tabular one (mean over the CV folds, corrected interval), and how they were obtained."""
-    if "summary" in raw:  # tabular: the cross-validation estimate of the training procedure
-        table = {
-            k: {"value": v["mean"], "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")}
-            for k, v in raw["summary"].items()
-            if isinstance(v, dict) and v.get("mean") is not None
-        }
-        return table, f"{raw.get('protocol', 'cross-validation')}: {raw.get('note', '')}".strip()
-    table = {k: v for k, v in raw.items() if isinstance(v, dict) and v.get("value") is not None}
-    return table, "held-out test set; 95% bootstrap intervals resampling groups"
-
-
-def _b64png(image: np.ndarray) -> str:
-    from breastcad.explain.gradcam import png_bytes
-
-    return base64.b64encode(png_bytes(image)).decode()
-
-
-def _dicom_header(data: bytes) -> dict[str, Any] | None:
-    import io
-
-    import pydicom
-
-    from breastcad.data.deid import safe_header
-
-    if not has_dicom_preamble(data[:132]):
-        return None
-    try:
-        return safe_header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
-    except Exception:  # the pixels were readable; a header we cannot summarise is left out
-        return None
-
-
-def _prepare(predictor: Predictor, data: bytes, name: str, limit: int) -> tuple[Any, Any]:
-    from breastcad.data.imaging import decode_image
-
-    image = decode_image(data, name, limit)
-    return image, predictor.prepare(image)
-
-
-def _image_answer(
-    predictor: Predictor, image: np.ndarray, data: bytes, result: ImagePrediction
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "probabilities": result.probabilities,
-        "prediction": result.prediction,
-        "image": {
-            "height": int(image.shape[0]),
-            "width": int(image.shape[1]),
-            "model_input": list(result.pixels.shape),
-        },
-        "dicom": _dicom_header(data),
-        "explanation": None,
-    }
-    if result.cam is not None:
-        out["explanation"] = Explanation(
-            target=result.prediction,
-            input_png=_b64png(result.pixels),
-            overlay_png=_b64png(predictor.explanation_picture(image, result.cam)),
-            degenerate=bool(np.all(np.isnan(result.cam))),
-        )
-    return out
 
 
 def _upload_body(files: list[str], raw: bool) -> dict[str, Any]:
@@ -290,7 +111,7 @@ def api_router() -> APIRouter:
     @router.get("/models", response_model=list[ModelInfo])
     def list_models(models: ModelsDep) -> list[ModelInfo]:
         """Every served model with its classes, operating point, metrics and model card."""
-        return [_info(k, p) for k, p in models.predictors.items()]
+        return [model_info(k, p) for k, p in models.predictors.items()]
 
     @router.post(
         "/predict",
@@ -312,16 +133,16 @@ def api_router() -> APIRouter:
         if settings.store_uploads is not None:
             _store(settings.store_uploads, upload.data, upload.filename)
         image, pixels = await run_in_threadpool(
-            _prepare, predictor, upload.data, upload.filename, settings.max_pixels
+            prepare_upload, predictor, upload.data, upload.filename, settings.max_pixels
         )
         prediction = await models.worker.predict(predictor, pixels, explain)
-        result = await run_in_threadpool(_image_answer, predictor, image, upload.data, prediction)
+        result = await run_in_threadpool(image_answer, predictor, image, upload.data, prediction)
         return ImagePredictionOut(
-            model=_ref(key, predictor),
+            model=model_ref(key, predictor),
             classes=predictor.classes,
             positive_class=predictor.classes[predictor.positive],
             threshold=predictor.threshold,
-            operating_point=_policy(predictor),
+            operating_point=policy_of(predictor),
             **result,
         )
 
@@ -361,7 +182,7 @@ def api_router() -> APIRouter:
                 _store(settings.store_uploads, part.data, part.filename)
         prepared = [
             await run_in_threadpool(
-                _prepare, predictor, part.data, part.filename, settings.max_pixels
+                prepare_upload, predictor, part.data, part.filename, settings.max_pixels
             )
             for part in (first, second)
         ]  # both decoded (and checked) before either is run; then one batch for the two
@@ -369,24 +190,13 @@ def api_router() -> APIRouter:
             *(models.worker.predict(predictor, pixels, explain) for _, pixels in prepared)
         )
         answers = [
-            await run_in_threadpool(_image_answer, predictor, image, part.data, result)
+            await run_in_threadpool(image_answer, predictor, image, part.data, result)
             for part, (image, _), result in zip((first, second), prepared, results, strict=True)
         ]  # each image alone, as /predict answers it
-        how = _bilateral(predictor)
-        probs = [np.array([[a["probabilities"][c] for c in predictor.classes]]) for a in answers]
-        both = [predictor.pair_probability(probs[0], probs[1])[0]]
-        both.append(predictor.pair_probability(probs[1], probs[0])[0])
-        out = [
-            PairImageOut(
-                filename=part.filename,
-                **{k: answer[k] for k in ("probabilities", "prediction", "dicom", "explanation")},
-                p_bilateral=float(p),
-                prediction_bilateral=predictor.bilateral_decision(p),
-            )
-            for part, answer, p in zip((first, second), answers, both, strict=True)
-        ]
+        how = bilateral_summary(predictor)
+        out = pair_images(predictor, [first, second], answers)
         return PairPredictionOut(
-            model=_ref(key, predictor),
+            model=model_ref(key, predictor),
             classes=predictor.classes,
             positive_class=predictor.classes[predictor.positive],
             threshold_bilateral=float(fit["threshold"]),
@@ -411,11 +221,11 @@ def api_router() -> APIRouter:
         p = float((await models.worker.call(lambda: predictor.predict_proba(X)))[0])
         threshold = predictor.threshold
         return TabularPredictionOut(
-            model=_ref(key, predictor),
+            model=model_ref(key, predictor),
             p_malignant=p,
             prediction="malignant" if p >= threshold else "benign",
             threshold=threshold,
-            operating_point=_policy(predictor),
+            operating_point=policy_of(predictor),
         )
 
     return router
