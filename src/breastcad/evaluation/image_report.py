@@ -3,11 +3,11 @@ by `report.write_report` from results.json."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from breastcad.evaluation.overlap import leak_warning
-from breastcad.evaluation.report import Block, report_head, run_line
+from breastcad.evaluation.report import Block, fmt, report_head, run_line
+from breastcad.evaluation.training_text import members_blocks, training_line
 
 ROWS = (
     ("accuracy", "Accuracy"),
@@ -22,20 +22,14 @@ ROWS = (
 )
 
 
-def _f(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
 def _range(ci: list[float] | None) -> str:
-    return f" ({_f(ci[0])}-{_f(ci[1])})" if ci else ""
+    return f" ({fmt(ci[0])}-{fmt(ci[1])})" if ci else ""
 
 
 def _ci(entry: dict[str, Any]) -> str:
     if entry.get("ci_low") is None:
-        return _f(entry["value"])
-    return f"{_f(entry['value'])} ({_f(entry['ci_low'])}-{_f(entry['ci_high'])})"
+        return fmt(entry["value"])
+    return f"{fmt(entry['value'])} ({fmt(entry['ci_low'])}-{fmt(entry['ci_high'])})"
 
 
 def _support_text(v: dict[str, Any] | None) -> str:
@@ -45,103 +39,9 @@ def _support_text(v: dict[str, Any] | None) -> str:
     return (
         f"; on {v.get('scored', 'validation')} it flags {v['detected']} of {v['positives']} "
         f"positives (sensitivity "
-        f"{_f(v['sensitivity'])}, one-sided 95% lower bound {_f(v['sensitivity_lower_95'])}) "
-        f"and clears {_f(v['specificity'])} of {v['negatives']} negatives"
+        f"{fmt(v['sensitivity'])}, one-sided 95% lower bound {fmt(v['sensitivity_lower_95'])}) "
+        f"and clears {fmt(v['specificity'])} of {v['negatives']} negatives"
     )
-
-
-def _probe_text(probe: dict[str, Any]) -> str:
-    """How a linear probe (`breastcad.training.probe_fit`) was fitted."""
-    cv = probe["cross_validation"]
-    if isinstance(cv, dict):
-        scores = ", ".join(f"{c}: {_f(v)}" for c, v in cv["by_C"].items())
-        how = (
-            f"chosen by {cv['folds']}-fold cross-validation within the training part, folds "
-            f"cut by {cv['cut_by']}, held-out images scored "
-            f"{cv.get('held_out_scored', 'as given')} ({cv['metric']} by C: {scores})"
-        )
-    else:
-        how = f"({cv})"
-    return (
-        f"linear probe, no epochs: a logistic regression on {probe['features']} frozen "
-        f"features of {probe['training_images']} training images ({probe['samples']}), "
-        f"C = {probe['C']} {how}"
-    )
-
-
-def _cell_probe_text(fit: dict[str, Any]) -> str:
-    """How a lesion-cell probe (`probe_fit.fit_cell_probe`) was fitted."""
-    cells, images = fit["cells"], fit["images"]
-    return (
-        f"lesion-cell probe, no epochs: a logistic regression (C = {fit['C']}) on "
-        f"{fit['features']} frozen features per cell of a {fit['grid'][0]} x {fit['grid'][1]} "
-        f"grid, {cells['lesion']} lesion cells of {images['lesion']} images"
-        f"{_lesion_views_text(fit.get('lesion_views', 'none'), cells.get('lesion_moved', 0))}"
-        " against "
-        f"{cells['background']} cells ({fit['background_fraction']:g} of them) of "
-        f"{images['background']} images without lesions; {images['left out']} training "
-        "images left out (lesion not annotated or off the grid); image logit = its most "
-        f"lesion-like cell, scaled per class on the training images ({_scale_text(fit)})"
-    )
-
-
-def _lesion_views_text(mode: str, moved: int) -> str:
-    if mode == "none":
-        return ""
-    shown = "mirrored" if mode == "flip" else "mirrored, rotated +-10 degrees and shifted +-5%"
-    return f" and {moved} of their moved views ({shown}, the annotation moved with each)"
-
-
-def _scale_text(fit: dict[str, Any]) -> str:
-    scales = fit.get("image_scale", {})
-    return ", ".join(f"{c}: x {v['scale']:g} {v['offset']:+g}" for c, v in scales.items())
-
-
-def _training_line(training: dict[str, Any] | None) -> list[str]:
-    """Where and how long it trained (runs only; an evaluation of a bundle has no training)."""
-    if not training or "epochs_run" not in training:
-        return []
-    device = training.get("device", "not recorded")
-    members = training.get("members")
-    if not members and "probe" in training:
-        return [f"Training: {_probe_text(training['probe'])}, on {device}"]
-    if not members and "cell_probe" in training:
-        return [f"Training: {_cell_probe_text(training['cell_probe'])}, on {device}"]
-    arithmetic = training.get("precision", "float32")
-    if training.get("deterministic"):
-        arithmetic += ", deterministic algorithms"
-    if not members:
-        return [f"Training: {training['epochs_run']} epochs on {device}, {arithmetic}"]
-    each = ", ".join(str(m["epochs_run"]) for m in members)
-    return [
-        f"Training: {training['epochs_run']} epochs in all ({each}) on {device}, {arithmetic}",
-        f"Deep ensemble: {training['ensemble']}",
-    ]
-
-
-def _members_blocks(training: dict[str, Any] | None) -> list[Block]:
-    """An ensemble's members alone on the same test images: what averaging them adds."""
-    members = (training or {}).get("members")
-    if not members:
-        return []
-    rows = [
-        [
-            str(m["member"]),
-            str(m["seed"]),
-            str(m["epochs_run"]),
-            _f(m.get("best_val_loss")),
-            _f(m.get("test_alone", {}).get("accuracy")),
-            _f(m.get("test_alone", {}).get("macro_auc")),
-        ]
-        for m in members
-    ]
-    return [
-        Block("h3", "Ensemble members alone (same test images, argmax, no temperature)"),
-        Block(
-            "table",
-            (["member", "seed", "epochs", "best val loss", "accuracy", "macro AUC"], rows),
-        ),
-    ]
 
 
 def _calibrated_on(cal: dict[str, Any]) -> str:
@@ -157,15 +57,15 @@ def _as_trained_text(test: dict[str, Any]) -> str:
     before = test["argmax_as_trained"]
     return (
         f". Argmax decision of the network as trained (towards equal classes, no shift): "
-        f"accuracy {_f(before['accuracy'])}, balanced accuracy "
-        f"{_f(before['balanced_accuracy'])}, sensitivity {_f(before['sensitivity'])}"
+        f"accuracy {fmt(before['accuracy'])}, balanced accuracy "
+        f"{fmt(before['balanced_accuracy'])}, sensitivity {fmt(before['sensitivity'])}"
     )
 
 
 def _calibration_line(cal: dict[str, Any]) -> str:
     """Calibration as applied: the prior shift (results made before it: none), then T."""
     shift = cal.get("prior_shift")
-    line = f"Calibration: temperature {_f(cal['temperature'])} fitted on {_calibrated_on(cal)}"
+    line = f"Calibration: temperature {fmt(cal['temperature'])} fitted on {_calibrated_on(cal)}"
     if shift and any(shift):
         values = ", ".join(f"{v:+.3f}" for v in shift)
         line += (
@@ -210,7 +110,7 @@ def image_blocks(results: dict[str, Any]) -> list[Block]:
             Block("p", f"{len(data['problems'])} files skipped: " + "; ".join(data["problems"][:5]))
         )
     blocks += _test_blocks(test)
-    blocks += _members_blocks(results.get("training"))
+    blocks += members_blocks(results.get("training"))
     blocks += _localisation_blocks(test.get("localisation"))
     blocks += _bilateral_blocks(
         test.get("bilateral"), results.get("operating_point", {}).get("bilateral")
@@ -241,13 +141,13 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"Input: {data['preprocessing']}",
         f"Model: `{model['name']}` {_arch_text(model['arch'])}; initialisation: {model['init']}"
         + (f"; run on {model['inference_device']}" if "inference_device" in model else ""),
-        *_training_line(results.get("training")),
+        *training_line(results.get("training")),
         _tta_line(model.get("test_time_augmentation", "none")),
         f"Operating point: {op['policy']}, chosen on {op['chosen_on']}: "
-        f"threshold {_f(op['threshold'])}{_support_text(op.get('validation'))}",
+        f"threshold {fmt(op['threshold'])}{_support_text(op.get('validation'))}",
         _calibration_line(test["calibration"]),
         f"Intervals: 95% percentile bootstrap resampling whole groups "
-        f"({_f(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
+        f"({fmt(test['ci'].get('n_groups', {}).get('value'))} groups in the test set)",
     ]
 
 
@@ -308,18 +208,18 @@ def _test_blocks(test: dict[str, Any]) -> list[Block]:
     scalars = [
         [
             label,
-            _ci(test["ci"][k]) if k in test["ci"] else _f(test["metrics"]["scalars"][k]),
-            _f(test["argmax"][k]),
+            _ci(test["ci"][k]) if k in test["ci"] else fmt(test["metrics"]["scalars"][k]),
+            fmt(test["argmax"][k]),
         ]
         for k, label in ROWS
     ]
     per_class = [
-        [c, *(_f(v[m]) for m in ("precision", "recall", "f1", "auc")), str(v["support"])]
+        [c, *(fmt(v[m]) for m in ("precision", "recall", "f1", "auc")), str(v["support"])]
         for c, v in test["metrics"]["per_class"].items()
     ]
     calibration = "ECE {} -> {}, Brier {} -> {} (network as trained -> calibrated)".format(
         *(
-            _f(test["calibration"][k])
+            fmt(test["calibration"][k])
             for k in ("ece_before", "ece_after", "brier_before", "brier_after")
         )
     )
@@ -339,14 +239,14 @@ def _localisation_blocks(where: dict[str, Any] | None) -> list[Block]:
         return []
     text = (
         f"Cell scores ({where['cells_per_image']} cells per image) rank lesion cells "
-        f"above the others with ROC AUC {_f(where['cell_auc'])}"
+        f"above the others with ROC AUC {fmt(where['cell_auc'])}"
         f"{_range(where.get('cell_auc_ci'))} over "
         f"{where['images']} annotated images; the most lesion-like cell lies on the "
         f"lesion in {where['top_cell_on_lesion']} "
         f"of {where['images_with_lesion']} images with one (rate "
-        f"{_f(where['top_cell_on_lesion_rate'])}"
+        f"{fmt(where['top_cell_on_lesion_rate'])}"
         f"{_range(where.get('top_cell_on_lesion_rate_ci'))}; a random cell would: "
-        f"{_f(where['random_cell_rate'])}). Intervals: {where.get('interval', 'none')}. "
+        f"{fmt(where['random_cell_rate'])}). Intervals: {where.get('interval', 'none')}. "
         "The annotations are used for this check and the training loss only, never "
         "for prediction."
     )
@@ -362,11 +262,11 @@ def _bilateral_blocks(pair: dict[str, Any] | None, fit: dict[str, Any] | None) -
     text = (
         f"On the {pair['images']} test images whose other breast is also in the test "
         f"part ({pair['positives']} positive), ROC AUC of the image alone "
-        f"{_f(pair['auc_single'])}{_range(pair.get('auc_single_ci'))}; of its "
-        f"{pair['score']}: {_f(pair['auc_bilateral'])}"
+        f"{fmt(pair['auc_single'])}{_range(pair.get('auc_single_ci'))}; of its "
+        f"{pair['score']}: {fmt(pair['auc_bilateral'])}"
         f"{_range(pair.get('auc_bilateral_ci'))}; difference "
-        f"{_f(pair['auc_bilateral'] - pair['auc_single'])}"
-        f"{f' ({_f(difference[0])} to {_f(difference[1])})' if difference else ''}. "
+        f"{fmt(pair['auc_bilateral'] - pair['auc_single'])}"
+        f"{f' ({fmt(difference[0])} to {fmt(difference[1])})' if difference else ''}. "
         f"Intervals: {pair['interval']}."
     )
     decided = pair.get("at_operating_point")
@@ -379,10 +279,10 @@ def _bilateral_blocks(pair: dict[str, Any] | None, fit: dict[str, Any] | None) -
     else:
         text += (
             f" Its probability (logistic regression on the validation images with their other "
-            f"breast) at the threshold chosen there, {_f(decided['threshold'])}: test "
-            f"sensitivity {_f(decided['sensitivity'])} ({decided['detected']} of "
-            f"{decided['positives']}), specificity {_f(decided['specificity'])}, accuracy "
-            f"{_f(decided['accuracy'])}. The bundle carries the fit: `breastcad predict "
+            f"breast) at the threshold chosen there, {fmt(decided['threshold'])}: test "
+            f"sensitivity {fmt(decided['sensitivity'])} ({decided['detected']} of "
+            f"{decided['positives']}), specificity {fmt(decided['specificity'])}, accuracy "
+            f"{fmt(decided['accuracy'])}. The bundle carries the fit: `breastcad predict "
             "--pair` (or `--pairs`) scores a woman's two images this way."
         )
         support = (fit or {}).get("validation")
@@ -390,8 +290,8 @@ def _bilateral_blocks(pair: dict[str, Any] | None, fit: dict[str, Any] | None) -
             text += (
                 f" On the validation images it was chosen on it flagged {support['detected']} "
                 f"of {support['positives']} positives, which bounds the sensitivity it can "
-                f"promise at {_f(support['sensitivity_lower_95'])} (one-sided 95%), with "
-                f"specificity {_f(support['specificity'])} over {support['negatives']} "
+                f"promise at {fmt(support['sensitivity_lower_95'])} (one-sided 95%), with "
+                f"specificity {fmt(support['specificity'])} over {support['negatives']} "
                 "negatives."
             )
     return [Block("h3", "Each breast against the woman's other breast"), Block("p", text)]
@@ -402,7 +302,7 @@ def _group_blocks(group: dict[str, Any] | None) -> list[Block]:
     if not group:
         return []
     text = ", ".join(
-        f"{k} {_f(v)}" for k, v in group.items() if k not in ("kind", "per_group_accuracy")
+        f"{k} {fmt(v)}" for k, v in group.items() if k not in ("kind", "per_group_accuracy")
     )
     return [Block("h3", f"Patient level ({group['kind']})"), Block("p", text)]
 

@@ -37,6 +37,14 @@ class Block:
     content: Any
 
 
+def fmt(v: Any) -> str:
+    """A figure as the reports show it: floats to 3 decimals, n/a for None or NaN, anything
+    else as it is."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
