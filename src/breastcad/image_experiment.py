@@ -23,12 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from breastcad.bundle import ImageModel, image_manifest, save_bundle
-from breastcad.config import ImageRunConfig, PreprocessConfig
+from breastcad.config import ImageRunConfig
 from breastcad.data.datamodule import ImageDataModule
-from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import MODALITY, scan
 from breastcad.data.splits import (
@@ -48,12 +46,17 @@ from breastcad.evaluation.image_evaluation import (
 from breastcad.evaluation.overlap import overlap_of_test_part
 from breastcad.evaluation.plots import class_balance
 from breastcad.image_calibration import Tested, calibrate_and_test
-from breastcad.image_setup import build_network, check_classes, check_resume
-from breastcad.models import create_model
+from breastcad.image_ensemble import fit_ensemble
+from breastcad.image_setup import (
+    build_network,
+    check_classes,
+    check_resume,
+    fit_settings,
+    lesion_annotations,
+)
 from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
 from breastcad.runinfo import run_info, to_jsonable
-from breastcad.training.augment import MODALITY_AUGMENT
 from breastcad.training.image_fit import ImageFitSettings, fit_image, positive_index
 
 
@@ -130,67 +133,6 @@ def _cross_fit_folds(
     return folds
 
 
-def _fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> ImageFitSettings:
-    """The recipe, overridden by the run's settings. Class weights apply only without
-    re-sampling (both would correct the imbalance twice); a closed-form fit (the linear
-    probe), which sees every training image once, takes re-sampling to equal classes as the
-    balanced class weights it equals in expectation. With fewer epochs than the recipe, the
-    head stage of fine-tuning gets what the fine-tuning stage leaves."""
-    t, r = cfg.train, net.recipe
-    if r.closed_form and t.precision != "32":
-        raise ConfigError(
-            f"{cfg.model}: a closed-form recipe has no training steps to run in "
-            f"{t.precision}; --precision applies to the recipes trained in epochs"
-        )
-    class_weight = t.class_weight if t.sampling == "none" else "none"
-    if r.closed_form and t.sampling != "none":
-        class_weight = "balanced"
-    augment = MODALITY_AUGMENT.get(modality, "none") if t.augment == "auto" else t.augment
-    epochs = t.epochs or r.epochs
-    stages = [
-        {**s, "after_epochs": min(s["after_epochs"], max(1, epochs - s["epochs"]))}
-        for s in r.stages
-    ]
-    return ImageFitSettings(
-        epochs=epochs,
-        lr=t.lr or r.lr,
-        patience=t.patience or r.patience,
-        seed=cfg.seed,
-        class_weight=class_weight,
-        augment=augment,
-        accelerator=t.accelerator,
-        deterministic=t.deterministic,
-        precision=t.precision,
-        progress=t.progress,
-        resume=t.resume,
-        stages=stages or None,
-        optim=r.optim_settings(),
-        tta=t.tta,
-    )
-
-
-def _lesion_masks(
-    net: ImageNetwork, manifest: Manifest, preprocess: PreprocessConfig, progress: bool
-) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Lesion masks for a lesion-supervised network (else None) and what they hold."""
-    if not net.recipe.lesion_masks:
-        return None, {}
-    background = manifest.classes[net.arch["background"]]
-    masks, problems = lesion_masks(manifest, preprocess, background, progress)
-    with_lesion = (manifest.frame["label"] != background).to_numpy()
-    unknown = ~annotated(masks)
-    return masks, {
-        "source": "mini-MIAS Info.txt centres and radii"
-        if "lesions" in manifest.frame.columns
-        else "mask images",
-        "background_class": background,
-        "annotated": int((with_lesion & ~unknown).sum()),
-        "not_annotated": int(unknown.sum()),
-        "used_in": "training loss and the test localisation check; never at prediction",
-        "problems": problems,
-    }
-
-
 @dataclasses.dataclass
 class _Setup:
     """What a run trains on and with, before any training."""
@@ -221,7 +163,7 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
         history, fit_info = fit_image(net, run.dm, run.settings, out, groups)
         members: list[dict[str, Any]] = []
     else:
-        net, history, fit_info, members = _fit_ensemble(
+        net, history, fit_info, members = fit_ensemble(
             cfg, run.net, run.params, run.dm, run.settings, out, run.member_data, groups
         )
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
@@ -283,7 +225,7 @@ def _set_up(cfg: ImageRunConfig, out: Path) -> _Setup:
         partition = np.where(folds >= 0, "train", partition)
     n_train = int((partition == "train").sum())
     net, preprocess, params = build_network(cfg, manifest.classes, modality, n_train)
-    masks, lesions = _lesion_masks(net, manifest, preprocess, progress)
+    masks, lesions = lesion_annotations(net, manifest, preprocess, progress)
     dm = ImageDataModule(
         manifest,
         partition,
@@ -305,7 +247,7 @@ def _set_up(cfg: ImageRunConfig, out: Path) -> _Setup:
             dm.repartitioned(np.where(folds == i, "val", partition))
             for i in range(cfg.train.members)
         ]
-    settings = _fit_settings(cfg, net, modality)
+    settings = fit_settings(cfg, net, modality)
     return _Setup(
         manifest, split, split_settings, modality, net, params, dm, settings, masks, lesions,
         member_data,
@@ -357,75 +299,6 @@ def _results(
         "test": tested.evaluation,
         "plots": {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v},
     }
-
-
-def _fit_ensemble(
-    cfg: ImageRunConfig,
-    first: ImageNetwork,
-    params: dict[str, Any],
-    dm: ImageDataModule,
-    settings: ImageFitSettings,
-    out: Path,
-    member_data: list[ImageDataModule] | None = None,
-    groups: np.ndarray | None = None,
-) -> tuple[EnsembleNetwork, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
-    """`cfg.train.members` networks on the one split, member k seeded `seed + k - 1` (its
-    initialisation, batches and augmentation), each in `members/<k>/` with its own checkpoints
-    and learning curves; with `member_data` (cross-fitting) member k learns from and stops
-    early on its own partition of the images. A finished member is kept (`member.pt`,
-    `member.json`) and not trained again by `--resume`. Returns the ensemble, the history of
-    all members (a `member` column), what happened and a record per member."""
-    nets, history, records = [], [], []
-    for k in range(1, cfg.train.members + 1):
-        seed = cfg.seed + k - 1
-        folder = out / "members" / str(k)
-        folder.mkdir(parents=True, exist_ok=True)
-        if k == 1:
-            net = first
-        else:
-            torch.manual_seed(seed)
-            net = create_model(cfg.model, num_classes=first.num_classes, **params)
-        done = folder / "member.json"
-        if cfg.train.resume and done.is_file() and (folder / "member.pt").is_file():
-            net.load_state_dict(torch.load(folder / "member.pt", weights_only=True))
-            record = json.loads(done.read_text())
-            record["resumed"] = "finished before; not trained again"
-        else:
-            data = dm if member_data is None else member_data[k - 1]
-            data.seed = seed  # the member's own batch order
-            member_history, info = fit_image(
-                net, data, dataclasses.replace(settings, seed=seed), folder, groups
-            )
-            pd.DataFrame(member_history).to_csv(folder / "history.csv", index=False)
-            record = {"member": k, "seed": seed, **info, "history": member_history}
-            if member_data is not None:
-                record["fold"] = {"validation_fold": k, "counts": data.counts()}
-            torch.save(net.state_dict(), folder / "member.pt")
-            done.write_text(json.dumps(to_jsonable(record), indent=1))
-        nets.append(net.cpu().eval())
-        history += [{"member": k, **row} for row in record["history"]]
-        records.append(record)
-    dm.seed = cfg.seed
-    info = {
-        "device": records[-1]["device"],
-        "precision": records[-1].get("precision", "float32"),
-        "deterministic": records[-1].get("deterministic", False),
-        "epochs_run": sum(r["epochs_run"] for r in records),
-        "best_checkpoint": None,
-        "best_val_loss": None,
-        "resumed_from": [r.get("resumed_from") or r.get("resumed") for r in records],
-        "stage_switch_epoch": None,
-        "ensemble": f"{len(nets)} members, seeds {cfg.seed}-{cfg.seed + len(nets) - 1}, "
-        + (
-            "one split"
-            if member_data is None
-            else f"cross-fitted: the training and validation parts pooled and cut into "
-            f"{len(nets)} folds by group, member k early-stopped on fold k and trained on the "
-            "rest"
-        )
-        + "; class probabilities averaged",
-    }
-    return EnsembleNetwork(nets), history, info, records
 
 
 def _plots(out, net, dm, history, tested: Tested, classes) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Before an image run trains: the network it starts from (the registry's, or a bundle's with
 `--init-from`), its input, and what it refuses with a clear message before any data is
 prepared: a resumed run with other settings, data with fewer than two classes, an input too
-small for the network, a run that cannot fit in memory, batch norm on single images.
+small for the network, a run that cannot fit in memory, batch norm on single images; the
+training settings (the recipe's, overridden by the run's) and lesion annotations it needs.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from breastcad.bundle import Bundle, load_bundle
 from breastcad.config import ImageRunConfig, PreprocessConfig
 from breastcad.data.imaging import as_hw
+from breastcad.data.lesions import annotated, lesion_masks
 from breastcad.data.manifest import Manifest
 from breastcad.data.sources import GRAY_MODALITIES
 from breastcad.devices import chosen_device
@@ -24,7 +27,8 @@ from breastcad.models import create_model
 from breastcad.models.image import ImageNetwork
 from breastcad.models.lesion_recipes import lesion_background
 from breastcad.models.registry import get_spec
-from breastcad.training.image_fit import positive_index
+from breastcad.training.augment import MODALITY_AUGMENT
+from breastcad.training.image_fit import ImageFitSettings, positive_index
 
 
 def build_network(
@@ -245,3 +249,64 @@ def check_batch_size(net: ImageNetwork, batch_size: int, model: str) -> None:
             f"--batch-size {batch_size}: `{model}` trains {len(learning)} batch-norm layer(s), "
             "which need at least 2 images per batch"
         )
+
+
+def fit_settings(cfg: ImageRunConfig, net: ImageNetwork, modality: str) -> ImageFitSettings:
+    """The recipe, overridden by the run's settings. Class weights apply only without
+    re-sampling (both would correct the imbalance twice); a closed-form fit (the linear
+    probe), which sees every training image once, takes re-sampling to equal classes as the
+    balanced class weights it equals in expectation. With fewer epochs than the recipe, the
+    head stage of fine-tuning gets what the fine-tuning stage leaves."""
+    t, r = cfg.train, net.recipe
+    if r.closed_form and t.precision != "32":
+        raise ConfigError(
+            f"{cfg.model}: a closed-form recipe has no training steps to run in "
+            f"{t.precision}; --precision applies to the recipes trained in epochs"
+        )
+    class_weight = t.class_weight if t.sampling == "none" else "none"
+    if r.closed_form and t.sampling != "none":
+        class_weight = "balanced"
+    augment = MODALITY_AUGMENT.get(modality, "none") if t.augment == "auto" else t.augment
+    epochs = t.epochs or r.epochs
+    stages = [
+        {**s, "after_epochs": min(s["after_epochs"], max(1, epochs - s["epochs"]))}
+        for s in r.stages
+    ]
+    return ImageFitSettings(
+        epochs=epochs,
+        lr=t.lr or r.lr,
+        patience=t.patience or r.patience,
+        seed=cfg.seed,
+        class_weight=class_weight,
+        augment=augment,
+        accelerator=t.accelerator,
+        deterministic=t.deterministic,
+        precision=t.precision,
+        progress=t.progress,
+        resume=t.resume,
+        stages=stages or None,
+        optim=r.optim_settings(),
+        tta=t.tta,
+    )
+
+
+def lesion_annotations(
+    net: ImageNetwork, manifest: Manifest, preprocess: PreprocessConfig, progress: bool
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Lesion masks for a lesion-supervised network (else None) and what they hold."""
+    if not net.recipe.lesion_masks:
+        return None, {}
+    background = manifest.classes[net.arch["background"]]
+    masks, problems = lesion_masks(manifest, preprocess, background, progress)
+    with_lesion = (manifest.frame["label"] != background).to_numpy()
+    unknown = ~annotated(masks)
+    return masks, {
+        "source": "mini-MIAS Info.txt centres and radii"
+        if "lesions" in manifest.frame.columns
+        else "mask images",
+        "background_class": background,
+        "annotated": int((with_lesion & ~unknown).sum()),
+        "not_annotated": int(unknown.sum()),
+        "used_in": "training loss and the test localisation check; never at prediction",
+        "problems": problems,
+    }
