@@ -1320,13 +1320,14 @@ def test_a_bundle_is_evaluated_on_data_that_names_its_classes_otherwise(tmp_path
     mapped = ["--class-map", "idc=malignant", "--class-map", "benign=normal"]
     result = runner.invoke(
         app,
-        [*base, *mapped, "--out", str(out), "--quiet"],
+        [*base, *mapped, "--out", str(out), "--device", "auto", "--quiet"],
         env={"BREASTCAD_CACHE": str(tmp_path / "cache")},
     )
     assert result.exit_code == 0, result.output
     assert "positive class: malignant" in result.output
     table = pd.read_csv(out / "predictions.csv")
-    alone = Predictor.from_bundle(bundle).predict_paths(table["path"].tolist(), progress=False)
+    alone = Predictor.from_bundle(bundle, device="auto")  # where the evaluation ran
+    alone = alone.predict_paths(table["path"].tolist(), progress=False)
     assert np.allclose(table["p_malignant"], alone["p_idc"], atol=1e-5)
     assert (table["label"] == table["path"].map(lambda p: Path(p).parent.name)).all()
     assert "idc as malignant" in (out / "report.md").read_text()

@@ -74,16 +74,16 @@ def test_pairing_with_a_model_that_has_no_bilateral_fit_is_refused_by_name(tmp_p
 
 
 def test_a_predictor_runs_on_the_device_asked_for_and_answers_as_on_the_cpu(tmp_path):
-    """`device="auto"` puts an image network on the GPU where there is one (here, on a machine
-    without one, the CPU); probabilities, decisions, Grad-CAM and the memory bound are those
-    of the CPU predictor (to float32 and TF32 rounding on a GPU)."""
+    """The CPU by default; `device="auto"` puts an image network on the GPU where there is one
+    (here, on a machine without one, the CPU); probabilities, decisions, Grad-CAM and the
+    memory bound are those of the CPU predictor (to float32 and TF32 rounding on a GPU)."""
     import torch
 
     from breastcad.devices import device_of
 
     bundle = make_image_bundle(tmp_path / "bundle")
-    cpu = Predictor.from_bundle(bundle, device="cpu")
-    auto = Predictor.from_bundle(bundle)
+    cpu = Predictor.from_bundle(bundle)
+    auto = Predictor.from_bundle(bundle, device="auto")
     assert cpu.device.type == "cpu" and device_of(cpu.network).type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert auto.device.type == expected and device_of(auto.network).type == expected

@@ -72,8 +72,8 @@ IdOpt = Annotated[str | None, typer.Option(help="Row id column (default: 'id' wh
 DeviceOpt = Annotated[
     str,
     typer.Option(
-        help="Image bundles: where the network runs, auto (the GPU when there is one), cpu or "
-        "gpu (an error when there is none)."
+        help="Image bundles: where the network runs: cpu (the same answers on every machine), "
+        "auto (the GPU when there is one) or gpu (an error when there is none)."
     ),
 ]
 
@@ -234,7 +234,7 @@ def evaluate(
         ),
     ] = None,
     option: OptionOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a bundle on labelled data at its stored threshold (and, for images, its stored
@@ -274,7 +274,7 @@ def evaluate(
 
     if class_map:
         raise ConfigError("--class-map is for image bundles (with --dataset and --root)")
-    if device != "auto":
+    if device != "cpu":
         raise ConfigError("--device is for image bundles (with --dataset and --root)")
     if read_manifest(model).get("kind") == "image":
         raise BreastcadError(f"{model}: an image bundle; give --dataset and --root")
@@ -317,7 +317,7 @@ def predict(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
     jobs: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Probabilities and classes from a bundle (its checksums are verified first). Images:

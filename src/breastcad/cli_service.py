@@ -26,7 +26,7 @@ def serve(
     runtime: Annotated[
         str, typer.Option(help="auto (ONNX Runtime when exported, else torch), torch or onnx.")
     ] = "auto",
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "cpu",
     max_upload_mb: Annotated[float, typer.Option(help="Larger uploads get 413.")] = 20.0,
     api_key_env: Annotated[
         str | None,
@@ -128,7 +128,7 @@ def explain(
     out: Annotated[Path, typer.Option(help="Folder for the PNG overlays.")] = Path("explain"),
     root: Annotated[Path | None, typer.Option(help="slide: the IDC dataset folder.")] = None,
     patient: Annotated[str | None, typer.Option(help="slide: the patient id.")] = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Grad-CAM overlays of the predicted class for images, or `explain slide`: a patient's IDC

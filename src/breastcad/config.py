@@ -307,9 +307,10 @@ class ServiceSettings(_Strict):
         "export`), PyTorch otherwise; torch or onnx to insist.",
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
-        "auto",
-        description="Where image networks run on PyTorch: auto (the GPU when there is one), "
-        "cpu or gpu; ONNX Runtime and tabular models run on the CPU.",
+        "cpu",
+        description="Where image networks run on PyTorch: cpu (the same answers on every "
+        "machine), auto (the GPU when there is one) or gpu; ONNX Runtime and tabular models "
+        "run on the CPU.",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

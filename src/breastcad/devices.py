@@ -1,5 +1,8 @@
 """Where a network runs: training (`--accelerator`) and inference (`--device`) name devices the
 same way, `auto` (the GPU when there is one), `cpu` or `gpu` (`cuda` is accepted too).
+Training defaults to `auto`; prediction and evaluation to `cpu`, so that a bundle gives the
+same answers on every machine unless a GPU is asked for (it computes convolutions in TF32
+by default, about three decimal places).
 
 Example:
     >>> inference_device("cpu")
@@ -11,9 +14,6 @@ Example:
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 
@@ -48,18 +48,6 @@ def device_name(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return str(device)
-
-
-@contextlib.contextmanager
-def placed(net: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
-    """`net` on `device` for the block and back where it was afterwards (a training run scores
-    its validation and test parts where it trained, and keeps its network on the CPU)."""
-    before = device_of(net)
-    net.to(device)
-    try:
-        yield net
-    finally:
-        net.to(before)
 
 
 def device_of(net: torch.nn.Module) -> torch.device:

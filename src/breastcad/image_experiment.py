@@ -37,7 +37,6 @@ from breastcad.data.splits import (
     split_dataset,
     train_val_test,
 )
-from breastcad.devices import chosen_device, placed
 from breastcad.errors import ConfigError
 from breastcad.evaluation import image_plots
 from breastcad.evaluation.image_evaluation import (
@@ -167,10 +166,9 @@ def run_image_experiment(cfg: ImageRunConfig, out: Path) -> dict[str, Any]:
             cfg, run.net, run.params, run.dm, run.settings, out, run.member_data, groups
         )
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)  # the learning curves
-    with placed(net, chosen_device(cfg.train.accelerator)):  # scored where it trained
-        tested = calibrate_and_test(
-            cfg, net, run.dm, run.settings, run.split, out, members, run.member_data, run.masks
-        )
+    tested = calibrate_and_test(
+        cfg, net, run.dm, run.settings, run.split, out, members, run.member_data, run.masks
+    )
     training = {
         "settings": run.settings.__dict__,
         **fit_info,

@@ -59,10 +59,11 @@ class Predictor:
     `runtime="auto"` picks ONNX Runtime when the bundle has an export, else PyTorch.
     `runtime="onnx"` runs an image bundle's exported `model.onnx` on ONNX Runtime (see
     `breastcad export`); Grad-CAM always uses the PyTorch network (it needs gradients).
-    `device` (`breastcad.devices`): where an image bundle's PyTorch network runs, `auto` (the
-    GPU when there is one), `cpu` or `gpu`; ONNX Runtime and tabular models run on the CPU."""
+    `device` (`breastcad.devices`): where an image bundle's PyTorch network runs, `cpu` (the
+    default: the same answers on every machine), `auto` (the GPU when there is one) or `gpu`;
+    ONNX Runtime and tabular models run on the CPU."""
 
-    def __init__(self, bundle: Bundle, runtime: str = "torch", device: str = "auto") -> None:
+    def __init__(self, bundle: Bundle, runtime: str = "torch", device: str = "cpu") -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
         if runtime == "auto":
@@ -84,7 +85,7 @@ class Predictor:
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, runtime: str = "torch", device: str = "auto"
+        cls, path: str | Path, runtime: str = "torch", device: str = "cpu"
     ) -> Predictor:
         return cls(load_bundle(Path(path)), runtime, device)
 

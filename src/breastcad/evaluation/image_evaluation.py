@@ -192,7 +192,7 @@ def evaluate_image_bundle(
     cache_dir: Path | None = None,
     progress: bool = True,
     class_map: dict[str, str] | None = None,
-    device: str = "auto",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """A bundle on any supported dataset (including data never seen in training), at its
     stored temperature and operating point: nothing is refitted. `class_map`: the model's

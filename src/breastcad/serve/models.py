@@ -40,7 +40,7 @@ class ServedModels:
         self.worker = worker or InferenceWorker()
 
     @classmethod
-    def load(cls, paths: list[Path], runtime: str, device: str = "auto") -> ServedModels:
+    def load(cls, paths: list[Path], runtime: str, device: str = "cpu") -> ServedModels:
         """Load bundles on the inference thread (see `serve.worker` for why)."""
         worker = InferenceWorker()
         try:
