@@ -1,8 +1,8 @@
 """Where a network runs: training (`--accelerator`) and inference (`--device`) name devices the
 same way, `auto` (the GPU when there is one), `cpu` or `gpu` (`cuda` is accepted too).
 Training defaults to `auto`; prediction and evaluation to `cpu`, so that a bundle gives the
-same answers on every machine unless a GPU is asked for (it computes convolutions in TF32
-by default, about three decimal places).
+same answers on every machine unless a GPU is asked for (PyTorch computes its float32
+convolutions in TF32 by default: a 10-bit mantissa, about three significant digits).
 
 Example:
     >>> inference_device("cpu")
