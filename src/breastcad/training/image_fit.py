@@ -184,16 +184,7 @@ def fit_image(
         if net.recipe.lesion_masks:
             return fit_cell_probe(net, dm, settings)
         return fit_probe(net, dm, settings, groups)
-    on = chosen_device(settings.accelerator)
-    if (
-        settings.precision == "bf16-mixed"
-        and on.type == "cuda"
-        and not torch.cuda.is_bf16_supported()
-    ):
-        raise ConfigError(
-            f"--precision bf16-mixed: {device_name(on)} has no bfloat16 arithmetic; train "
-            "with --precision 32"
-        )
+    _check_precision(settings)
     dm.setup()
     weights = None
     if settings.class_weight == "balanced":
@@ -205,49 +196,18 @@ def fit_image(
         class_weights=weights,
         augment=BatchAugment(settings.augment, settings.seed),
     )
-    has_val = "val" in dm.datasets
     ckpt_dir = Path(run_dir) / "checkpoints"
     if not settings.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise ConfigError(
             f"{ckpt_dir}: checkpoints of an earlier run; continue it with --resume or write "
             "to another --out (nothing was overwritten)"
         )
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen body
-    warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
-    # batches are slices of the memory-mapped decode cache and are augmented on the training
-    # device, so loader processes have nothing to do (Lightning suggests them on many-core
-    # machines, e.g. beside a GPU)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    best = ModelCheckpoint(
-        ckpt_dir,
-        filename="best",
-        monitor="val_loss" if has_val else None,
-        mode="min",
-        save_top_k=1,
-        save_on_train_epoch_end=True,  # after the epoch's history row is written
-    )
-    last = LastCheckpoint(ckpt_dir)  # after `best`: it holds best's state of the same epoch
-    callbacks: list[Callback] = [best, last]
-    if settings.progress:
-        callbacks.append(TQDMProgressBar(leave=True))
-    for stage in settings.stages or []:
-        callbacks.append(StagedFinetuning(**stage))
-    if has_val and settings.patience and not settings.stages:
-        callbacks.append(EarlyStopping("val_loss", patience=settings.patience, mode="min"))
+    _quiet_lightning()
+    best, callbacks = _callbacks(ckpt_dir, "val" in dm.datasets, settings)
     trainer = make_trainer(settings.epochs, settings, callbacks, checkpointing=True)
     last_file = ckpt_dir / "last.ckpt"
     resume_from = str(last_file) if settings.resume and last_file.is_file() else None
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
-    except SystemExit:  # Lightning turns Ctrl-C into a graceful stop and exit(1)
-        if not trainer.interrupted:
-            raise
-        kept = f"its last checkpoint, {last_file}," if last_file.is_file() else "no epoch, and"
-        raise Interrupted(
-            f"training stopped by the user after {trainer.current_epoch} epochs; {kept} is "
-            "kept: the same command with --resume continues from there"
-        ) from None
+    _fit_or_say_where_it_stopped(trainer, module, dm, resume_from, last_file)
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
         module.load_state_dict(state["state_dict"])
@@ -267,3 +227,68 @@ def fit_image(
         ),
     }
     return module.history, info
+
+
+def _check_precision(settings: ImageFitSettings) -> None:
+    """bfloat16 asked for on a GPU that has no bfloat16 arithmetic: refused before training."""
+    on = chosen_device(settings.accelerator)
+    if (
+        settings.precision == "bf16-mixed"
+        and on.type == "cuda"
+        and not torch.cuda.is_bf16_supported()
+    ):
+        raise ConfigError(
+            f"--precision bf16-mixed: {device_name(on)} has no bfloat16 arithmetic; train "
+            "with --precision 32"
+        )
+
+
+def _quiet_lightning() -> None:
+    """Lightning's warnings that say nothing about this run."""
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen body
+    warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
+    # batches are slices of the memory-mapped decode cache and are augmented on the training
+    # device, so loader processes have nothing to do (Lightning suggests them on many-core
+    # machines, e.g. beside a GPU)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def _callbacks(
+    ckpt_dir: Path, has_val: bool, settings: ImageFitSettings
+) -> tuple[ModelCheckpoint, list[Callback]]:
+    """The checkpoint of the best epoch (`best.ckpt`, lowest validation loss) and the run's
+    callbacks: it, `last.ckpt` (every epoch), progress, fine-tuning stages, early stopping."""
+    best = ModelCheckpoint(
+        ckpt_dir,
+        filename="best",
+        monitor="val_loss" if has_val else None,
+        mode="min",
+        save_top_k=1,
+        save_on_train_epoch_end=True,  # after the epoch's history row is written
+    )
+    last = LastCheckpoint(ckpt_dir)  # after `best`: it holds best's state of the same epoch
+    callbacks: list[Callback] = [best, last]
+    if settings.progress:
+        callbacks.append(TQDMProgressBar(leave=True))
+    for stage in settings.stages or []:
+        callbacks.append(StagedFinetuning(**stage))
+    if has_val and settings.patience and not settings.stages:
+        callbacks.append(EarlyStopping("val_loss", patience=settings.patience, mode="min"))
+    return best, callbacks
+
+
+def _fit_or_say_where_it_stopped(
+    trainer: L.Trainer, module: L.LightningModule, dm, resume_from: str | None, last_file: Path
+) -> None:
+    """`trainer.fit`; a Ctrl-C becomes `Interrupted`, saying what is kept and how to go on."""
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful stop and exit(1)
+        if not trainer.interrupted:
+            raise
+        kept = f"its last checkpoint, {last_file}," if last_file.is_file() else "no epoch, and"
+        raise Interrupted(
+            f"training stopped by the user after {trainer.current_epoch} epochs; {kept} is "
+            "kept: the same command with --resume continues from there"
+        ) from None
