@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -244,7 +245,6 @@ def fit_cell_probe(
     lesion image's moved views, its annotation moved with it (background cells and the image
     scale stay with the images as given, the view the network answers on).
     Returns an empty history and what was fitted."""
-    from breastcad.data.lesions import annotated, lesion_cells
     from breastcad.devices import chosen_device
 
     dm.setup()
@@ -254,56 +254,22 @@ def fit_cell_probe(
     background, c = int(net.arch["background"]), float(net.arch["c"])
     fraction = float(net.arch["background_fraction"])
     lesion_views = str(net.arch.get("lesion_views", "none"))  # bundles from before it: none
-    rng = np.random.default_rng(settings.seed)
-    xs, labels, images = [], [], {"lesion": 0, "background": 0, "left out": 0}
-    every_map, every_y = [], []  # all cells of every training image, for the image scale
-    moved_count = 0  # lesion cells of the moved views
     net.eval().to(device)
-    loader = dm.ordered_dataloader("train")
-    with torch.inference_mode():
-        for x, y, masks in tqdm(
-            loader, desc="cell features", unit="batch", disable=not settings.progress, leave=False
-        ):
-            maps = net.forward_features(x.to(device)).float().cpu()  # N x D x h x w
-            lesion = lesion_cells(masks, maps.shape[-2:])
-            known = annotated(masks)
-            every_map.append(maps.flatten(2).transpose(1, 2).half().numpy())  # N x h*w x D
-            every_y.append(y.numpy())
-            with_lesion = []  # this batch's images with lesion cells
-            for i in range(len(y)):
-                cells = maps[i].flatten(1).T.numpy()  # h*w x D
-                if not known[i]:
-                    images["left out"] += 1
-                    continue
-                if int(y[i]) == background:
-                    keep = rng.random(len(cells)) < fraction
-                    label = background
-                    images["background"] += 1
-                else:
-                    keep = lesion[i].flatten().numpy()
-                    label = int(y[i])
-                    images["lesion"] += int(keep.any())
-                    images["left out"] += int(not keep.any())
-                    if keep.any():
-                        with_lesion.append(i)
-                xs.append(cells[keep])
-                labels.append(np.full(int(keep.sum()), label))
-            if lesion_views != "none" and with_lesion:
-                moved = _moved_lesion_cells(
-                    net, x[with_lesion], masks[with_lesion], lesion_views, device
-                )
-                for view_cells in moved:  # per moved view, per image
-                    for i, cells in zip(with_lesion, view_cells, strict=True):
-                        xs.append(cells)
-                        labels.append(np.full(len(cells), int(y[i])))
-                        moved_count += len(cells)
-    net.cpu()
-    x_cells, y_cells = np.concatenate(xs), np.concatenate(labels)
+    try:
+        found = _training_cells(net, dm, settings, device, background, fraction, lesion_views)
+    finally:
+        net.cpu()
+    x_cells, y_cells = np.concatenate(found.xs), np.concatenate(found.labels)
     w, b, _ = logistic_head(x_cells, y_cells, net.num_classes, c, settings.class_weight)
     others = [k for k in range(net.num_classes) if k != background]
     w_cells, b_cells = w[others] - w[background], b[others] - b[background]
     scale = _image_scale(
-        np.concatenate(every_map), np.concatenate(every_y), w_cells, b_cells, others, background
+        np.concatenate(found.every_map),
+        np.concatenate(found.every_y),
+        w_cells,
+        b_cells,
+        others,
+        background,
     )
     with torch.no_grad():
         score = net.head.score
@@ -316,13 +282,13 @@ def fit_cell_probe(
         **_no_epochs(device),
         "cell_probe": {
             "features": int(x_cells.shape[1]),
-            "grid": list(maps.shape[-2:]),
+            "grid": found.grid,
             "cells": {
-                "lesion": int((y_cells != background).sum()) - moved_count,
-                "lesion_moved": moved_count,
+                "lesion": int((y_cells != background).sum()) - found.moved,
+                "lesion_moved": found.moved,
                 "background": int((y_cells == background).sum()),
             },
-            "images": images,
+            "images": found.images,
             "background_fraction": fraction,
             "lesion_views": lesion_views,
             "C": c,
@@ -336,6 +302,75 @@ def fit_cell_probe(
         },
     }
     return [], info
+
+
+@dataclass
+class _Cells:
+    """What a `cell_probe` learns from: cell features and labels, the cells of every training
+    image (for the image scale), how many images gave lesion or background cells or were left
+    out, the lesion cells of moved views, and the feature map's grid."""
+
+    xs: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    every_map: list[np.ndarray] = field(default_factory=list)
+    every_y: list[np.ndarray] = field(default_factory=list)
+    images: dict[str, int] = field(
+        default_factory=lambda: {"lesion": 0, "background": 0, "left out": 0}
+    )
+    moved: int = 0
+    grid: list[int] = field(default_factory=list)
+
+
+def _training_cells(
+    net: ImageNetwork,
+    dm: ImageDataModule,
+    settings,
+    device: torch.device,
+    background: int,
+    fraction: float,
+    lesion_views: str,
+) -> _Cells:
+    """The cells `fit_cell_probe` learns from, batch by batch through the frozen body."""
+    from breastcad.data.lesions import annotated, lesion_cells
+
+    rng = np.random.default_rng(settings.seed)
+    found = _Cells()
+    loader = dm.ordered_dataloader("train")
+    with torch.inference_mode():
+        for x, y, masks in tqdm(
+            loader, desc="cell features", unit="batch", disable=not settings.progress, leave=False
+        ):
+            maps = net.forward_features(x.to(device)).float().cpu()  # N x D x h x w
+            found.grid = list(maps.shape[-2:])
+            found.every_map.append(maps.flatten(2).transpose(1, 2).half().numpy())  # N x h*w x D
+            found.every_y.append(y.numpy())
+            lesion, known = lesion_cells(masks, maps.shape[-2:]), annotated(masks)
+            with_lesion = []  # this batch's images with lesion cells
+            for i in range(len(y)):
+                cells = maps[i].flatten(1).T.numpy()  # h*w x D
+                if not known[i]:
+                    found.images["left out"] += 1
+                    continue
+                if int(y[i]) == background:
+                    keep = rng.random(len(cells)) < fraction
+                    found.images["background"] += 1
+                else:
+                    keep = lesion[i].flatten().numpy()
+                    found.images["lesion" if keep.any() else "left out"] += 1
+                    if keep.any():
+                        with_lesion.append(i)
+                found.xs.append(cells[keep])
+                found.labels.append(np.full(int(keep.sum()), int(y[i])))
+            if lesion_views != "none" and with_lesion:
+                moved = _moved_lesion_cells(
+                    net, x[with_lesion], masks[with_lesion], lesion_views, device
+                )
+                for view_cells in moved:  # per moved view, per image
+                    for i, cells in zip(with_lesion, view_cells, strict=True):
+                        found.xs.append(cells)
+                        found.labels.append(np.full(len(cells), int(y[i])))
+                        found.moved += len(cells)
+    return found
 
 
 def _moved_lesion_cells(
