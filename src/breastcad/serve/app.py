@@ -105,130 +105,138 @@ def _upload_body(files: list[str], raw: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def api_router() -> APIRouter:
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_key)], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_key)], responses=ERRORS)
 
-    @router.get("/models", response_model=list[ModelInfo])
-    def list_models(models: ModelsDep) -> list[ModelInfo]:
-        """Every served model with its classes, operating point, metrics and model card."""
-        return [model_info(k, p) for k, p in models.predictors.items()]
 
-    @router.post(
-        "/predict",
-        response_model=ImagePredictionOut,
-        openapi_extra=_upload_body(["file"], raw=True),
+@router.get("/models", response_model=list[ModelInfo])
+def list_models(models: ModelsDep) -> list[ModelInfo]:
+    """Every served model with its classes, operating point, metrics and model card."""
+    return [model_info(k, p) for k, p in models.predictors.items()]
+
+
+@router.post(
+    "/predict",
+    response_model=ImagePredictionOut,
+    openapi_extra=_upload_body(["file"], raw=True),
+)
+async def predict_image(
+    request: Request,
+    models: ModelsDep,
+    settings: SettingsDep,
+    model: Annotated[str | None, Query(description="Model id or name.")] = None,
+    explain: Annotated[bool, Query(description="Add a Grad-CAM overlay.")] = False,
+) -> ImagePredictionOut:
+    """Classify one image (PNG, JPEG, PGM, TIFF, BMP or DICOM): multipart field `file`, or
+    the raw body. Held in memory only; stored only when the server is configured to."""
+    upload = await read_upload(request, settings.max_upload_bytes)
+    key, predictor = models.get(model or upload.fields.get("model") or None, "image")
+    explain = _explanation_asked(explain, upload.fields, settings)
+    if settings.store_uploads is not None:
+        _store(settings.store_uploads, upload.data, upload.filename)
+    image, pixels = await run_in_threadpool(
+        prepare_upload, predictor, upload.data, upload.filename, settings.max_pixels
     )
-    async def predict_image(
-        request: Request,
-        models: ModelsDep,
-        settings: SettingsDep,
-        model: Annotated[str | None, Query(description="Model id or name.")] = None,
-        explain: Annotated[bool, Query(description="Add a Grad-CAM overlay.")] = False,
-    ) -> ImagePredictionOut:
-        """Classify one image (PNG, JPEG, PGM, TIFF, BMP or DICOM): multipart field `file`, or
-        the raw body. Held in memory only; stored only when the server is configured to."""
-        upload = await read_upload(request, settings.max_upload_bytes)
-        key, predictor = models.get(model or upload.fields.get("model") or None, "image")
-        explain = _explanation_asked(explain, upload.fields, settings)
-        if settings.store_uploads is not None:
-            _store(settings.store_uploads, upload.data, upload.filename)
-        image, pixels = await run_in_threadpool(
-            prepare_upload, predictor, upload.data, upload.filename, settings.max_pixels
-        )
-        prediction = await models.worker.predict(predictor, pixels, explain)
-        result = await run_in_threadpool(image_answer, predictor, image, upload.data, prediction)
-        return ImagePredictionOut(
-            model=model_ref(key, predictor),
-            classes=predictor.classes,
-            positive_class=predictor.classes[predictor.positive],
-            threshold=predictor.threshold,
-            operating_point=policy_of(predictor),
-            **result,
-        )
-
-    @router.post(
-        "/predict/pair",
-        response_model=PairPredictionOut,
-        openapi_extra=_upload_body(["file", "other"], raw=False),
+    prediction = await models.worker.predict(predictor, pixels, explain)
+    result = await run_in_threadpool(image_answer, predictor, image, upload.data, prediction)
+    return ImagePredictionOut(
+        model=model_ref(key, predictor),
+        classes=predictor.classes,
+        positive_class=predictor.classes[predictor.positive],
+        threshold=predictor.threshold,
+        operating_point=policy_of(predictor),
+        **result,
     )
-    async def predict_pair(
-        request: Request,
-        models: ModelsDep,
-        settings: SettingsDep,
-        model: Annotated[str | None, Query(description="Model id or name.")] = None,
-        explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay.")] = False,
-    ) -> PairPredictionOut:
-        """One woman's two breasts (multipart fields `file` and `other`): each image alone,
-        and each against the other with the bilateral fit of the model's training run (models
-        trained on data that pairs the breasts, such as mini-MIAS). Held in memory only."""
-        first, second = await read_pair(request, settings.max_upload_bytes)
-        key, predictor = models.get(model or first.fields.get("model") or None, "image")
-        explain = _explanation_asked(explain, first.fields, settings)
-        fit = predictor.bilateral
-        if fit is None:
-            raise ApiError(
-                422,
-                "no_bilateral_fit",
-                f"model '{key}' has no bilateral fit (its training run had no validation "
-                "images with the other breast of the same woman); use /api/v1/predict",
-            )
-        not_a_pair = await run_in_threadpool(
-            lambda: mismatch(*(breast_of(Path(u.filename), u.data) for u in (first, second)))
-        )
-        if not_a_pair:
-            raise ApiError(422, "not_a_pair", f"not one woman's two breasts: {not_a_pair}")
-        if settings.store_uploads is not None:
-            for part in (first, second):
-                _store(settings.store_uploads, part.data, part.filename)
-        prepared = [
-            await run_in_threadpool(
-                prepare_upload, predictor, part.data, part.filename, settings.max_pixels
-            )
-            for part in (first, second)
-        ]  # both decoded (and checked) before either is run; then one batch for the two
-        results = await asyncio.gather(
-            *(models.worker.predict(predictor, pixels, explain) for _, pixels in prepared)
-        )
-        answers = [
-            await run_in_threadpool(image_answer, predictor, image, part.data, result)
-            for part, (image, _), result in zip((first, second), prepared, results, strict=True)
-        ]  # each image alone, as /predict answers it
-        how = bilateral_summary(predictor)
-        out = pair_images(predictor, [first, second], answers)
-        return PairPredictionOut(
-            model=model_ref(key, predictor),
-            classes=predictor.classes,
-            positive_class=predictor.classes[predictor.positive],
-            threshold_bilateral=float(fit["threshold"]),
-            bilateral_fit=f"{how['probability']}, fitted on {how['chosen_on']} of the training run",
-            image=out[0],
-            other=out[1],
-        )
 
-    @router.post("/predict/tabular", response_model=TabularPredictionOut)
-    async def predict_tabular(body: TabularRequest, models: ModelsDep) -> TabularPredictionOut:
-        """Classify one WDBC sample from its 30 named features (JSON)."""
-        key, predictor = models.get(body.model, "tabular")
-        frame = pd.DataFrame([body.features])
-        names = set(predictor.bundle.feature_names)
-        unknown = sorted(c for c in frame.columns if _canonical(c) not in names)
-        if unknown:
-            raise ApiError(422, "unknown_features", "unknown features: " + ", ".join(unknown[:8]))
-        try:
-            X = predictor.features_from_frame(frame, "request")
-        except DataError as exc:
-            raise ApiError(422, "wrong_features", exc.problem) from exc
-        p = float((await models.worker.call(lambda: predictor.predict_proba(X)))[0])
-        threshold = predictor.threshold
-        return TabularPredictionOut(
-            model=model_ref(key, predictor),
-            p_malignant=p,
-            prediction="malignant" if p >= threshold else "benign",
-            threshold=threshold,
-            operating_point=policy_of(predictor),
-        )
 
-    return router
+@router.post(
+    "/predict/pair",
+    response_model=PairPredictionOut,
+    openapi_extra=_upload_body(["file", "other"], raw=False),
+)
+async def predict_pair(
+    request: Request,
+    models: ModelsDep,
+    settings: SettingsDep,
+    model: Annotated[str | None, Query(description="Model id or name.")] = None,
+    explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay.")] = False,
+) -> PairPredictionOut:
+    """One woman's two breasts (multipart fields `file` and `other`): each image alone,
+    and each against the other with the bilateral fit of the model's training run (models
+    trained on data that pairs the breasts, such as mini-MIAS). Held in memory only."""
+    first, second = await read_pair(request, settings.max_upload_bytes)
+    key, predictor = models.get(model or first.fields.get("model") or None, "image")
+    explain = _explanation_asked(explain, first.fields, settings)
+    fit = await _bilateral_fit_for(key, predictor, first, second)
+    if settings.store_uploads is not None:
+        for part in (first, second):
+            _store(settings.store_uploads, part.data, part.filename)
+    prepared = [
+        await run_in_threadpool(
+            prepare_upload, predictor, part.data, part.filename, settings.max_pixels
+        )
+        for part in (first, second)
+    ]  # both decoded (and checked) before either is run; then one batch for the two
+    results = await asyncio.gather(
+        *(models.worker.predict(predictor, pixels, explain) for _, pixels in prepared)
+    )
+    answers = [
+        await run_in_threadpool(image_answer, predictor, image, part.data, result)
+        for part, (image, _), result in zip((first, second), prepared, results, strict=True)
+    ]  # each image alone, as /predict answers it
+    how = bilateral_summary(predictor)
+    out = pair_images(predictor, [first, second], answers)
+    return PairPredictionOut(
+        model=model_ref(key, predictor),
+        classes=predictor.classes,
+        positive_class=predictor.classes[predictor.positive],
+        threshold_bilateral=float(fit["threshold"]),
+        bilateral_fit=f"{how['probability']}, fitted on {how['chosen_on']} of the training run",
+        image=out[0],
+        other=out[1],
+    )
+
+
+async def _bilateral_fit_for(key: str, predictor: Predictor, first, second) -> dict[str, Any]:
+    """The model's bilateral fit, where it has one and the two uploads are one woman's two
+    breasts (as far as they say: DICOM headers, mini-MIAS names); a 422 saying why if not."""
+    fit = predictor.bilateral
+    if fit is None:
+        raise ApiError(
+            422,
+            "no_bilateral_fit",
+            f"model '{key}' has no bilateral fit (its training run had no validation "
+            "images with the other breast of the same woman); use /api/v1/predict",
+        )
+    not_a_pair = await run_in_threadpool(
+        lambda: mismatch(*(breast_of(Path(u.filename), u.data) for u in (first, second)))
+    )
+    if not_a_pair:
+        raise ApiError(422, "not_a_pair", f"not one woman's two breasts: {not_a_pair}")
+    return fit
+
+
+@router.post("/predict/tabular", response_model=TabularPredictionOut)
+async def predict_tabular(body: TabularRequest, models: ModelsDep) -> TabularPredictionOut:
+    """Classify one WDBC sample from its 30 named features (JSON)."""
+    key, predictor = models.get(body.model, "tabular")
+    frame = pd.DataFrame([body.features])
+    names = set(predictor.bundle.feature_names)
+    unknown = sorted(c for c in frame.columns if _canonical(c) not in names)
+    if unknown:
+        raise ApiError(422, "unknown_features", "unknown features: " + ", ".join(unknown[:8]))
+    try:
+        X = predictor.features_from_frame(frame, "request")
+    except DataError as exc:
+        raise ApiError(422, "wrong_features", exc.problem) from exc
+    p = float((await models.worker.call(lambda: predictor.predict_proba(X)))[0])
+    threshold = predictor.threshold
+    return TabularPredictionOut(
+        model=model_ref(key, predictor),
+        p_malignant=p,
+        prediction="malignant" if p >= threshold else "benign",
+        threshold=threshold,
+        operating_point=policy_of(predictor),
+    )
 
 
 def _canonical(name: str) -> str:
@@ -296,7 +304,7 @@ def create_app(settings: ServiceSettings, predictors: list[Predictor] | None = N
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type"],
         )
-    app.include_router(api_router())
+    app.include_router(router)
 
     @app.get("/healthz", response_model=Health)
     def healthz(models: ModelsDep) -> Health:
