@@ -245,26 +245,21 @@ def evaluate_image_bundle(
     )
     fitted_on = predictor.bundle.manifest.get("calibration_fitted_on", "the validation part")
     evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
-    net = predictor.network
-    if net.recipe.lesion_masks and has_lesion_annotations(manifest):  # where it looks
-        background = manifest.classes[net.arch["background"]]
-        masks, _ = lesion_masks(manifest.subset(cache.readable), config, background, progress)
-        evaluation["localisation"] = lesion_localisation(
-            net, cache.pixels[rows], masks, groups, n_boot
-        )
+    net, pixels = predictor.network, cache.pixels[rows]
+    where = _where_it_looks(net, evaluated, config, pixels, groups, n_boot, progress)
+    if where is not None:
+        evaluation["localisation"] = where
     pred = decide(probs, positive, predictor.threshold)
     marks = {} if matched is None else {"seen_in_training": matched[0]}
     write_predictions(
         out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold, extra=marks
     )
-    plots = evaluation_plots(
-        out, evaluation, logits, y, probs, pred, manifest.classes, cache.pixels[rows]
-    )
+    plots = evaluation_plots(out, evaluation, logits, y, probs, pred, manifest.classes, pixels)
     data = {
         "dataset": dataset,
         "root": str(root),
         "options": dict(options or {}),
-        "counts": {"evaluated": manifest.subset(cache.readable).class_counts()},
+        "counts": {"evaluated": evaluated.class_counts()},
         "problems": manifest.problems + [f"{p}: {m}" for p, m in cache.problems.items()],
         "split": split_settings,
         **({"class_map": class_map} if class_map else {}),
@@ -276,6 +271,16 @@ def evaluate_image_bundle(
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
     write_report(out)
     return results
+
+
+def _where_it_looks(net, evaluated, config, pixels, groups, n_boot: int, progress: bool):
+    """A lesion-supervised network's localisation on data with lesion annotations
+    (`lesion_localisation`), else None."""
+    if not (net.recipe.lesion_masks and has_lesion_annotations(evaluated)):
+        return None
+    background = evaluated.classes[net.arch["background"]]
+    masks, _ = lesion_masks(evaluated, config, background, progress)
+    return lesion_localisation(net, pixels, masks, groups, n_boot)
 
 
 def _answers(predictor, manifest, cache, split_groups: dict[str, str]):
