@@ -66,11 +66,7 @@ def calibrate_and_test(
     classes = dm.classes
     positive = positive_index(classes)
     val = _validation_answers(cfg, net, dm, member_data)
-    if members:  # each member's test logits, kept for its own figures below
-        member_logits, test_y = predict_member_logits(net, dm.test_dataloader(), cfg.train.tta)
-        test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
-    else:
-        test_logits, test_y = predict_logits(net, dm.test_dataloader(), cfg.train.tta)
+    test_logits, test_y, member_logits = _test_answers(net, dm, cfg.train.tta, bool(members))
     shift = _prior_shift(settings, cfg, dm, len(classes))
     temperature = fit_temperature(val.logits + shift, val.y)
     val_probs = softmax(val.logits, temperature, shift)
@@ -124,7 +120,34 @@ def calibrate_and_test(
             out, dm.manifest, val.rows, val.y, val_probs, oof_pred, classes, threshold,
             "out_of_fold_predictions.csv",
         )  # fmt: skip
-    operating_point = {
+    operating_point = _operating_point(cfg, classes, val, val_probs, threshold, bilateral_fit)
+    return Tested(evaluation, operating_point, test_logits, test_y, probs, pred)
+
+
+def _test_answers(
+    net: ImageNetwork | EnsembleNetwork, dm: ImageDataModule, tta: str, members: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The test part's logits and labels, and (`members`: an ensemble's) each member's logits,
+    kept for its own figures."""
+    if not members:
+        return (*predict_logits(net, dm.test_dataloader(), tta), None)
+    member_logits, test_y = predict_member_logits(net, dm.test_dataloader(), tta)
+    test_logits = EnsembleNetwork.combine(torch.from_numpy(member_logits)).numpy()
+    return test_logits, test_y, member_logits
+
+
+def _operating_point(
+    cfg: ImageRunConfig,
+    classes: list[str],
+    val: _Answers,
+    val_probs: np.ndarray,
+    threshold: float | None,
+    bilateral_fit: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The record of the operating point: its policy, threshold and what it promises on the
+    images it was chosen on (and the bilateral fit's, where there is one)."""
+    positive = positive_index(classes)
+    record = {
         "policy": _policy_text(cfg, classes[positive]),
         "threshold": threshold,
         "chosen_on": f"{val.scored}, after calibration",
@@ -134,8 +157,8 @@ def calibrate_and_test(
         },
     }
     if bilateral_fit is not None:
-        operating_point["bilateral"] = {**bilateral_fit, "chosen_on": val.scored}
-    return Tested(evaluation, operating_point, test_logits, test_y, probs, pred)
+        record["bilateral"] = {**bilateral_fit, "chosen_on": val.scored}
+    return record
 
 
 def _bilateral_columns(
