@@ -251,7 +251,8 @@ class ImageTrainConfig(_Strict):
     )
     training_hashes: bool = Field(
         True,
-        description="Keep two 64-bit hashes (pixels, pHash) of every training and validation "
+        description="Keep 64-bit hashes (pixels, pHash, centred square's pHash) of every "
+        "training and validation "
         "image in the bundle, so that evaluate recognises those images in any data; whoever "
         "holds an image can then tell whether the bundle learnt from it (see "
         "breastcad.data.fingerprints).",

@@ -321,7 +321,7 @@ class Predictor:
         trained = self.bundle.training_hashes()
         settings = (pre["size"], pre["resize"], pre["channels"])
         decoded = decoded_files(files, settings, jobs, fingerprint=trained is not None)
-        found: list[tuple[int, int] | None] = []
+        found: list[tuple | None] = []
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         with bar:
             for path, (pixels, problem, hashes) in zip(files, decoded, strict=True):

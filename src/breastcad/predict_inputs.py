@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from breastcad.data.fingerprints import image_fingerprint, match
+from breastcad.data.fingerprints import as_arrays, image_fingerprint, match
 from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble, prepare, read_image
 from breastcad.data.manifest import hidden
 from breastcad.errors import DataError
@@ -64,7 +64,7 @@ AHEAD = 64
 
 def prepared(
     path: Path, settings: tuple, fingerprint: bool = False
-) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
+) -> tuple[np.ndarray | None, str, tuple[int, int, int, bool] | None]:
     """One file as the model's input, or the problem that kept it out; with `fingerprint`,
     the decoded image's hashes too (`data.fingerprints.image_fingerprint`)."""
     try:
@@ -92,15 +92,6 @@ def decoded_files(
             yield from pool.map(prepared, chunk, *more, chunksize=4)
 
 
-def seen_in_training(
-    found: list[tuple[int, int] | None], trained: dict, near: int | None
-) -> np.ndarray:
+def seen_in_training(found: list[tuple | None], trained: dict, near: int | None) -> np.ndarray:
     """`data.fingerprints.match` of the hashes found while decoding (None: unreadable)."""
-    ok = np.array([h is not None for h in found], dtype=bool)
-    pairs = [h or (0, 0) for h in found]
-    hashes = {
-        "readable": ok,
-        "pixels": np.array([h[0] for h in pairs], dtype=np.uint64),
-        "phash": np.array([h[1] for h in pairs], dtype=np.uint64),
-    }
-    return match(hashes, trained, near)
+    return match(as_arrays(found), trained, near)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from breastcad.data.audit import audit, write_audit
 from breastcad.data.duplicates import hamming_pairs, nearest, phash
@@ -118,6 +119,57 @@ def test_fingerprints_match_the_same_pixels_and_near_copies_only_where_asked(tmp
     found = fingerprints.fingerprints([str(tmp_path / n) for n in names], 1, False, tmp_path / "c")
     assert fingerprints.match(found, stored, 4).tolist() == ["same", "near", "", ""]
     assert fingerprints.match(found, stored, None).tolist() == ["same", "", "", ""]
+
+
+def test_a_square_copy_of_a_wider_image_is_a_near_duplicate_both_ways(tmp_path):
+    """MedMNIST made BreastMNIST from BUSI by resizing each image's centred square to 28 px:
+    such a copy is recognised as a near duplicate of a training original, and an original of
+    a square training copy, by the bundle's centred-square hashes; the decoding path
+    (`image_fingerprint`, as `predict` hashes) agrees with the audit's. Images of one shape
+    are matched on the whole image only, as the audit pairs them: a wide image with the same
+    centre but other sides is not flagged. A bundle's hashes from before the centred squares
+    still match whole images."""
+    from breastcad.data import fingerprints
+    from breastcad.data.imaging import read_image
+
+    wide = [blob_image(seed, (90, 150)) for seed in (11, 12, 13)]
+    for i, image in enumerate(wide):
+        save(tmp_path / "wide" / f"w{i}.png", image)
+        small = Image.fromarray(image[:, 30:120]).resize((28, 28), Image.BICUBIC)
+        save(tmp_path / "small" / f"s{i}.png", np.asarray(small))
+    save(tmp_path / "small" / "unrelated.png", blob_image(40, (28, 28)))
+    sides = wide[0].copy()
+    sides[:, :30], sides[:, 120:] = blob_image(50, (90, 30)), blob_image(51, (90, 30))
+    save(tmp_path / "wide" / "same_centre.png", sides)
+    cache = tmp_path / "cache"
+
+    def paths(folder: str) -> list[str]:
+        return sorted(str(p) for p in (tmp_path / folder).glob("*.png"))
+
+    # sorted: small s0, s1, s2, unrelated; wide same_centre, w0, w1, w2
+    trained_wide, _ = fingerprints.training_record(paths("wide")[1:], 4, 1, False, cache)
+    assert len(trained_wide["centre"]) == 3 and len(trained_wide["square"]) == 0
+    small = fingerprints.fingerprints(paths("small"), 1, False, cache)
+    assert small["square"].all()
+    assert fingerprints.match(small, trained_wide, 4).tolist() == ["near", "near", "near", ""]
+    assert fingerprints.match(small, trained_wide, None).tolist() == ["", "", "", ""]
+    decoded = fingerprints.as_arrays(
+        [fingerprints.image_fingerprint(read_image(p)) for p in paths("small")]
+    )
+    for key in ("pixels", "phash", "centre", "square", "readable"):
+        assert (decoded[key] == small[key]).all(), key
+    trained_small, _ = fingerprints.training_record(paths("small")[:3], 4, 1, False, cache)
+    assert len(trained_small["square"]) == 3 and len(trained_small["centre"]) == 0
+    originals = fingerprints.fingerprints(paths("wide"), 1, False, cache)
+    # same_centre's centred square is w0's, the source of s0: it is an original of s0 too
+    assert fingerprints.match(originals, trained_small, 4).tolist() == ["near"] * 4
+    whole = fingerprints.match(originals, trained_wide, 4).tolist()
+    assert whole == ["", "same", "same", "same"]  # same_centre: another oblong image
+    centre = fingerprints.fingerprints([paths("wide")[0]], 1, False, cache)["centre"]
+    assert centre[0] == fingerprints.fingerprints([paths("wide")[1]], 1, False, cache)["centre"][0]
+    old = {k: trained_wide[k] for k in ("pixels", "phash")}  # a bundle from before
+    assert fingerprints.match(originals, old, 4).tolist() == ["", "same", "same", "same"]
+    assert fingerprints.match(small, old, 4).tolist() == ["", "", "", ""]
 
 
 def test_row_hashes_survive_a_csv_round_trip_and_tell_rows_apart(tmp_path):

@@ -103,3 +103,46 @@ def test_breastmnist_official_split_straddles_near_duplicates_and_our_carve_does
     assert ("train", "val") not in kinds  # the carve keeps clusters together
     assert ("test", "train") in kinds  # the official split does not
     assert settings["test_images_sharing_a_group"] > 0
+
+
+@pytest.mark.slow
+def test_breastmnist_copies_of_busi_images_are_recognised_by_their_centred_squares(tmp_path):
+    """BreastMNIST is BUSI's centred squares at 28 px. With the hashes a bundle keeps of the
+    benign and normal BUSI images, the BreastMNIST images whose source is one of them (found
+    independently, by pixel correlation with every BUSI image's centred square) are all
+    flagged, with next to nothing else; by the whole image's pHash alone, few would be."""
+    from PIL import Image
+
+    from breastcad.data import fingerprints
+    from breastcad.data.duplicates import nearest
+
+    busi = scan("busi", shared_dir("busi")).frame
+    mnist = scan("breastmnist", shared_dir("breastmnist")).frame["path"].tolist()
+
+    def centre_28(path: str) -> np.ndarray:
+        image = Image.open(path).convert("L")
+        side = min(image.size)
+        left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+        square = image.crop((left, top, left + side, top + side))
+        return np.asarray(square.resize((28, 28), Image.BICUBIC), float).ravel()
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        rows = rows - rows.mean(axis=1, keepdims=True)
+        return rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-9)
+
+    sources = unit(np.stack([centre_28(p) for p in busi["path"]]))
+    copies = unit(np.stack([read_image(p).astype(float).ravel() for p in mnist]))
+    likeness = copies @ sources.T
+    has_source = likeness.max(axis=1) > 0.98
+    trained = (busi["label"] != "malignant").to_numpy()
+    from_trained = has_source & trained[likeness.argmax(axis=1)]
+    cache = tmp_path / "cache"
+    paths = busi["path"][trained].tolist()
+    hashes, _ = fingerprints.training_record(paths, 4, 2, False, cache)
+    found = fingerprints.fingerprints(mnist, 2, False, cache)
+    flagged = fingerprints.match(found, hashes, 4) != ""
+    assert has_source.sum() > 450 and from_trained.sum() > 300
+    assert flagged[from_trained].all()
+    assert (flagged & ~from_trained).sum() <= 0.02 * len(mnist)
+    whole = nearest(found["phash"], hashes["phash"], 4) >= 0
+    assert whole.sum() < 0.25 * from_trained.sum()

@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from breastcad.data.cache import default_cache_dir
-from breastcad.data.duplicates import hamming_pairs, phash, pixel_hash
+from breastcad.data.duplicates import centre_phash, hamming_pairs, phash, pixel_hash
 from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_uint8
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
@@ -71,6 +71,7 @@ def describe(image: np.ndarray) -> dict[str, Any]:
     if image.size == 0:
         return {"readable": False, "error": "no pixels"}
     pixels = to_uint8(image)
+    full = phash(image)
     return {
         "readable": True,
         "error": "",
@@ -79,12 +80,13 @@ def describe(image: np.ndarray) -> dict[str, Any]:
         "channels": 1 if image.ndim == 2 else image.shape[2],
         "dtype": str(image.dtype),
         "exact_hash": pixel_hash(pixels),
-        "phash": phash(image),
+        "phash": full,
+        "centre_phash": centre_phash(image, full),
         "colour_fraction": colour_fraction(pixels),
     }
 
 
-AUDIT_FORMAT = 2
+AUDIT_FORMAT = 3
 """Part of every cache key: raised when `inspect_image` or the decoding rules change, so facts
 found under older rules are not reused."""
 

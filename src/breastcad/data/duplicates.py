@@ -39,6 +39,18 @@ def phash(image: np.ndarray) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
+def centre_phash(image: np.ndarray, full: int | None = None) -> int:
+    """`phash` of the image's centred square (its longer side cut to the shorter one): how
+    MedMNIST made BreastMNIST from BUSI, and how many pipelines make a square input; for a
+    square image, its `phash` (`full`, where it is known already)."""
+    height, width = image.shape[:2]
+    if height == width:
+        return phash(image) if full is None else full
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return phash(image[top : top + side, left : left + side])
+
+
 def pixel_hash(pixels: np.ndarray) -> str:
     """sha1 of a uint8 image's pixels and shape: equal for the same picture, whatever file
     format or name it came in."""

@@ -1,7 +1,7 @@
 """What an image bundle keeps of the images it learnt from, and which images of other data
 are those images again.
 
-A bundle's `training_hashes.npz` holds two 64-bit hashes of every image its run trained on or
+A bundle's `training_hashes.npz` holds 64-bit hashes of every image its run trained on or
 chose its threshold and calibration on (the train and validation parts): the first 64 bits of
 the sha1 of its decoded pixels (the same picture) and its DCT perceptual hash (pHash, as the
 audit's; within a few bits: the same picture re-encoded, resized or slightly moved, or a near
@@ -14,7 +14,12 @@ whether the model learnt from an image.
 Near duplicates count only where the run's split kept them together (data without patient
 ids, e.g. BUSI); where it split by patient, only the same pixels count: the hashes of
 different women's mammograms collide on the breast's outline, so near matches would flag
-images the model never saw.
+images the model never saw. A square copy of a wider image (its centred square, resized: how
+MedMNIST made BreastMNIST from BUSI) counts as a near duplicate too: the bundle also keeps
+the pHash of each oblong training image's centred square (`centre`) and of each square one
+(`square`), and a square image is matched against the first, an oblong one's centred square
+against the second. Images of the same shape are matched on the whole image only, as the
+audit pairs them, so a split the audit made keeps its test part apart by this check too.
 
 A tabular bundle keeps one hash per training row (`row_hashes`: its features), so that an
 evaluation recognises rows it was refitted on.
@@ -38,29 +43,46 @@ FILE = "training_hashes.npz"
 def fingerprints(
     paths: list[str], jobs: int = 2, progress: bool = True, cache_dir: Path | None = None
 ) -> dict[str, np.ndarray]:
-    """`readable` (bool), `pixels` and `phash` (uint64; 0 where unreadable) of each path, from
-    the audit's cache where it knows the file as it is now (so after a run's split, free)."""
+    """`readable` and `square` (bool), `pixels`, `phash` and `centre` (uint64, the pHash of the
+    centred square; 0 where unreadable) of each path, from the audit's cache where it knows
+    the file as it is now (so after a run's split, free)."""
     from breastcad.data.audit import AuditCache, inspect_all
     from breastcad.data.cache import default_cache_dir
 
     store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir())
     records = inspect_all(list(paths), jobs, progress, store)
     readable = records["readable"].to_numpy(dtype=bool) if len(records) else np.zeros(0, bool)
-    pixels = np.zeros(len(paths), dtype=np.uint64)
-    phashes = np.zeros(len(paths), dtype=np.uint64)
+    found = {k: np.zeros(len(paths), dtype=np.uint64) for k in ("pixels", "phash", "centre")}
+    square = np.zeros(len(paths), dtype=bool)
     if readable.any():
-        exact = records.loc[readable, "exact_hash"]
-        pixels[readable] = [int(h[:16], 16) for h in exact]
-        phashes[readable] = records.loc[readable, "phash"].to_numpy(dtype=np.uint64)
-    return {"readable": readable, "pixels": pixels, "phash": phashes}
+        known = records.loc[readable]
+        found["pixels"][readable] = [int(h[:16], 16) for h in known["exact_hash"]]
+        found["phash"][readable] = known["phash"].to_numpy(dtype=np.uint64)
+        found["centre"][readable] = known["centre_phash"].to_numpy(dtype=np.uint64)
+        square[readable] = (known["height"] == known["width"]).to_numpy(dtype=bool)
+    return {"readable": readable, "square": square, **found}
 
 
-def image_fingerprint(image: np.ndarray) -> tuple[int, int]:
-    """The two hashes of one decoded image (pixels, pHash), as `fingerprints` gives them."""
-    from breastcad.data.duplicates import phash, pixel_hash
+def image_fingerprint(image: np.ndarray) -> tuple[int, int, int, bool]:
+    """The hashes of one decoded image (pixels, pHash, pHash of its centred square, whether it
+    is square), as `fingerprints` gives them."""
+    from breastcad.data.duplicates import centre_phash, phash, pixel_hash
     from breastcad.data.imaging import to_uint8
 
-    return int(pixel_hash(to_uint8(image))[:16], 16), phash(image)
+    full = phash(image)
+    pixels = int(pixel_hash(to_uint8(image))[:16], 16)
+    return pixels, full, centre_phash(image, full), image.shape[0] == image.shape[1]
+
+
+def as_arrays(found: list[tuple[int, int, int, bool] | None]) -> dict[str, np.ndarray]:
+    """`image_fingerprint`s (None: unreadable) as the arrays `fingerprints` gives."""
+    ok = np.array([h is not None for h in found], dtype=bool)
+    rows = [h or (0, 0, 0, False) for h in found]
+    arrays = {
+        k: np.array([r[i] for r in rows], dtype=np.uint64)
+        for i, k in enumerate(("pixels", "phash", "centre"))
+    }
+    return {"readable": ok, "square": np.array([r[3] for r in rows], dtype=bool), **arrays}
 
 
 def training_record(
@@ -74,10 +96,18 @@ def training_record(
     """The hashes of the readable `paths` (with those of an `earlier` bundle a run started
     from), and what the manifest says of them."""
     found = fingerprints(paths, jobs, progress, cache_dir)
-    ok = found["readable"]
-    hashes = {k: found[k][ok] for k in ("pixels", "phash")}
-    if earlier:
-        hashes = {k: np.concatenate([earlier[k], v]) for k, v in hashes.items()}
+    ok, square = found["readable"], found["square"]
+    hashes = {
+        "pixels": found["pixels"][ok],
+        "phash": found["phash"][ok],
+        "centre": found["centre"][ok & ~square],  # oblong images' centred squares
+        "square": found["phash"][ok & square],
+    }
+    if earlier:  # a bundle from before `centre` and `square` has none of them
+        hashes = {
+            k: np.concatenate([earlier.get(k, np.zeros(0, np.uint64)), v])
+            for k, v in hashes.items()
+        }
     record = {
         "file": FILE,
         "images": len(hashes["pixels"]),
@@ -115,9 +145,10 @@ def match(
     found: dict[str, np.ndarray], training: dict[str, np.ndarray], near_distance: int | None
 ) -> np.ndarray:
     """Per image of `found` (see `fingerprints`): "same" (its pixels are a training image's),
-    "near" (its pHash within `near_distance` bits of one; not checked when None) or "".
-    (SciPy, which the duplicate search imports, only where near duplicates are looked for:
-    image prediction does without it.)"""
+    "near" (within `near_distance` bits of one: its pHash, or a square image's against an
+    oblong training image's centred square and the other way round; not checked when None)
+    or "". (SciPy, which the duplicate search imports, only where near duplicates are looked
+    for: image prediction does without it.)"""
     answer = np.full(len(found["readable"]), "", dtype=object)
     ok = found["readable"]
     same = ok & np.isin(found["pixels"], training["pixels"])
@@ -125,7 +156,16 @@ def match(
     if near_distance is not None:
         from breastcad.data.duplicates import nearest
 
-        near = np.zeros(len(ok), dtype=bool)
-        near[ok] = nearest(found["phash"][ok], training["phash"], near_distance) >= 0
+        def near_any(images: np.ndarray, query: str, reference: str) -> np.ndarray:
+            hit = np.zeros(len(ok), dtype=bool)
+            if reference in training and images.any():
+                distance = nearest(found[query][images], training[reference], near_distance)
+                hit[images] = distance >= 0
+            return hit
+
+        square = found.get("square", np.zeros(len(ok), dtype=bool))
+        near = near_any(ok, "phash", "phash")
+        near |= near_any(ok & square, "phash", "centre")  # a square copy of an oblong one
+        near |= near_any(ok & ~square, "centre", "square")  # an oblong original of a square one
         answer[near & ~same] = "near"
     return answer

@@ -396,7 +396,7 @@ def _hashes_text(results: dict[str, Any]) -> list[str]:
             "so `breastcad evaluate` cannot recognise them in other data."
         ]
     return [
-        f"Privacy: the bundle keeps two 64-bit hashes (pixels, pHash) of each of its "
+        f"Privacy: the bundle keeps 64-bit hashes (pixels, pHash, centred square's pHash) of its "
         f"{kept['images']} training and validation images, so that `breastcad evaluate` "
         "recognises them in any data; no image can be rebuilt from them, but whoever holds an "
         "image can tell whether the bundle learnt from it. Train with --no-training-hashes, or "
