@@ -71,6 +71,7 @@ def main() -> None:
             f"{without} | {seconds:.2f} |"
         )
     _smaller_copies(out / "duplicate-aware-split" / "bundle", args.breastmnist)
+    _on_breastmnist(out / "duplicate-aware-split" / "bundle", args.breastmnist, out)
     _one_decode(root)
 
 
@@ -97,6 +98,30 @@ def _smaller_copies(bundle: Path, root: Path) -> None:
         whole = int((nearest(phashes, trained["phash"], distance) >= 0).sum())
         matched = fingerprints.match(found, trained, distance)
         print(f"| {distance} | {whole} | {int((matched != '').sum())} |")
+
+
+def _on_breastmnist(bundle: Path, root: Path, out: Path) -> None:
+    """The three-class BUSI bundle evaluated on BreastMNIST's two classes (its P(normal) and
+    P(benign) summed: `--class-map normal+benign=normal_or_benign`): what evaluate says of
+    the images it learnt from, and the figures without them."""
+    if not root.exists():
+        return
+    e = evaluate_image_bundle(
+        bundle, "breastmnist", root.resolve(), out / "busi-on-breastmnist", progress=False,
+        class_map={"normal+benign": "normal_or_benign"},
+    )  # fmt: skip
+    o, test = e["data"]["training_overlap"], e["test"]
+    other = o.get("without_them")
+    without = f"{other['images']}: {_pair(other, other['ci'])}" if other else "-"
+    figures = _pair({**test["metrics"]["scalars"], "accuracy": test["argmax"]["accuracy"]})
+    print(f"\n{bundle} on BreastMNIST, normal+benign read as normal_or_benign:\n")
+    print("| images | flagged (same / near) | accuracy, AUC | without the flagged |")
+    print("|---|---|---|---|")
+    flagged = o["same_pixels"] + o["near_duplicates"]
+    print(
+        f"| {o['images']} | {flagged} ({o['same_pixels']} / {o['near_duplicates']}) | "
+        f"{figures} | {without} |"
+    )
 
 
 def _one_decode(root: Path, repeats: int = 2) -> None:

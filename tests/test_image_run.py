@@ -1340,6 +1340,58 @@ def test_a_bundle_is_evaluated_on_data_that_names_its_classes_otherwise(tmp_path
         assert wrong.exit_code == 2 and problem in wrong.output
 
 
+def test_a_class_map_joins_model_classes_the_data_does_not_tell_apart(tmp_path):
+    """`--class-map normal+benign=normal_or_benign`: a three-class model (BUSI's) on two-class
+    data (BreastMNIST's malignant vs normal_or_benign) reads its P(normal) + P(benign) as
+    P(normal_or_benign); P(malignant), the operating point and the decisions are the model's
+    own; the figures are those of the two-class question. Joining the positive class, naming
+    a model class twice or a class the model lacks is refused with exit code 2."""
+    from breastcad.evaluation.classification import decide
+    from tests.conftest import make_image_bundle
+
+    bundle = make_image_bundle(  # BUSI's classes and positive class, as a run records them
+        tmp_path / "busi", classes=("benign", "malignant", "normal"), size=32, channels=1,
+        positive=1,
+    )  # fmt: skip
+    site = tmp_path / "site"
+    for i in range(12):
+        label = "malignant" if i % 3 == 0 else "normal_or_benign"
+        save(site / label / f"p{i:02d}.png", blob_image(i, (40, 48)))
+    out = tmp_path / "eval"
+    base = ["evaluate", "--model", str(bundle), "--dataset", "folder", "--root", str(site)]
+    joined = ["--class-map", "normal+benign=normal_or_benign"]
+    result = runner.invoke(app, [*base, *joined, "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "predictions.csv")
+    predictor = Predictor.from_bundle(bundle)
+    alone = predictor.predict_paths(table["path"].tolist(), progress=False)
+    assert np.allclose(table["p_malignant"], alone["p_malignant"], atol=1e-6)
+    both = alone["p_normal"] + alone["p_benign"]
+    assert np.allclose(table["p_normal_or_benign"], both, atol=1e-6)
+    threeway = alone[["p_benign", "p_malignant", "p_normal"]].to_numpy()
+    expected = decide(threeway, predictor.positive, predictor.threshold)
+    said = table["prediction"] == "malignant"
+    assert (said.to_numpy() == (expected == predictor.positive)).all()
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["classes"] == ["normal_or_benign", "malignant"]
+    assert results["data"]["positive"] == "malignant"
+    ci = results["test"]["ci"]
+    truth = (table["label"] == "malignant").astype(int)
+    from breastcad.evaluation.metrics import roc_auc
+
+    assert ci["auc_positive"]["value"] == pytest.approx(roc_auc(truth, table["p_malignant"]))
+    assert "normal+benign as normal_or_benign" in (out / "report.md").read_text()
+    for bad, problem in (
+        ("benign+malignant=normal_or_benign", "the positive class"),
+        ("normal+benign+tumour=normal_or_benign", "not a class of the model"),
+    ):
+        wrong = runner.invoke(app, [*base, "--class-map", bad, "--out", str(out)])
+        assert wrong.exit_code == 2 and problem in wrong.output, wrong.output
+    twice = ["--class-map", "normal+benign=normal_or_benign", "--class-map", "benign=x"]
+    wrong = runner.invoke(app, [*base, *twice, "--out", str(out)])
+    assert wrong.exit_code == 2 and "names a model class twice" in wrong.output
+
+
 def test_a_class_map_joins_data_classes_the_model_does_not_tell_apart(tmp_path):
     """`--class-map benign=normal+benign`: a two-class model on three-class data (BUSI's
     normal, benign, malignant) reads normal and benign images as its 'benign'; each image

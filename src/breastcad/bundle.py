@@ -162,11 +162,13 @@ def untrained_image_bundle(
     channels: int,
     seed: int = 0,
     modality: str = "image",
+    positive: int | None = None,
     **overrides: Any,
 ) -> Path:
     """A bundle of a freshly built network (backbone weights as its `init` says, seeded head),
     for latency benchmarks, export checks and tests; never for predictions. Its manifest says
-    so; `overrides` replace manifest entries (e.g. a threshold to test against)."""
+    so; `positive` is the positive class's index (default: the last class); `overrides`
+    replace manifest entries (e.g. a threshold to test against)."""
     import torch
 
     from breastcad.models import create_model
@@ -176,7 +178,7 @@ def untrained_image_bundle(
     manifest = image_manifest(
         net,
         classes,
-        len(classes) - 1,
+        len(classes) - 1 if positive is None else positive,
         {"size": size, "resize": "pad", "channels": channels},
         **{
             "temperature": 1.0,

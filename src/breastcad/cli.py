@@ -230,7 +230,9 @@ def evaluate(
             "--class-map",
             help="Image bundles: MODEL=DATA, a model class as the data names it (repeatable; "
             "e.g. idc=malignant for an IDC patch model on BreakHis); DATA may join classes "
-            "the model does not tell apart: normal_or_benign=normal+benign.",
+            "the model does not tell apart (normal_or_benign=normal+benign), MODEL classes "
+            "the data does not (normal+benign=normal_or_benign: their probabilities summed; "
+            "never the positive class).",
         ),
     ] = None,
     option: OptionOpt = None,

@@ -84,15 +84,19 @@ def evaluate_predictions(
     other: np.ndarray | None = None,
     shift: np.ndarray | None = None,
     bilateral_fit: dict[str, Any] | None = None,
+    merge: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Test metrics at the chosen operating point with group-bootstrap CIs; ECE and Brier
     before and after calibration (the prior `shift`, then the temperature); the argmax
     decision of the calibrated model and, for comparison, of the network as trained;
     patient-level results; where `other` pairs images with the same woman's other breast
     (`data.pairs.contralateral`), each breast against it (`bilateral`, only when some image
-    has a partner; with `bilateral_fit`, `bilateral.fit_bilateral`'s threshold decides too)."""
-    shift = np.zeros(len(classes)) if shift is None else np.asarray(shift, dtype=np.float64)
-    raw, calibrated = softmax(logits), softmax(logits, temperature, shift)
+    has a partner; with `bilateral_fit`, `bilateral.fit_bilateral`'s threshold decides too).
+    `merge` (model classes x `classes`, `joined_classes`) sums the model's class
+    probabilities into the data's classes where it reads several as one."""
+    shift = np.zeros(logits.shape[1]) if shift is None else np.asarray(shift, dtype=np.float64)
+    raw = joined_classes(softmax(logits), merge)
+    calibrated = joined_classes(softmax(logits, temperature, shift), merge)
     at_point = classification_metrics(y, calibrated, classes, positive, threshold)
     uncalibrated = classification_metrics(y, raw, classes, positive, threshold)["scalars"]
     bilateral = (
@@ -121,6 +125,12 @@ def evaluate_predictions(
         "group_level": group_level(y, calibrated, groups, positive, threshold or 0.5),
         **({"bilateral": bilateral} if bilateral else {}),
     }
+
+
+def joined_classes(probs: np.ndarray, merge: np.ndarray | None) -> np.ndarray:
+    """Class probabilities summed into the data's classes (`merge`: model classes x data
+    classes, a 1 where the data's class takes in the model's; None: as they are)."""
+    return probs if merge is None else probs @ merge
 
 
 def write_predictions(
@@ -210,7 +220,8 @@ def evaluate_image_bundle(
     if predictor.kind != "image":
         raise DataError(f"a {predictor.kind} bundle; evaluate it with --data", bundle_dir)
     class_map = dict(class_map or {})
-    manifest = _model_classes(scan(dataset, root, **(options or {})), predictor, root, class_map)
+    scanned = scan(dataset, root, **(options or {}))
+    manifest, merge, positive = _model_classes(scanned, predictor, root, class_map)
     everything = manifest
     manifest, split_groups, split_settings = _split_part(manifest, split_file, partition)
     pre = predictor.bundle.manifest["preprocessing"]
@@ -219,8 +230,7 @@ def evaluate_image_bundle(
     cache = ImageCache.build(manifest, config, cache_dir, jobs, progress, facts=hashed)
     rows, logits, y, groups = _answers(predictor, manifest, cache, split_groups)
     evaluated = manifest.subset(cache.readable)
-    positive = predictor.positive
-    probs = softmax(logits, predictor.temperature, predictor.prior_shift)
+    probs = joined_classes(softmax(logits, predictor.temperature, predictor.prior_shift), merge)
     matched = match_training(predictor, manifest, rows, jobs, progress, cache_dir)
     if matched is None:  # a bundle without its training images' hashes: this very data only
         overlap: dict[str, Any] = {"checked": False}
@@ -242,6 +252,7 @@ def evaluate_image_bundle(
         contralateral(manifest.frame.iloc[rows]),
         predictor.prior_shift,
         predictor.bilateral,  # its training run's fit decides each breast against the other
+        merge,
     )
     fitted_on = predictor.bundle.manifest.get("calibration_fitted_on", "the validation part")
     evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
@@ -254,7 +265,10 @@ def evaluate_image_bundle(
     write_predictions(
         out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold, extra=marks
     )
-    plots = evaluation_plots(out, evaluation, logits, y, probs, pred, manifest.classes, pixels)
+    as_trained = np.log(np.clip(joined_classes(softmax(logits), merge), 1e-300, None))
+    plots = evaluation_plots(
+        out, evaluation, as_trained, y, probs, pred, manifest.classes, pixels
+    )  # log-probabilities of the data's classes: softmax gives them back
     data = {
         "dataset": dataset,
         "root": str(root),
@@ -266,7 +280,7 @@ def evaluate_image_bundle(
         **({"seen_in_training": seen} if seen else {}),
         "training_overlap": overlap,
     }
-    results = _bundle_results(predictor, manifest, data, evaluation)
+    results = _bundle_results(predictor, manifest, data, evaluation, positive)
     results["plots"] = {k: str(Path(v).relative_to(out)) for k, v in plots.items() if v}
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
     write_report(out)
@@ -305,24 +319,17 @@ def _answers(predictor, manifest, cache, split_groups: dict[str, str]):
 
 def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | None = None):
     """`manifest` with the model's classes in the model's order, named as the data names them
-    (`class_map`: model name -> data name, for those that differ); an error where the two sets
-    differ that says how the model's training data was read."""
-    from breastcad.errors import ConfigError
-
-    class_map = class_map or {}
-    unknown = sorted(set(class_map) - set(predictor.classes))
-    if unknown:
-        raise ConfigError(
-            f"--class-map names {', '.join(unknown)}, not a class of the model "
-            f"({', '.join(predictor.classes)})"
-        )
-    named = [class_map.get(c, c) for c in predictor.classes]
-    if len(set(named)) < len(named):
-        raise ConfigError(f"--class-map gives two of the model's classes one name: {named}")
+    (`class_map`: model name -> data name, for those that differ; `normal+benign` -> a data
+    class reads two of the model's classes as one), the matrix that sums the model's class
+    probabilities into those classes (None where none is joined) and the positive class's
+    place among them; an error where the two sets differ that says how the model's training
+    data was read."""
+    named, merge = _named_classes(predictor, class_map or {})
+    positive = named.index(_data_name(predictor.classes[predictor.positive], class_map or {}))
     manifest = _merge_classes(manifest, named, root)
     if sorted(named) == sorted(manifest.classes):
         manifest.classes = named  # the model's order: its logits' columns
-        return manifest
+        return manifest, merge, positive
     trained = predictor.bundle.manifest.get("trained_on") or {}
     used = " ".join(f"--option {k}={v}" for k, v in (trained.get("options") or {}).items())
     hint = f"; it was trained on {trained.get('dataset', 'other data')}" + (
@@ -335,6 +342,54 @@ def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | 
         "--class-map MODEL=DATA)",
         root,
     )
+
+
+def _data_name(model_class: str, class_map: dict[str, str]) -> str:
+    """What the data calls one of the model's classes, alone or joined with others."""
+    for key, name in class_map.items():
+        if model_class in (k.strip() for k in key.split("+")):
+            return name
+    return model_class
+
+
+def _named_classes(predictor, class_map: dict[str, str]) -> tuple[list[str], np.ndarray | None]:
+    """The data's names of the model's classes, in the model's order, joined ones once (where
+    the first of them is), and the model x data matrix that sums their probabilities (None
+    when none is joined). Refused: a name that is no class of the model, a class in two
+    keys, two keys with one name, and joining the positive class (the operating point is
+    a threshold on its probability alone)."""
+    from breastcad.errors import ConfigError
+
+    model = predictor.classes
+    keys = {key: [k.strip() for k in key.split("+")] for key in class_map}
+    listed = [c for parts in keys.values() for c in parts]
+    unknown = sorted(set(listed) - set(model))
+    if unknown:
+        raise ConfigError(
+            f"--class-map names {', '.join(unknown)}, not a class of the model ({', '.join(model)})"
+        )
+    if len(set(listed)) < len(listed):
+        raise ConfigError(f"--class-map names a model class twice: {', '.join(class_map)}")
+    positive = model[predictor.positive]
+    if any(len(parts) > 1 and positive in parts for parts in keys.values()):
+        raise ConfigError(
+            f"--class-map joins {positive}, the positive class, with another: the bundle's "
+            f"operating point is a threshold on P({positive}) alone; join the other classes"
+        )
+    group_of = {c: key for key, parts in keys.items() for c in parts}
+    named: list[str] = []
+    named_by: dict[str, str] = {}  # each name: the model class or joined key it stands for
+    for c in model:
+        name, group = _data_name(c, class_map), group_of.get(c, c)
+        if named_by.setdefault(name, group) != group:
+            raise ConfigError(f"--class-map gives two of the model's classes one name: {name}")
+        if name not in named:
+            named.append(name)
+    merge = np.zeros((len(model), len(named)))
+    for i, c in enumerate(model):
+        merge[i, named.index(_data_name(c, class_map))] = 1.0
+    joined = any(len(parts) > 1 for parts in keys.values())
+    return named, merge if joined else None
 
 
 def _merge_classes(manifest, named: list[str], root: Path):
@@ -387,7 +442,9 @@ def _split_part(manifest, split_file: Path | None, partition: str):
     return manifest, split_groups, {"split_file": str(split_file), "partition": partition}
 
 
-def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict) -> dict:
+def _bundle_results(
+    predictor, manifest, data: dict[str, Any], evaluation: dict, positive: int
+) -> dict:
     """The results record of a bundle's evaluation (`data`: what was evaluated)."""
     bm = predictor.bundle.manifest
     return {
@@ -399,7 +456,7 @@ def _bundle_results(predictor, manifest, data: dict[str, Any], evaluation: dict)
             "modality": MODALITY.get(data["dataset"], "image"),
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": manifest.classes,
-            "positive": manifest.classes[predictor.positive],
+            "positive": manifest.classes[positive],
             **{
                 k: data[k]
                 for k in (
