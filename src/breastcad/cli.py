@@ -325,7 +325,6 @@ def predict(
     """Probabilities and classes from a bundle (its checksums are verified first). Images:
     PNG, JPEG, PGM, TIFF, DICOM; unreadable files are listed with their problem."""
     from breastcad.predict import Predictor
-    from breastcad.predict_pairs import read_pairs
 
     if not inputs and pairs is None:
         raise ConfigError("give images, folders or a CSV to predict (or --pairs FILE)")
@@ -337,27 +336,7 @@ def predict(
     if pair and predictor.kind != "image":
         raise ConfigError("--pair is for image bundles")
     if predictor.kind == "image":
-        fits = predictor.batch_that_fits(batch_size)
-        if fits < batch_size:
-            typer.echo(
-                f"batches of {fits} images instead of {batch_size}: each needs at least "
-                f"{predictor.bytes_per_image / 1e9:.2f} GB here, and at most half the "
-                "memory available is used",
-                err=True,
-            )
-        if pairs is not None:
-            table = predictor.predict_pairs(read_pairs(pairs), fits, not quiet, jobs)
-        elif pair:
-            table = predictor.predict_paired(inputs, fits, not quiet, jobs)
-            unpaired = table.loc[table["unpaired"] != ""]
-            for row in unpaired.head(10).itertuples():
-                typer.echo(f"not paired {row.path}: {row.unpaired}", err=True)
-            if len(unpaired) > 10:
-                typer.echo(f"... {len(unpaired) - 10} more not paired (see unpaired)", err=True)
-        else:
-            table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
-        for row in table.loc[table["error"] != ""].itertuples():
-            typer.echo(f"skipped {row.path}: {row.error}", err=True)
+        table = _predict_images(predictor, inputs, pairs, pair, batch_size, jobs, quiet)
     elif len(inputs) != 1:
         raise BreastcadError("a tabular bundle predicts one CSV at a time")
     else:
@@ -367,16 +346,51 @@ def predict(
             typer.echo(f"not predicted: {inputs[0]} row {row + 2}: {table['error'][row]}", err=True)
         if len(bad) > 10:
             typer.echo(f"... {len(bad) - 10} more rows not predicted (see error)", err=True)
+    _write_table(table, out, predictor.kind)
+
+
+def _predict_images(predictor, inputs, pairs, pair: bool, batch_size: int, jobs: int, quiet: bool):
+    """`predict`'s table for an image bundle: images alone, `--pairs` or `--pair`, in batches
+    that fit memory; unreadable and unpaired files named on the terminal."""
+    from breastcad.predict_pairs import read_pairs
+
+    fits = predictor.batch_that_fits(batch_size)
+    if fits < batch_size:
+        typer.echo(
+            f"batches of {fits} images instead of {batch_size}: each needs at least "
+            f"{predictor.bytes_per_image / 1e9:.2f} GB here, and at most half the "
+            "memory available is used",
+            err=True,
+        )
+    if pairs is not None:
+        table = predictor.predict_pairs(read_pairs(pairs), fits, not quiet, jobs)
+    elif pair:
+        table = predictor.predict_paired(inputs, fits, not quiet, jobs)
+        unpaired = table.loc[table["unpaired"] != ""]
+        for row in unpaired.head(10).itertuples():
+            typer.echo(f"not paired {row.path}: {row.unpaired}", err=True)
+        if len(unpaired) > 10:
+            typer.echo(f"... {len(unpaired) - 10} more not paired (see unpaired)", err=True)
+    else:
+        table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
+    for row in table.loc[table["error"] != ""].itertuples():
+        typer.echo(f"skipped {row.path}: {row.error}", err=True)
+    return table
+
+
+def _write_table(table, out: Path | None, kind: str) -> None:
+    """`predict`'s table to `out` (or stdout), with a line on what it holds: the rows the
+    bundle learnt from, those not predicted, those with imputed values."""
     if "seen_in_training" in table.columns and (table["seen_in_training"] != "").any():
         learnt = int((table["seen_in_training"] != "").sum())
-        what = "images" if predictor.kind == "image" else "rows"
+        what = "images" if kind == "image" else "rows"
         typer.echo(
             f"{learnt} of these {len(table)} are {what} the bundle learnt from "
             "(seen_in_training): its answers on them are not those it would give new data",
             err=True,
         )
     skipped = int((table["error"] != "").sum()) if "error" in table.columns else 0
-    what = "unreadable" if predictor.kind == "image" else "not predicted"
+    what = "unreadable" if kind == "image" else "not predicted"
     note = f" ({skipped} {what}, listed with their problem)" if skipped else ""
     filled = int((table["imputed"] != "").sum()) if "imputed" in table.columns else 0
     if filled:
