@@ -17,6 +17,24 @@ from breastcad.models.ensemble import EnsembleNetwork
 from breastcad.models.image import ImageNetwork
 
 
+def cell_scores(
+    net: ImageNetwork | EnsembleNetwork, pixels: np.ndarray, batch_size: int = 16
+) -> torch.Tensor:
+    """How much each cell of each image's feature map looks like a lesion (N x h x w; an
+    ensemble's members averaged), on the image as given, in batches, where the network is."""
+    net.eval()
+    scores = []
+    with torch.inference_mode():
+        for start in range(0, len(pixels), batch_size):
+            x = torch.from_numpy(np.array(pixels[start : start + batch_size]))
+            x = x.to(device_of(net))
+            if isinstance(net, EnsembleNetwork):
+                scores.append(net.score_map(x).float().cpu())
+            else:
+                scores.append(net.head.score_map(net.forward_features(x)).float().cpu())
+    return torch.cat(scores)
+
+
 def lesion_localisation(
     net: ImageNetwork | EnsembleNetwork,
     pixels: np.ndarray,
@@ -32,17 +50,7 @@ def lesion_localisation(
     that sets P(positive)) lies on the lesion in images that have one (with the rate a random
     cell would reach). Both with 95% percentile intervals from resampling whole `groups`
     (patients, women, duplicate clusters; each image its own group when none are given)."""
-    net.eval()
-    scores = []
-    with torch.inference_mode():
-        for start in range(0, len(pixels), batch_size):
-            x = torch.from_numpy(np.array(pixels[start : start + batch_size]))
-            x = x.to(device_of(net))
-            if isinstance(net, EnsembleNetwork):
-                scores.append(net.score_map(x).float().cpu())
-            else:
-                scores.append(net.head.score_map(net.forward_features(x)).float().cpu())
-    cells = torch.cat(scores)
+    cells = cell_scores(net, pixels, batch_size)
     lesion = lesion_cells(torch.from_numpy(masks), cells.shape[-2:])
     known = torch.from_numpy(annotated(masks))
     with_lesion = known & lesion.flatten(1).any(dim=1)
