@@ -124,7 +124,8 @@ def _cam(
             if target is None:
                 index = logits.argmax(dim=1)
             else:
-                index = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(len(x))
+                index = torch.as_tensor(target, dtype=torch.long, device=logits.device)
+                index = index.reshape(-1).expand(len(x))
             features = captured[-1]
             score = logits.gather(1, index[:, None]).sum()
             # autograd.grad, not backward(): no .grad is left on the network's weights
