@@ -265,10 +265,9 @@ def evaluate_image_bundle(
     write_predictions(
         out, manifest, rows, y, probs, pred, manifest.classes, predictor.threshold, extra=marks
     )
-    as_trained = np.log(np.clip(joined_classes(softmax(logits), merge), 1e-300, None))
-    plots = evaluation_plots(
-        out, evaluation, as_trained, y, probs, pred, manifest.classes, pixels
-    )  # log-probabilities of the data's classes: softmax gives them back
+    if merge is not None:  # log-probabilities of the data's classes: softmax gives them back
+        logits = np.log(np.clip(joined_classes(softmax(logits), merge), 1e-300, None))
+    plots = evaluation_plots(out, evaluation, logits, y, probs, pred, manifest.classes, pixels)
     data = {
         "dataset": dataset,
         "root": str(root),
