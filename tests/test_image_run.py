@@ -1359,6 +1359,8 @@ def test_a_class_map_joins_model_classes_the_data_does_not_tell_apart(tmp_path):
         save(site / label / f"p{i:02d}.png", blob_image(i, (40, 48)))
     out = tmp_path / "eval"
     base = ["evaluate", "--model", str(bundle), "--dataset", "folder", "--root", str(site)]
+    unmapped = runner.invoke(app, [*base, "--out", str(out), "--quiet"])
+    assert unmapped.exit_code == 2 and "--class-map A+B=DATA" in unmapped.output
     joined = ["--class-map", "normal+benign=normal_or_benign"]
     result = runner.invoke(app, [*base, *joined, "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output

@@ -338,7 +338,7 @@ def _model_classes(manifest, predictor, root: Path, class_map: dict[str, str] | 
         f"the data's classes {manifest.classes} differ from the model's "
         f"{named}{hint} (name folders after the model's classes, read the data with the "
         "options the model was trained with, or map a model class to the data's with "
-        "--class-map MODEL=DATA)",
+        "--class-map MODEL=DATA, two of them to one of the data's with --class-map A+B=DATA)",
         root,
     )
 
