@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 FILE = "training_hashes.npz"
+IMAGE_HASHES = ("pixels", "phash", "centre")
+"""The 64-bit hashes of an image, in the order `image_fingerprint` gives them."""
 
 
 def fingerprints(
@@ -52,7 +54,7 @@ def fingerprints(
     store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir())
     records = inspect_all(list(paths), jobs, progress, store)
     readable = records["readable"].to_numpy(dtype=bool) if len(records) else np.zeros(0, bool)
-    found = {k: np.zeros(len(paths), dtype=np.uint64) for k in ("pixels", "phash", "centre")}
+    found = {k: np.zeros(len(paths), dtype=np.uint64) for k in IMAGE_HASHES}
     square = np.zeros(len(paths), dtype=bool)
     if readable.any():
         known = records.loc[readable]
@@ -79,8 +81,7 @@ def as_arrays(found: list[tuple[int, int, int, bool] | None]) -> dict[str, np.nd
     ok = np.array([h is not None for h in found], dtype=bool)
     rows = [h or (0, 0, 0, False) for h in found]
     arrays = {
-        k: np.array([r[i] for r in rows], dtype=np.uint64)
-        for i, k in enumerate(("pixels", "phash", "centre"))
+        k: np.array([r[i] for r in rows], dtype=np.uint64) for i, k in enumerate(IMAGE_HASHES)
     }
     return {"readable": ok, "square": np.array([r[3] for r in rows], dtype=bool), **arrays}
 
