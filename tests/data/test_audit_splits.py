@@ -125,10 +125,10 @@ def test_a_square_copy_of_a_wider_image_is_a_near_duplicate_both_ways(tmp_path):
     """MedMNIST made BreastMNIST from BUSI by resizing each image's centred square to 28 px:
     such a copy is recognised as a near duplicate of a training original, and an original of
     a square training copy, by the bundle's centred-square hashes; the decoding path
-    (`image_fingerprint`, as `predict` hashes) agrees with the audit's. Images of one shape
-    are matched on the whole image only, as the audit pairs them: a wide image with the same
-    centre but other sides is not flagged. A bundle's hashes from before the centred squares
-    still match whole images."""
+    (`image_fingerprint`, as `predict` hashes) agrees with the audit's. A wide image with the
+    same centre but other sides is a near duplicate too, as the audit pairs them (and so a
+    split keeps them together). A bundle's hashes from before the centred squares still match
+    whole images."""
     from breastcad.data import fingerprints
     from breastcad.data.imaging import read_image
 
@@ -163,8 +163,24 @@ def test_a_square_copy_of_a_wider_image_is_a_near_duplicate_both_ways(tmp_path):
     originals = fingerprints.fingerprints(paths("wide"), 1, False, cache)
     # same_centre's centred square is w0's, the source of s0: it is an original of s0 too
     assert fingerprints.match(originals, trained_small, 4).tolist() == ["near"] * 4
-    whole = fingerprints.match(originals, trained_wide, 4).tolist()
-    assert whole == ["", "same", "same", "same"]  # same_centre: another oblong image
+    wider = fingerprints.match(originals, trained_wide, 4).tolist()
+    assert wider == ["near", "same", "same", "same"]  # same_centre: w0's centred square
+    assert originals["phash"][0] != originals["phash"][1]
+    manifest = scan("folder", tmp_path)
+    found = audit(manifest, max_distance=4, jobs=1, progress=False, cache_dir=cache)
+    names = [Path(p).name for p in found.records["path"]]
+    by_name = {
+        tuple(sorted((names[i], names[j]))): kind
+        for i, j, kind in found.pairs[["i", "j", "hash"]].itertuples(index=False)
+    }
+    assert by_name[("same_centre.png", "w0.png")] == "centre"
+    assert by_name[("s0.png", "w0.png")] == "centre"  # a square cut of a wider image
+    assert found.summary["near_duplicate_pairs_by_centre_only"] == sum(
+        kind == "centre" for kind in by_name.values()
+    )
+    split = make_split(manifest, pairs_to_merge(manifest, found.pairs), 0.25, 0.0, seed=0)
+    groups = dict(zip(names, split["split_group"], strict=True))
+    assert groups["same_centre.png"] == groups["w0.png"] == groups["s0.png"]
     centre = fingerprints.fingerprints([paths("wide")[0]], 1, False, cache)["centre"]
     assert centre[0] == fingerprints.fingerprints([paths("wide")[1]], 1, False, cache)["centre"][0]
     old = {k: trained_wide[k] for k in ("pixels", "phash")}  # a bundle from before

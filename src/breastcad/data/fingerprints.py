@@ -17,9 +17,10 @@ different women's mammograms collide on the breast's outline, so near matches wo
 images the model never saw. A square copy of a wider image (its centred square, resized: how
 MedMNIST made BreastMNIST from BUSI) counts as a near duplicate too: the bundle also keeps
 the pHash of each oblong training image's centred square (`centre`) and of each square one
-(`square`), and a square image is matched against the first, an oblong one's centred square
-against the second. Images of the same shape are matched on the whole image only, as the
-audit pairs them, so a split the audit made keeps its test part apart by this check too.
+(`square`), and an image's centred square (a square image's is itself) is matched against
+both, as well as its whole image against the whole training images: the pairs the audit
+makes (`audit.near_pairs`), so a split the audit made keeps its test part apart by this check
+too.
 
 A tabular bundle keeps one hash per training row (`row_hashes`: its features), so that an
 evaluation recognises rows it was refitted on.
@@ -146,10 +147,10 @@ def match(
     found: dict[str, np.ndarray], training: dict[str, np.ndarray], near_distance: int | None
 ) -> np.ndarray:
     """Per image of `found` (see `fingerprints`): "same" (its pixels are a training image's),
-    "near" (within `near_distance` bits of one: its pHash, or a square image's against an
-    oblong training image's centred square and the other way round; not checked when None)
-    or "". (SciPy, which the duplicate search imports, only where near duplicates are looked
-    for: image prediction does without it.)"""
+    "near" (within `near_distance` bits of one: its pHash against theirs, or the pHash of its
+    centred square against theirs; not checked when None) or "". (SciPy, which the
+    duplicate search imports, only where near duplicates are looked for: image prediction
+    does without it.)"""
     answer = np.full(len(found["readable"]), "", dtype=object)
     ok = found["readable"]
     same = ok & np.isin(found["pixels"], training["pixels"])
@@ -157,16 +158,14 @@ def match(
     if near_distance is not None:
         from breastcad.data.duplicates import nearest
 
-        def near_any(images: np.ndarray, query: str, reference: str) -> np.ndarray:
+        def near_any(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
             hit = np.zeros(len(ok), dtype=bool)
-            if reference in training and images.any():
-                distance = nearest(found[query][images], training[reference], near_distance)
-                hit[images] = distance >= 0
+            if len(reference) and ok.any():
+                hit[ok] = nearest(query[ok], reference, near_distance) >= 0
             return hit
 
-        square = found.get("square", np.zeros(len(ok), dtype=bool))
-        near = near_any(ok, "phash", "phash")
-        near |= near_any(ok & square, "phash", "centre")  # a square copy of an oblong one
-        near |= near_any(ok & ~square, "centre", "square")  # an oblong original of a square one
+        none = np.zeros(0, dtype=np.uint64)  # a bundle from before `centre` and `square`
+        centres = np.concatenate([training.get("centre", none), training.get("square", none)])
+        near = near_any(found["phash"], training["phash"]) | near_any(found["centre"], centres)
         answer[near & ~same] = "near"
     return answer

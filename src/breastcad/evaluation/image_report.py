@@ -192,7 +192,9 @@ def _test_overlap_line(results: dict[str, Any]) -> list[str]:
 
 def _matched_by(near: int | None) -> str:
     """What counts as a training image in the overlap checks."""
-    return "the same pixels" + ("" if near is None else f", or a pHash within {near} bits")
+    return "the same pixels" + (
+        "" if near is None else f", or a pHash within {near} bits (whole image or centred square)"
+    )
 
 
 def _class_map_text(class_map: dict[str, str] | None) -> str:
@@ -327,7 +329,8 @@ def _split_text(split: dict[str, Any]) -> str:
         "grouped by patient where the data has them, else image by image: near duplicates "
         "not looked for (duplicate distance none)"
         if distance is None
-        else f"grouped by patient or near-duplicate cluster (pHash distance {distance})"
+        else "grouped by patient or near-duplicate cluster (pHash distance "
+        f"{distance} of {split.get('duplicate_hashes') or 'the whole image'})"
     )
     text = (
         f"seed {split.get('seed')}, test {split.get('test_size')}, val {split.get('val_size')}, "
