@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from breastcad.models.image import ImageNetwork
 from breastcad.models.tta import with_views
 from breastcad.runinfo import refuse_training_run_folder, run_info, to_jsonable
 from breastcad.training.image_fit import positive_index
+
+if TYPE_CHECKING:
+    from breastcad.predict import Predictor
 
 
 def predict_logits(net: ImageNetwork, loader, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
@@ -232,30 +235,13 @@ def evaluate_image_bundle(
     evaluated = manifest.subset(cache.readable)
     probs = joined_classes(softmax(logits, predictor.temperature, predictor.prior_shift), merge)
     matched = match_training(predictor, manifest, rows, jobs, progress, cache_dir)
-    if matched is None:  # a bundle without its training images' hashes: this very data only
-        overlap: dict[str, Any] = {"checked": False}
-        seen = seen_in_training(predictor, everything, evaluated, Path(bundle_dir), not split_file)
-    else:
-        overlap = overlap_record(*matched, y, probs, groups, manifest.classes, positive, n_boot)
-        hint = "" if split_file else run_test_hint(predictor, everything, Path(bundle_dir))
-        seen = overlap_warning(overlap, hint)
-    evaluation = evaluate_predictions(
-        logits,
-        y,
-        groups,
-        manifest.classes,
-        positive,
-        predictor.temperature,
-        predictor.threshold,
-        n_boot,
-        0,
-        contralateral(manifest.frame.iloc[rows]),
-        predictor.prior_shift,
-        predictor.bilateral,  # its training run's fit decides each breast against the other
-        merge,
-    )
-    fitted_on = predictor.bundle.manifest.get("calibration_fitted_on", "the validation part")
-    evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
+    overlap, seen = _training_overlap(
+        matched, predictor, everything, evaluated, Path(bundle_dir), split_file is not None,
+        (y, probs, groups, positive, n_boot),
+    )  # fmt: skip
+    partners = contralateral(manifest.frame.iloc[rows])
+    scored = (logits, y, groups, manifest.classes, positive)
+    evaluation = _scores(predictor, scored, partners, merge, n_boot)
     net, pixels = predictor.network, cache.pixels[rows]
     where = _where_it_looks(net, evaluated, config, pixels, groups, n_boot, progress)
     if where is not None:
@@ -284,6 +270,48 @@ def evaluate_image_bundle(
     (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
     write_report(out)
     return results
+
+
+def _scores(
+    predictor: Predictor,
+    scored: tuple[np.ndarray, np.ndarray, np.ndarray, list[str], int],
+    partners: np.ndarray,
+    merge: np.ndarray | None,
+    n_boot: int,
+) -> dict[str, Any]:
+    """`evaluate_predictions` of `scored` (logits, labels, groups, classes, positive class)
+    at the bundle's temperature, prior shift, threshold and bilateral fit (each breast
+    decided against the other as its training run chose)."""
+    logits, y, groups, classes, positive = scored
+    evaluation = evaluate_predictions(
+        logits, y, groups, classes, positive, predictor.temperature, predictor.threshold,
+        n_boot, 0, partners, predictor.prior_shift, predictor.bilateral, merge,
+    )  # fmt: skip
+    fitted_on = predictor.bundle.manifest.get("calibration_fitted_on", "the validation part")
+    evaluation["calibration"]["fitted_on"] = f"{fitted_on} of the bundle's training run"
+    return evaluation
+
+
+def _training_overlap(
+    matched: tuple | None,
+    predictor: Predictor,
+    everything: Manifest,
+    evaluated: Manifest,
+    bundle_dir: Path,
+    split_given: bool,
+    scored: tuple,
+) -> tuple[dict[str, Any], str]:
+    """What the evaluation knows of the bundle's training images among those it scored (the
+    record for results.json, and the warning to print, or ""): image by image where the
+    bundle keeps their hashes (`matched`), else only whether this is the very data its run
+    read. `scored`: labels, probabilities, groups, positive class and bootstrap rounds."""
+    if matched is None:
+        seen = seen_in_training(predictor, everything, evaluated, bundle_dir, not split_given)
+        return {"checked": False}, seen
+    y, probs, groups, positive, n_boot = scored
+    overlap = overlap_record(*matched, y, probs, groups, evaluated.classes, positive, n_boot)
+    hint = "" if split_given else run_test_hint(predictor, everything, bundle_dir)
+    return overlap, overlap_warning(overlap, hint)
 
 
 def _where_it_looks(net, evaluated, config, pixels, groups, n_boot: int, progress: bool):
