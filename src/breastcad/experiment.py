@@ -151,6 +151,8 @@ def _protocol_results(
     evaluations: list[ModelEvaluation],
     data: TabularData,
 ) -> dict[str, Any]:
+    """One protocol's figures: the models compared (ROC, PR, reliability, per-fold metrics)
+    and each model's record and own plots."""
     pooled = {
         e.model: (
             np.concatenate([data.y[f.test] for f in e.folds]),
@@ -159,7 +161,6 @@ def _protocol_results(
         for e in evaluations
     }
     where = out / "plots" / key
-    title = protocol.describe()
     figures = {
         "roc": plots.roc_curves(pooled, where / "roc.png", f"ROC, {key}"),
         "pr": plots.pr_curves(pooled, where / "pr.png", f"Precision-recall, {key}"),
@@ -168,52 +169,49 @@ def _protocol_results(
         ),
     }
     if len(evaluations[0].folds) > 1:
+        shown = ["accuracy", "roc_auc", "sensitivity", "specificity"]
+        per_fold = {
+            e.model: {m: [f.metrics[m] for f in e.folds] for m in shown} for e in evaluations
+        }
         figures["comparison"] = plots.metric_comparison(
-            {
-                e.model: {
-                    m: [f.metrics[m] for f in e.folds]
-                    for m in ("accuracy", "roc_auc", "sensitivity", "specificity")
-                }
-                for e in evaluations
-            },
-            where / "comparison.png",
-            ["accuracy", "roc_auc", "sensitivity", "specificity"],
-            f"Per-fold metrics, {key}",
+            per_fold, where / "comparison.png", shown, f"Per-fold metrics, {key}"
         )
-    models = {}
-    for e in evaluations:
-        counts = {k: sum(f.metrics[k] for f in e.folds) for k in ("tp", "fp", "tn", "fn")}
-        model_figs = {
-            "confusion": plots.confusion_matrix(
-                counts,
-                where / f"confusion_{e.model}.png",
-                f"{e.model}, {key}" + (" (summed over folds)" if len(e.folds) > 1 else ""),
-            )
-        }
-        curves = plots.learning_curves(
-            [f.history for f in e.folds if f.history],
-            where / f"learning_{e.model}.png",
-            f"{e.model} learning curves, {key}",
-        )
-        if curves:
-            model_figs["learning_curves"] = curves
-        models[e.model] = {
-            "description": get_spec(e.model).description,
-            "summary": e.summary,
-            "interval_method": e.interval_method,
-            "threshold_policy": e.threshold.describe(),
-            "thresholds": [f.threshold for f in e.folds],
-            "confusion": counts,
-            "chosen_params": [f.chosen_params for f in e.folds if f.chosen_params],
-            "fit_seconds_mean": float(np.mean([f.fit_seconds for f in e.folds])),
-            "epochs_run": [len(f.history) for f in e.folds if f.history],
-            "per_fold": [{"repeat": f.repeat, "fold": f.fold, **f.metrics} for f in e.folds],
-            "plots": {k: _rel(out, v) for k, v in model_figs.items()},
-        }
     return {
-        "description": title,
+        "description": protocol.describe(),
         "protocol": protocol.model_dump(),
-        "models": models,
+        "models": {e.model: _model_record(out, where, key, e) for e in evaluations},
+        "plots": {k: _rel(out, v) for k, v in figures.items()},
+    }
+
+
+def _model_record(out: Path, where: Path, key: str, e: ModelEvaluation) -> dict[str, Any]:
+    """One model's results under one protocol, with its confusion matrix (summed over folds)
+    and learning curves in `where`."""
+    counts = {k: sum(f.metrics[k] for f in e.folds) for k in ("tp", "fp", "tn", "fn")}
+    summed = " (summed over folds)" if len(e.folds) > 1 else ""
+    figures = {
+        "confusion": plots.confusion_matrix(
+            counts, where / f"confusion_{e.model}.png", f"{e.model}, {key}{summed}"
+        )
+    }
+    curves = plots.learning_curves(
+        [f.history for f in e.folds if f.history],
+        where / f"learning_{e.model}.png",
+        f"{e.model} learning curves, {key}",
+    )
+    if curves:
+        figures["learning_curves"] = curves
+    return {
+        "description": get_spec(e.model).description,
+        "summary": e.summary,
+        "interval_method": e.interval_method,
+        "threshold_policy": e.threshold.describe(),
+        "thresholds": [f.threshold for f in e.folds],
+        "confusion": counts,
+        "chosen_params": [f.chosen_params for f in e.folds if f.chosen_params],
+        "fit_seconds_mean": float(np.mean([f.fit_seconds for f in e.folds])),
+        "epochs_run": [len(f.history) for f in e.folds if f.history],
+        "per_fold": [{"repeat": f.repeat, "fold": f.fold, **f.metrics} for f in e.folds],
         "plots": {k: _rel(out, v) for k, v in figures.items()},
     }
 

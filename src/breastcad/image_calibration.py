@@ -82,30 +82,16 @@ def calibrate_and_test(
         val_probs, contralateral(frame.iloc[val_rows]), val.y, positive, cfg.operating_point
     )
     evaluation = evaluate_predictions(
-        test_logits,
-        test_y,
-        groups.to_numpy(),
-        classes,
-        positive,
-        temperature,
-        threshold,
-        cfg.bootstrap,
-        cfg.seed,
-        test_other,
-        shift,
-        bilateral_fit,
-    )
+        test_logits, test_y, groups.to_numpy(), classes, positive, temperature, threshold,
+        cfg.bootstrap, cfg.seed, test_other, shift, bilateral_fit,
+    )  # fmt: skip
     evaluation["calibration"]["fitted_on"] = val.scored
     evaluation["calibration"]["prior_shift_from"] = _shift_text(settings, cfg, dm)
     if masks is not None:  # annotations of the test images judge where the model looks
         evaluation["localisation"] = lesion_localisation(
-            net,
-            dm.cache.pixels[test_rows],
-            masks[test_rows],
-            groups.to_numpy(),
-            cfg.bootstrap,
-            cfg.seed,
-        )
+            net, dm.cache.pixels[test_rows], masks[test_rows], groups.to_numpy(),
+            cfg.bootstrap, cfg.seed,
+        )  # fmt: skip
     if members:  # each member alone on the same test images, beside the ensemble
         _member_figures(members, member_logits, test_y, classes, positive, shift)
     probs = softmax(test_logits, temperature, shift)
