@@ -65,20 +65,7 @@ def export_onnx(
     pixels, source = _parity_pixels(predictor, check, example.shape[1:])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ONNX_FILE
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net.eval(),
-                (example,),
-                str(path),
-                input_names=["pixels"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                opset_version=OPSET,
-                dynamo=True,
-                verbose=False,
-                external_data=False,
-            )
+        _write_onnx(net, example, path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         onnx_logits = session.run(None, {"pixels": pixels})[0]
         torch_logits = predictor.predict_logits(pixels, views=False)
@@ -104,6 +91,27 @@ def export_onnx(
         }
         add_export(Path(bundle_dir), ONNX_FILE, path, record)
     return record
+
+
+def _write_onnx(net: Any, example: Any, path: Path) -> None:
+    """`net` as ONNX at `path`: uint8 pixels in, logits out, any batch size (the exporter's
+    chatter silenced)."""
+    import torch
+
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.eval(),
+            (example,),
+            str(path),
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+            external_data=False,
+        )
 
 
 def _parity_pixels(
