@@ -94,63 +94,80 @@ def _side(laterality: str) -> str:
     return sides.get(laterality.strip().upper(), "")
 
 
+def _rows_from_csv(root: Path, csv: Path, label_column: str, problems: list[str]) -> list[dict]:
+    """One manifest row per file the CSV lists; missing, unlabelled or unreadable files go to
+    `problems`."""
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if "file" not in table.columns or label_column not in table.columns:
+        raise DataError(f"needs columns 'file' and '{label_column}'", csv)
+    rows = []
+    for rec in table.to_dict("records"):
+        path = root / str(rec["file"])
+        if not path.is_file():
+            problems.append(f"{path}: listed in {csv.name} but missing; skipped")
+            continue
+        raw = str(rec[label_column]).strip().upper()
+        if not raw:
+            problems.append(f"{path}: no {label_column} in {csv.name}; skipped")
+            continue
+        listed = {k: rec.get(k, "").strip() for k in ("patient_id", "laterality", "view")}
+        try:
+            header = _header(path) if not all(listed.values()) else {}  # what it lacks
+        except DataError as exc:  # reported and skipped, as an undecodable image is
+            problems.append(f"{exc}; skipped")
+            continue
+        patient = listed["patient_id"] or header["patient"]
+        rows.append(
+            {
+                "path": str(path),
+                "label": _PATHOLOGY.get(raw, raw.lower()),
+                "group_id": pseudonym(patient),
+                "dataset": "dicom",
+                "side": _side(listed["laterality"]) or header.get("side", ""),
+                "view": (listed["view"] or header.get("view", "")).upper(),
+                # the CSV's examination, where it has an `exam` column (the header's would
+                # mix with rows the CSV describes in full)
+                "exam": exam_key(patient, rec.get("exam", "").strip()),
+            }
+        )
+    return rows
+
+
+def _rows_from_folders(root: Path, problems: list[str]) -> list[dict]:
+    """One manifest row per readable `.dcm` under `root`, labelled by its folder."""
+    rows = []
+    for path in sorted(p for p in root.rglob("*.dcm") if not hidden(p, root)):
+        try:
+            header = _header(path)
+        except DataError as exc:
+            problems.append(f"{exc}; skipped")
+            continue
+        rows.append(
+            {
+                "path": str(path),
+                "label": path.parent.name.lower(),
+                "group_id": pseudonym(header["patient"]),
+                "dataset": "dicom",
+                "side": header["side"],
+                "view": header["view"],
+                "exam": exam_key(header["patient"], header["exam"]),
+            }
+        )
+    return rows
+
+
 def scan(
     root: Path, labels_csv: str | None = "labels.csv", label_column: str = "pathology"
 ) -> Manifest:
+    """DICOM files under `root`, labelled by `labels_csv` where it exists (its `file` and
+    `label_column` columns; patient, side and view from it or, where it lacks them, the
+    header), else by each file's folder name; patient ids pseudonymised."""
     csv = root / labels_csv if labels_csv else None
-    rows, problems = [], []
+    problems: list[str] = []
     if csv is not None and csv.is_file():
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        if "file" not in table.columns or label_column not in table.columns:
-            raise DataError(f"needs columns 'file' and '{label_column}'", csv)
-        for rec in table.to_dict("records"):
-            path = root / str(rec["file"])
-            if not path.is_file():
-                problems.append(f"{path}: listed in {csv.name} but missing; skipped")
-                continue
-            raw = str(rec[label_column]).strip().upper()
-            if not raw:
-                problems.append(f"{path}: no {label_column} in {csv.name}; skipped")
-                continue
-            label = _PATHOLOGY.get(raw, raw.lower())
-            listed = {k: rec.get(k, "").strip() for k in ("patient_id", "laterality", "view")}
-            try:
-                header = _header(path) if not all(listed.values()) else {}  # what it lacks
-            except DataError as exc:  # reported and skipped, as an undecodable image is
-                problems.append(f"{exc}; skipped")
-                continue
-            patient = listed["patient_id"] or header["patient"]
-            rows.append(
-                {
-                    "path": str(path),
-                    "label": label,
-                    "group_id": pseudonym(patient),
-                    "dataset": "dicom",
-                    "side": _side(listed["laterality"]) or header.get("side", ""),
-                    "view": (listed["view"] or header.get("view", "")).upper(),
-                    # the CSV's examination, where it has an `exam` column (the header's
-                    # would mix with rows the CSV describes in full)
-                    "exam": exam_key(patient, rec.get("exam", "").strip()),
-                }
-            )
+        rows = _rows_from_csv(root, csv, label_column, problems)
     else:
-        for path in sorted(p for p in root.rglob("*.dcm") if not hidden(p, root)):
-            try:
-                header = _header(path)
-            except DataError as exc:
-                problems.append(f"{exc}; skipped")
-                continue
-            rows.append(
-                {
-                    "path": str(path),
-                    "label": path.parent.name.lower(),
-                    "group_id": pseudonym(header["patient"]),
-                    "dataset": "dicom",
-                    "side": header["side"],
-                    "view": header["view"],
-                    "exam": exam_key(header["patient"], header["exam"]),
-                }
-            )
+        rows = _rows_from_folders(root, problems)
     frame = pd.DataFrame(rows)
     classes = sorted(frame["label"].unique()) if len(frame) else []
     if set(classes) <= {"benign", "malignant"}:
