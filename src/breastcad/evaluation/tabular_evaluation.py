@@ -41,13 +41,7 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
         "title": f"breastcad evaluation of bundle {predictor.bundle.model_id}",
         "run": run_info(int(manifest.get("seed", 0))),
         "data": data.record(),
-        "how": [
-            f"Bundle: {Path(bundle_dir).resolve()} ({predictor.bundle.model_id}), trained on "
-            f"{manifest['training_data']['source']} (sha256 "
-            f"{manifest['training_data']['fingerprint'][:16]}...)",
-            f"Threshold {predictor.threshold:.3f} from the bundle "
-            f"({manifest['threshold']['policy']})",
-        ],
+        "how": _how(predictor, Path(bundle_dir), overlap),
         "protocols": {"external": _external_protocol(predictor, data, proba, out)},
         "training_overlap": overlap,
         **({"seen_in_training": seen} if seen else {}),
@@ -58,36 +52,55 @@ def evaluate_bundle(bundle_dir: Path, data_cfg: TabularDataConfig, out: Path) ->
             )
         },
     }
-    results["how"].append(
-        "Overlap with the training rows: "
-        + (
-            f"{overlap['seen']} of the {overlap['samples']} samples are rows the bundle was "
-            "refitted on (the same features; `seen_in_training` in predictions.csv)"
-            if overlap["checked"]
-            else "not checked row by row (the bundle keeps no hashes of them); only its very "
-            "training data would be recognised"
-        )
-    )
     if "seen_in_training" in results:
         results["how"].insert(
             0, f"**Not an estimate on new data**: evaluated on {results['seen_in_training']}"
         )
+    _prediction_table(data, proba, predictor.threshold, marks).to_csv(
+        out / "predictions.csv", index=False
+    )
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
+    write_metrics(out, results)
+    write_report(out)
+    return results
+
+
+def _how(predictor, bundle_dir: Path, overlap: dict[str, Any]) -> list[str]:
+    """How the evaluation was made: the bundle, its training data, threshold and the check for
+    its training rows."""
+    manifest = predictor.bundle.manifest
+    checked = (
+        f"{overlap['seen']} of the {overlap['samples']} samples are rows the bundle was "
+        "refitted on (the same features; `seen_in_training` in predictions.csv)"
+        if overlap["checked"]
+        else "not checked row by row (the bundle keeps no hashes of them); only its very "
+        "training data would be recognised"
+    )
+    return [
+        f"Bundle: {bundle_dir.resolve()} ({predictor.bundle.model_id}), trained on "
+        f"{manifest['training_data']['source']} (sha256 "
+        f"{manifest['training_data']['fingerprint'][:16]}...)",
+        f"Threshold {predictor.threshold:.3f} from the bundle ({manifest['threshold']['policy']})",
+        f"Overlap with the training rows: {checked}",
+    ]
+
+
+def _prediction_table(
+    data: TabularData, proba: np.ndarray, threshold: float, marks: np.ndarray | None
+) -> pd.DataFrame:
+    """predictions.csv: each sample's label, probability and decision at the threshold."""
     table = pd.DataFrame(
         {
             "id": data.ids,
             "label": [CLASS_NAMES[v] for v in data.y],
             "p_malignant": proba,
-            "threshold": predictor.threshold,
-            "prediction": [CLASS_NAMES[int(p >= predictor.threshold)] for p in proba],
+            "threshold": threshold,
+            "prediction": [CLASS_NAMES[int(p >= threshold)] for p in proba],
         }
     )
     if marks is not None:
         table["seen_in_training"] = marks
-    table.to_csv(out / "predictions.csv", index=False)
-    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=2))
-    write_metrics(out, results)
-    write_report(out)
-    return results
+    return table
 
 
 def _training_overlap(
