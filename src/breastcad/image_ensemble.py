@@ -49,28 +49,58 @@ def fit_ensemble(
         else:
             torch.manual_seed(seed)
             net = create_model(cfg.model, num_classes=first.num_classes, **params)
-        done = folder / "member.json"
-        if cfg.train.resume and done.is_file() and (folder / "member.pt").is_file():
-            net.load_state_dict(torch.load(folder / "member.pt", weights_only=True))
-            record = json.loads(done.read_text())
-            record["resumed"] = "finished before; not trained again"
-        else:
-            data = dm if member_data is None else member_data[k - 1]
-            data.seed = seed  # the member's own batch order
-            member_history, info = fit_image(
-                net, data, dataclasses.replace(settings, seed=seed), folder, groups
-            )
-            pd.DataFrame(member_history).to_csv(folder / "history.csv", index=False)
-            record = {"member": k, "seed": seed, **info, "history": member_history}
-            if member_data is not None:
-                record["fold"] = {"validation_fold": k, "counts": data.counts()}
-            torch.save(net.state_dict(), folder / "member.pt")
-            done.write_text(json.dumps(to_jsonable(record), indent=1))
+        data = dm if member_data is None else member_data[k - 1]
+        fold = {} if member_data is None else {"validation_fold": k, "counts": data.counts()}
+        record = _fit_member(net, (k, seed, fold), data, settings, folder, groups, cfg.train.resume)
         nets.append(net.cpu().eval())
         history += [{"member": k, **row} for row in record["history"]]
         records.append(record)
     dm.seed = cfg.seed
-    info = {
+    return EnsembleNetwork(nets), history, _ensemble_info(records, cfg.seed, member_data), records
+
+
+def _fit_member(
+    net: ImageNetwork,
+    member: tuple[int, int, dict[str, Any]],
+    data: ImageDataModule,
+    settings: ImageFitSettings,
+    folder: Path,
+    groups: np.ndarray | None,
+    resume: bool,
+) -> dict[str, Any]:
+    """Member (number, seed, its fold where cross-fitted) trained in `folder` (or, on
+    `resume`, the one finished there before, loaded into `net`), and its record."""
+    k, seed, fold = member
+    done = folder / "member.json"
+    if resume and done.is_file() and (folder / "member.pt").is_file():
+        net.load_state_dict(torch.load(folder / "member.pt", weights_only=True))
+        record = json.loads(done.read_text())
+        record["resumed"] = "finished before; not trained again"
+        return record
+    data.seed = seed  # the member's own batch order
+    member_history, info = fit_image(
+        net, data, dataclasses.replace(settings, seed=seed), folder, groups
+    )
+    pd.DataFrame(member_history).to_csv(folder / "history.csv", index=False)
+    record = {"member": k, "seed": seed, **info, "history": member_history}
+    if fold:
+        record["fold"] = fold
+    torch.save(net.state_dict(), folder / "member.pt")
+    done.write_text(json.dumps(to_jsonable(record), indent=1))
+    return record
+
+
+def _ensemble_info(
+    records: list[dict[str, Any]], seed: int, member_data: list | None
+) -> dict[str, Any]:
+    """What training the ensemble did, in the form a single network's fit reports it."""
+    how = (
+        "one split"
+        if member_data is None
+        else f"cross-fitted: the training and validation parts pooled and cut into "
+        f"{len(records)} folds by group, member k early-stopped on fold k and trained on the rest"
+    )
+    return {
         "device": records[-1]["device"],
         "precision": records[-1].get("precision", "float32"),
         "deterministic": records[-1].get("deterministic", False),
@@ -79,14 +109,6 @@ def fit_ensemble(
         "best_val_loss": None,
         "resumed_from": [r.get("resumed_from") or r.get("resumed") for r in records],
         "stage_switch_epoch": None,
-        "ensemble": f"{len(nets)} members, seeds {cfg.seed}-{cfg.seed + len(nets) - 1}, "
-        + (
-            "one split"
-            if member_data is None
-            else f"cross-fitted: the training and validation parts pooled and cut into "
-            f"{len(nets)} folds by group, member k early-stopped on fold k and trained on the "
-            "rest"
-        )
-        + "; class probabilities averaged",
+        "ensemble": f"{len(records)} members, seeds {seed}-{seed + len(records) - 1}, {how}"
+        "; class probabilities averaged",
     }
-    return EnsembleNetwork(nets), history, info, records
