@@ -264,13 +264,9 @@ def fit_cell_probe(
     others = [k for k in range(net.num_classes) if k != background]
     w_cells, b_cells = w[others] - w[background], b[others] - b[background]
     scale = _image_scale(
-        np.concatenate(found.every_map),
-        np.concatenate(found.every_y),
-        w_cells,
-        b_cells,
-        others,
-        background,
-    )
+        np.concatenate(found.every_map), np.concatenate(found.every_y),
+        w_cells, b_cells, others, background,
+    )  # fmt: skip
     with torch.no_grad():
         score = net.head.score
         w_image = w_cells * scale["a"][:, None]
@@ -278,30 +274,27 @@ def fit_cell_probe(
         b_image = b_cells * scale["a"] + scale["b"]
         score.bias.copy_(torch.as_tensor(b_image, dtype=torch.float32))
     net.eval()
-    info = {
-        **_no_epochs(device),
-        "cell_probe": {
-            "features": int(x_cells.shape[1]),
-            "grid": found.grid,
-            "cells": {
-                "lesion": int((y_cells != background).sum()) - found.moved,
-                "lesion_moved": found.moved,
-                "background": int((y_cells == background).sum()),
-            },
-            "images": found.images,
-            "background_fraction": fraction,
-            "lesion_views": lesion_views,
-            "C": c,
-            "image_scale": {
-                dm.classes[k]: {"scale": round(float(a), 4), "offset": round(float(o), 4)}
-                for k, a, o in zip(others, scale["a"], scale["b"], strict=True)
-            },
-            "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised cell "
-            f"features, class weights {settings.class_weight}; each lesion class's logit "
-            "minus the background's folded into the 1x1 convolution",
+    fitted = {
+        "features": int(x_cells.shape[1]),
+        "grid": found.grid,
+        "cells": {
+            "lesion": int((y_cells != background).sum()) - found.moved,
+            "lesion_moved": found.moved,
+            "background": int((y_cells == background).sum()),
         },
+        "images": found.images,
+        "background_fraction": fraction,
+        "lesion_views": lesion_views,
+        "C": c,
+        "image_scale": {
+            dm.classes[k]: {"scale": round(float(a), 4), "offset": round(float(o), 4)}
+            for k, a, o in zip(others, scale["a"], scale["b"], strict=True)
+        },
+        "head": "scikit-learn LogisticRegression (L2, lbfgs) on standardised cell features, "
+        f"class weights {settings.class_weight}; each lesion class's logit minus the "
+        "background's folded into the 1x1 convolution",
     }
-    return [], info
+    return [], {**_no_epochs(device), "cell_probe": fitted}
 
 
 @dataclass
