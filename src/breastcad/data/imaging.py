@@ -19,7 +19,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -185,30 +185,12 @@ def read_dicom(
     `breastcad.data.deid` for those)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     name = source if name is None else name
     ds = None
     try:
         ds = pydicom.dcmread(source)
-        if "PixelData" not in ds:
-            raise DataError("a DICOM file without pixel data (not an image)", name, "unsupported")
-        size = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if frames > 1:  # which frame would be a guess: the first of a volume is its edge
-            raise DataError(
-                f"a multi-frame DICOM ({frames} frames: a tomosynthesis volume or a cine "
-                "loop); breastcad classifies single 2-D images, so save the frame to classify "
-                "as its own file",
-                name,
-                "unsupported",
-            )
-        if size > max_pixels:
-            raise DataError(
-                f"{ds.Rows}x{ds.Columns} pixels is more than the limit of {max_pixels:,}",
-                name,
-                "too_large",
-            )
+        _check_dicom_image(ds, name, max_pixels)
         pixels = ds.pixel_array
     except InvalidDicomError as exc:
         raise DataError(f"not a DICOM file ({exc})", name, "unsupported") from exc
@@ -224,6 +206,36 @@ def read_dicom(
         if isinstance(exc, DataError):
             raise
         raise DataError(f"corrupt DICOM file ({exc})", name) from exc
+    return _dicom_values(ds, pixels)
+
+
+def _check_dicom_image(ds: Any, name: object, max_pixels: int) -> None:
+    """Refuse a DICOM file without pixel data, with several frames, or over `max_pixels`."""
+    if "PixelData" not in ds:
+        raise DataError("a DICOM file without pixel data (not an image)", name, "unsupported")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:  # which frame would be a guess: the first of a volume is its edge
+        raise DataError(
+            f"a multi-frame DICOM ({frames} frames: a tomosynthesis volume or a cine loop); "
+            "breastcad classifies single 2-D images, so save the frame to classify as its own "
+            "file",
+            name,
+            "unsupported",
+        )
+    if int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) > max_pixels:
+        raise DataError(
+            f"{ds.Rows}x{ds.Columns} pixels is more than the limit of {max_pixels:,}",
+            name,
+            "too_large",
+        )
+
+
+def _dicom_values(ds: Any, pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels as the image to classify: colour as decoded (uint8, or float32 [0, 1]);
+    gray through the modality LUT, then the VOI LUT or window, scaled to float32 [0, 1],
+    MONOCHROME1 inverted."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour (e.g. ultrasound): RGB as decoded
         if pixels.dtype == np.uint8:
             return pixels
