@@ -133,9 +133,11 @@ def test_real_mini_mias_mammograms_are_paired_by_their_names(tmp_path):
 
 def test_evaluate_finds_the_near_duplicates_a_random_busi_split_puts_in_its_test_part(tmp_path):
     """A probe on a random split of the real BUSI (each image its own group, as the published
-    figures had it): evaluating its bundle flags exactly the test images that the audit finds
-    within 4 bits of a training or validation image, and on all of BUSI those plus every image
-    it learnt from. Two code paths (the audit's pairs, the bundle's hashes) on real data."""
+    figures had it): evaluating its bundle flags exactly the test images that the audit pairs
+    by pHash (within 4 bits) with a training or validation image, and on all of BUSI those
+    plus every image it learnt from. Two code paths (the audit's pairs, the bundle's hashes)
+    on real data. Frames the audit pairs by their thumbnails alone it cannot flag: a bundle
+    keeps no thumbnails."""
     from breastcad.data.audit import audit
     from breastcad.data.sources import scan
 
@@ -155,12 +157,13 @@ def test_evaluate_finds_the_near_duplicates_a_random_busi_split_puts_in_its_test
     part = dict(zip(split["path"], split["partition"], strict=True))
     found = audit(scan("busi", root), max_distance=4, jobs=2, progress=False, cache_dir=cache)
     paths = found.records["path"].tolist()
-    straddling = set()
-    for i, j in found.pairs[["i", "j"]].itertuples(index=False):
+    straddling, correlated = set(), set()  # the bundle keeps hashes, no thumbnails
+    for i, j, by in found.pairs[["i", "j", "found_by"]].itertuples(index=False):
         a, b = paths[i], paths[j]
         for test, other in ((a, b), (b, a)):
             if part.get(test) == "test" and part.get(other) in ("train", "val"):
-                straddling.add(test)
+                (correlated if by == "correlation" else straddling).add(test)
+    assert correlated - straddling  # frames only the audit's thumbnails pair
     evaluated = {}
     for name, split_file in (("test", tmp_path / "run" / "splits" / "split.json"), ("all", None)):
         evaluated[name] = evaluate_image_bundle(

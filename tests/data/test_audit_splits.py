@@ -171,12 +171,12 @@ def test_a_square_copy_of_a_wider_image_is_a_near_duplicate_both_ways(tmp_path):
     names = [Path(p).name for p in found.records["path"]]
     by_name = {
         tuple(sorted((names[i], names[j]))): kind
-        for i, j, kind in found.pairs[["i", "j", "hash"]].itertuples(index=False)
+        for i, j, kind in found.pairs[["i", "j", "found_by"]].itertuples(index=False)
     }
-    assert by_name[("same_centre.png", "w0.png")] == "centre"
-    assert by_name[("s0.png", "w0.png")] == "centre"  # a square cut of a wider image
-    assert found.summary["near_duplicate_pairs_by_centre_only"] == sum(
-        kind == "centre" for kind in by_name.values()
+    assert by_name[("same_centre.png", "w0.png")] == "centre_phash"
+    assert by_name[("s0.png", "w0.png")] == "centre_phash"  # a square cut of a wider image
+    assert found.summary["near_duplicate_pairs_by"]["centre_phash"] == sum(
+        kind == "centre_phash" for kind in by_name.values()
     )
     split = make_split(manifest, pairs_to_merge(manifest, found.pairs), 0.25, 0.0, seed=0)
     groups = dict(zip(names, split["split_group"], strict=True))
@@ -186,6 +186,65 @@ def test_a_square_copy_of_a_wider_image_is_a_near_duplicate_both_ways(tmp_path):
     old = {k: trained_wide[k] for k in ("pixels", "phash")}  # a bundle from before
     assert fingerprints.match(originals, old, 4).tolist() == ["", "same", "same", "same"]
     assert fingerprints.match(small, old, 4).tolist() == ["", "", "", ""]
+
+
+def test_frames_of_one_scene_pair_by_thumbnail_correlation_where_there_are_no_patients(
+    tmp_path,
+):
+    """Two frames of one scene, a moment apart (shifted, new noise) and one with a caliper
+    line drawn on it, differ in their pHashes but their thumbnails correlate: the audit pairs
+    them where the data has no patient ids (and a split keeps them together), not where
+    patients are known; an unrelated image pairs with neither. Images smaller than a
+    thumbnail have none."""
+    from breastcad.data.audit import SAME_SCENE_CORRELATION
+    from breastcad.data.duplicates import THUMBNAIL, correlated_pairs, thumbnail
+
+    scene = blob_image(21, (130, 170)).astype(float)
+
+    def frame(shift: int, seed: int) -> np.ndarray:
+        noise = np.random.default_rng(seed).normal(0, 12, scene.shape)
+        return np.clip(np.roll(scene, shift, axis=1) + noise, 0, 255).astype(np.uint8)
+
+    first, later = frame(0, 1), frame(3, 2)
+    later[70:72, 30:140] = 255  # a caliper line
+    for name, image in (("a", first), ("b", later), ("other", blob_image(22, (130, 170)))):
+        save(tmp_path / "data" / "benign" / f"{name}.png", image)
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    assert phash(first) != phash(later)
+    found = audit(scan("folder", root), max_distance=0, jobs=1, progress=False, cache_dir=cache)
+    rows = found.pairs[["i", "j", "found_by", "correlation"]].itertuples(index=False)
+    names = [Path(p).stem for p in found.records["path"]]
+    by = {(names[i], names[j]): (kind, r) for i, j, kind, r in rows}
+    assert list(by) == [("a", "b")]
+    assert by["a", "b"][0] == "correlation" and by["a", "b"][1] >= SAME_SCENE_CORRELATION
+    assert found.summary["near_duplicate_pairs_by"] == {
+        "phash": 0, "centre_phash": 0, "correlation": 1,
+    }  # fmt: skip
+    assert "thumbnail" not in found.records.columns  # pixels stay out of records.csv
+    groups = split_groups(found.manifest, pairs_to_merge(found.manifest, found.pairs))
+    assert groups[names.index("a")] == groups[names.index("b")] != groups[names.index("other")]
+    (root / "groups.csv").write_text("file,group_id\nbenign/a.png,p1\nbenign/b.png,p2\n")
+    patients = scan("folder", root, groups_csv="groups.csv")
+    assert audit(patients, max_distance=0, jobs=1, progress=False, cache_dir=cache).pairs.empty
+    assert thumbnail(blob_image(3, (50, 80))) is None
+    assert len(thumbnail(blob_image(3, (64, 80)))) == THUMBNAIL * THUMBNAIL
+    flat = np.zeros((2, 16), np.uint8)  # no contrast: correlates with nothing, no error
+    assert correlated_pairs(flat, 0.5).shape == (0, 3)
+
+
+def test_hashes_keep_all_64_bits_beside_an_unreadable_file(tmp_path):
+    """A gap (an unreadable file) in a column of 64-bit ints made pandas store it as float64,
+    which rounds the low bits of a hash away: they stay Python ints, exactly."""
+    from breastcad.data.audit import inspect_all
+    from breastcad.data.duplicates import centre_phash
+
+    images = [blob_image(seed, (70, 90)) for seed in range(6)]
+    paths = [str(save(tmp_path / f"{k}.png", image)) for k, image in enumerate(images)]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    records = inspect_all([str(tmp_path / "broken.png"), *paths], jobs=1, progress=False)
+    assert records["phash"].tolist()[1:] == [phash(image) for image in images]
+    assert records["centre_phash"].tolist()[1:] == [centre_phash(image) for image in images]
+    assert any(phash(image) >= 2**53 for image in images)  # where float64 would round
 
 
 def test_row_hashes_survive_a_csv_round_trip_and_tell_rows_apart(tmp_path):

@@ -8,13 +8,17 @@ common in one class, a model can learn the marks instead of the anatomy; the aud
 them per class so that a shortcut is visible before training.
 
 Every image is decoded once, in parallel, with a progress bar. Exact duplicates share the
-sha1 of their decoded pixels; near duplicates are within `max_distance` bits of a 64-bit DCT
-perceptual hash (`breastcad.data.duplicates`) of the whole image or of its centred square
-(`NEAR_DUPLICATE_HASHES`). The second finds what the first misses when two frames of one
-scan are cropped a little differently, or one image is a square cut of another: on BUSI, 13
-pairs of near-identical images (pixel correlation 0.91-0.99 of their centred squares) whose
-whole-image hashes lie 5 or more bits apart, and one pair of normal images that merely look
-alike (0.70), which a split then keeps together at no cost to its honesty.
+sha1 of their decoded pixels. Near duplicates (`NEAR_DUPLICATE_RULE`) are within `max_distance`
+bits of a 64-bit DCT perceptual hash (`breastcad.data.duplicates`) of the whole image or of
+its centred square, or, where the data has no patient ids, their centred squares' 64 px
+thumbnails correlate at `SAME_SCENE_CORRELATION` or more. The centred square finds frames
+cropped a little differently and square cuts of wider images; the correlation finds frames of
+one scan a moment apart or with and without calipers, which no hash pairs. Set on BUSI by
+eye: every one of the 30 pairs at 0.93 or more that the hashes miss shows one lesion twice
+(one of them filed as benign and as malignant), while below it unrelated images begin to
+appear (0.926). A thumbnail is kept only of images at least 64 px a side: enlarged, any two
+small images correlate. Patients, where known, are the better unit: there images of
+different women correlate on the breast's outline, and only exact duplicates are merged.
 
 What a readable image's decoding found is kept (`AuditCache`: one SQLite file in the decode
 cache's folder) under a key of the file's path, size and modification time, so a later audit of
@@ -24,6 +28,7 @@ key is a hash: the cache names no file and no patient.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -39,7 +44,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from breastcad.data.cache import default_cache_dir
-from breastcad.data.duplicates import centre_phash, hamming_pairs, phash, pixel_hash
+from breastcad.data.duplicates import (
+    THUMBNAIL,
+    centre_phash,
+    correlated_pairs,
+    hamming_pairs,
+    phash,
+    pixel_hash,
+    thumbnail,
+)
 from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_uint8
 from breastcad.data.manifest import Manifest
 from breastcad.errors import DataError
@@ -87,14 +100,28 @@ def describe(image: np.ndarray) -> dict[str, Any]:
         "exact_hash": pixel_hash(pixels),
         "phash": full,
         "centre_phash": centre_phash(image, full),
+        "thumbnail": _encoded(thumbnail(image)),
         "colour_fraction": colour_fraction(pixels),
     }
 
 
-NEAR_DUPLICATE_HASHES = "the whole image or its centred square"
-"""Which pHashes pair near duplicates (what a split's settings and its report say)."""
+def _encoded(thumb: bytes | None) -> str | None:
+    """A thumbnail as text for the cache's JSON (None: the image has none)."""
+    return None if thumb is None else base64.b64encode(thumb).decode("ascii")
 
-AUDIT_FORMAT = 3
+
+SAME_SCENE_CORRELATION = 0.93
+"""Pixel correlation of two centred-square thumbnails from which the audit pairs the images
+where the data has no patient ids (`duplicates.correlated_pairs`)."""
+
+NEAR_DUPLICATE_RULE = (
+    "pHash of the whole image or of its centred square within the distance, or, where the data "
+    f"has no patient ids, {THUMBNAIL} px thumbnails of the centred squares correlating at "
+    f">= {SAME_SCENE_CORRELATION}"
+)
+"""What pairs near duplicates (what a split's settings and its report say)."""
+
+AUDIT_FORMAT = 4
 """Part of every cache key: raised when `inspect_image` or the decoding rules change, so facts
 found under older rules are not reused."""
 
@@ -184,7 +211,15 @@ def inspect_all(
     if cache:  # only what was read: a file unreadable now may be readable later, unchanged
         pairs = zip(todo, found, strict=True)
         cache.put({keys[i]: r for i, r in pairs if keys[i] and r["readable"]})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for key in HASHES:  # Python ints: beside an unreadable file's gap, float64 would round them
+        if key in frame:
+            frame[key] = pd.Series([(r or {}).get(key) for r in rows], dtype=object)
+    return frame
+
+
+HASHES = ("phash", "centre_phash")
+"""The 64-bit hashes of a record (kept as Python ints)."""
 
 
 @dataclass
@@ -209,27 +244,39 @@ def audit(
     progress: bool = True,
     cache_dir: Path | None = None,
     cache: bool = True,
+    correlation: float | None = SAME_SCENE_CORRELATION,
 ) -> AuditResult:
     """Decode and check every sample of `manifest` (see module docstring); facts already
     found for unchanged files come from the cache in `cache_dir` (default: the decode cache's
-    folder) unless `cache` is False."""
+    folder) unless `cache` is False. Thumbnails correlating at `correlation` or more pair
+    images too, where the data has no patient ids (None: only the pHashes)."""
     store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
     info = inspect_all(manifest.frame["path"].tolist(), jobs, progress, store)
+    thumbs = info.pop("thumbnail") if "thumbnail" in info else pd.Series([None] * len(info))
     records = pd.concat([manifest.frame.reset_index(drop=True), info], axis=1)
     ok = records["readable"].to_numpy(dtype=bool)
+    hashes = {k: records[k].to_numpy() for k in HASHES}
     index = np.flatnonzero(ok)
-    whole, centre = (records.loc[ok, k].to_numpy(np.uint64) for k in ("phash", "centre_phash"))
-    raw = near_pairs(whole, centre, max_distance)
-    labels = records["label"].to_numpy()
-    exact = records["exact_hash"].to_numpy()
-    i, j = index[raw[:, 0]], index[raw[:, 1]]  # empty arrays when there are no pairs
+    found = near_pairs(*(h[ok].astype(np.uint64) for h in hashes.values()), max_distance)
+    i, j, by = index[found[:, 0]], index[found[:, 1]], found[:, 3]
+    pixels = _thumbnails(thumbs.to_numpy(), ok)
+    if correlation is not None and not manifest.patient_groups:
+        alike = correlated_pairs(pixels[1], correlation) if len(pixels[1]) else np.zeros((0, 3))
+        ci, cj = pixels[0][alike[:, 0].astype(int)], pixels[0][alike[:, 1].astype(int)]
+        new = ~np.isin(ci * len(records) + cj, i * len(records) + j)
+        i, j = np.r_[i, ci[new]], np.r_[j, cj[new]]
+        by = np.r_[by, np.full(int(new.sum()), 2)]
+        order = np.lexsort((j, i))
+        i, j, by = i[order], j[order], by[order]
+    labels, exact = records["label"].to_numpy(), records["exact_hash"].to_numpy()
     groups = records["group_id"].to_numpy()
     pairs = pd.DataFrame(
         {
             "i": i,
             "j": j,
-            "distance": raw[:, 2],
-            "hash": np.where(raw[:, 3] == 1, "centre", "whole"),
+            "distance": _bits(hashes, i, j),
+            "correlation": _pair_correlation(pixels, i, j),
+            "found_by": np.array(FOUND_BY, dtype=object)[by.astype(int)],
             "exact": exact[i] == exact[j],
             "label_conflict": labels[i] != labels[j],
             "same_group": groups[i] == groups[j],
@@ -240,11 +287,15 @@ def audit(
     return result
 
 
+FOUND_BY = ("phash", "centre_phash", "correlation")
+"""What paired two images in `AuditResult.pairs` (the first that did, in this order)."""
+
+
 def near_pairs(whole: np.ndarray, centre: np.ndarray, max_distance: int) -> np.ndarray:
-    """Pairs (i < j, distance, by centre) of images within `max_distance` bits by the pHash of
-    the whole image (by centre 0) or, where not, of the centred square (1: its distance),
-    sorted by i then j. A square image's centred square is itself, so a square cut of a wider
-    image pairs with it too."""
+    """Pairs (i < j, distance, by) of images within `max_distance` bits by the pHash of the
+    whole image (by 0) or, where not, of the centred square (1; its distance), sorted by i
+    then j. A square image's centred square is itself, so a square cut of a wider image
+    pairs with it too."""
     by_whole = hamming_pairs(whole, max_distance)
     by_centre = hamming_pairs(centre, max_distance)
     n = max(len(whole), 1)
@@ -256,6 +307,39 @@ def near_pairs(whole: np.ndarray, centre: np.ndarray, max_distance: int) -> np.n
         ]
     ).astype(np.int64)
     return found[np.lexsort((found[:, 1], found[:, 0]))]
+
+
+def _thumbnails(encoded: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that have a thumbnail (readable and large enough) and their pixels (rows x
+    THUMBNAIL**2, uint8)."""
+    rows = np.array([k for k in np.flatnonzero(ok) if isinstance(encoded[k], str)], dtype=int)
+    pixels = [np.frombuffer(base64.b64decode(encoded[k]), np.uint8) for k in rows]
+    size = THUMBNAIL * THUMBNAIL
+    return rows, np.stack(pixels) if pixels else np.zeros((0, size), np.uint8)
+
+
+def _pair_correlation(
+    pixels: tuple[np.ndarray, np.ndarray], i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """Each pair's thumbnail correlation (NaN where either image has no thumbnail)."""
+    rows, thumbs = pixels
+    where = {int(r): k for k, r in enumerate(rows)}
+    out = np.full(len(i), np.nan)
+    for n, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
+        if a in where and b in where:
+            x = thumbs[[where[a], where[b]]].astype(np.float64)
+            if x.std(axis=1).min() > 0:
+                out[n] = np.corrcoef(x)[0, 1]
+    return out
+
+
+def _bits(hashes: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Each pair's pHash distance in bits: the nearer of the whole image's and the centred
+    square's."""
+    if not len(i):
+        return np.zeros(0, dtype=np.int64)
+    a, b = ([h[k].astype(np.uint64) for h in hashes.values()] for k in (i, j))
+    return np.minimum(*(np.bitwise_count(x ^ y) for x, y in zip(a, b, strict=True)))
 
 
 def _summary(result: AuditResult) -> dict[str, Any]:
@@ -291,7 +375,7 @@ def _summary(result: AuditResult) -> dict[str, Any]:
         "exact_duplicate_sets_with_conflicting_labels": int((exact_groups["nunique"] > 1).sum()),
         "near_duplicate_max_distance": result.max_distance,
         "near_duplicate_pairs": len(pairs),
-        "near_duplicate_pairs_by_centre_only": int((pairs["hash"] == "centre").sum()),
+        "near_duplicate_pairs_by": {k: int((pairs["found_by"] == k).sum()) for k in FOUND_BY},
         "near_duplicate_pairs_across_labels": int(pairs["label_conflict"].sum()),
         "near_duplicate_pairs_across_groups": int((~pairs["same_group"]).sum()),
         "colour_marked_images": len(marked),
@@ -337,12 +421,12 @@ def audit_markdown(summary: dict[str, Any]) -> str:
         f"- exact duplicates (same decoded pixels): {s['exact_duplicate_sets']} sets, "
         f"{s['exact_duplicate_images']} images; {s['exact_duplicate_sets_with_conflicting_labels']}"
         " sets with conflicting labels",
-        f"- near duplicates (pHash distance <= {s['near_duplicate_max_distance']}, of "
-        f"{NEAR_DUPLICATE_HASHES}): {s['near_duplicate_pairs']} pairs "
-        f"({s.get('near_duplicate_pairs_by_centre_only', 0)} by the centred square only), "
-        f"{s['near_duplicate_pairs_across_labels']} across "
-        f"labels, {s['near_duplicate_pairs_across_groups']} across groups. Splits keep them "
-        "together (see `breastcad data split`): all of them where the data has no patient ids, "
+        f"- near duplicates ({NEAR_DUPLICATE_RULE}; distance "
+        f"{s['near_duplicate_max_distance']}): {s['near_duplicate_pairs']} pairs (found by: "
+        f"{s.get('near_duplicate_pairs_by', {})}), "
+        f"{s['near_duplicate_pairs_across_labels']} across labels, "
+        f"{s['near_duplicate_pairs_across_groups']} across groups. Splits keep them together "
+        "(see `breastcad data split`): all of them where the data has no patient ids, "
         "otherwise exact duplicates, since patients are then the unit of splitting.",
         _colour_line(s),
         *[f"- adapter: {p}" for p in s["adapter_problems"][:20]],

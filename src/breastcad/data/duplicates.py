@@ -1,5 +1,7 @@
 """Near duplicates: a 64-bit DCT perceptual hash of each image (pHash: 32x32 grayscale, 2-D
-DCT, low 8x8 block above its median) and every pair of hashes within a number of bits.
+DCT, low 8x8 block above its median) and every pair of hashes within a number of bits; and a
+64 x 64 grayscale thumbnail of each image's centred square, with every pair of thumbnails
+whose pixels correlate above a threshold (frames of one scan that no hash pairs).
 
 Example:
     >>> import numpy as np
@@ -49,6 +51,44 @@ def centre_phash(image: np.ndarray, full: int | None = None) -> int:
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     return phash(image[top : top + side, left : left + side])
+
+
+THUMBNAIL = 64
+"""Side of the thumbnails `correlated_pairs` compares; images smaller than this get none."""
+
+
+def thumbnail(image: np.ndarray) -> bytes | None:
+    """The image's centred square as THUMBNAIL x THUMBNAIL 8-bit gray (raw bytes), or None
+    for an image smaller than that (a 28 px BreastMNIST or 50 px IDC image: enlarged, any
+    two such images correlate)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    if side < THUMBNAIL:
+        return None
+    top, left = (height - side) // 2, (width - side) // 2
+    gray = to_gray_float(image[top : top + side, left : left + side]).astype(np.float32)
+    small = Image.fromarray(gray, mode="F").resize(
+        (THUMBNAIL, THUMBNAIL), Image.BILINEAR, reducing_gap=3.0
+    )
+    return np.clip(np.asarray(small) * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()
+
+
+def correlated_pairs(thumbs: np.ndarray, at_least: float, block: int = 1024) -> np.ndarray:
+    """All pairs (i < j) of thumbnails (N x pixels, uint8) whose pixels correlate at
+    `at_least` or more (Pearson), with the correlation: N x N in blocks of `block` rows
+    (memory N x block; a flat thumbnail correlates with none)."""
+    x = np.asarray(thumbs, dtype=np.float32)
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    found = []
+    for start in range(0, len(x), block):
+        corr = x[start : start + block] @ x.T
+        i, j = np.nonzero(corr >= at_least)
+        keep = i + start < j
+        found.append(np.stack([i[keep] + start, j[keep], corr[i[keep], j[keep]]], axis=1))
+    pairs = np.concatenate(found) if found else np.zeros((0, 3))
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
 def pixel_hash(pixels: np.ndarray) -> str:

@@ -19,8 +19,9 @@ MedMNIST made BreastMNIST from BUSI) counts as a near duplicate too: the bundle 
 the pHash of each oblong training image's centred square (`centre`) and of each square one
 (`square`), and an image's centred square (a square image's is itself) is matched against
 both, as well as its whole image against the whole training images: the pairs the audit
-makes (`audit.near_pairs`), so a split the audit made keeps its test part apart by this check
-too.
+makes by hash (`audit.near_pairs`). The audit also pairs frames whose thumbnails correlate;
+a bundle keeps no thumbnails (they are small pictures of the patients' images), so this
+check does not find those, though a split the audit made keeps them apart all the same.
 
 A tabular bundle keeps one hash per training row (`row_hashes`: its features), so that an
 evaluation recognises rows it was refitted on.

@@ -181,7 +181,7 @@ def split_dataset(
 
     Returns the split (rows of readable files, aligned with `manifest.frame` by `path`), the
     'path: problem' lines of skipped files, and the settings to save with it."""
-    from breastcad.data.audit import NEAR_DUPLICATE_HASHES, audit
+    from breastcad.data.audit import NEAR_DUPLICATE_RULE, audit
 
     if duplicate_distance is not None and not 0 <= duplicate_distance < 64:
         raise ConfigError(
@@ -209,7 +209,7 @@ def split_dataset(
         "folds": folds,
         "seed": seed,
         "duplicate_distance": duplicate_distance,
-        "duplicate_hashes": None if duplicate_distance is None else NEAR_DUPLICATE_HASHES,
+        "duplicate_rule": None if duplicate_distance is None else NEAR_DUPLICATE_RULE,
         "official": official,
     }
     return split, skipped, settings

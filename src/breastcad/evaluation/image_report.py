@@ -329,8 +329,9 @@ def _split_text(split: dict[str, Any]) -> str:
         "grouped by patient where the data has them, else image by image: near duplicates "
         "not looked for (duplicate distance none)"
         if distance is None
-        else "grouped by patient or near-duplicate cluster (pHash distance "
-        f"{distance} of {split.get('duplicate_hashes') or 'the whole image'})"
+        else "grouped by patient or near-duplicate cluster ("
+        + (split.get("duplicate_rule") or "pHash of the whole image within the distance")
+        + f"; distance {distance})"
     )
     text = (
         f"seed {split.get('seed')}, test {split.get('test_size')}, val {split.get('val_size')}, "
