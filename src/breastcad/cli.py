@@ -442,6 +442,19 @@ OptionOpt = Annotated[
 ]
 
 
+def parse_correlation(text: str) -> float | None:
+    """`--correlation`: a number above 0 and at most 1, or 'none'."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise ConfigError(f"--correlation takes a number above 0 and at most 1, or none: {text}")
+    return value
+
+
 def parse_size(text: str) -> int | list[int]:
     """'224' -> 224; '2250x1500' -> [2250, 1500] (height x width)."""
     parts = text.lower().split("x")

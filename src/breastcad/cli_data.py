@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from breastcad.cli import OptionOpt, _parse_options, app, clear_errors, parse_size
+from breastcad.cli import (
+    OptionOpt,
+    _parse_options,
+    app,
+    clear_errors,
+    parse_correlation,
+    parse_size,
+)
 from breastcad.errors import BreastcadError
 
 data_app = typer.Typer(
@@ -29,6 +36,13 @@ DatasetOpt = Annotated[
 ]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Instead of the ROOT argument.")]
 DistanceOpt = Annotated[int, typer.Option(help="Near-duplicate pHash distance (bits).")]
+CorrelationOpt = Annotated[
+    str,
+    typer.Option(
+        help="Thumbnail correlation from which images are near duplicates too, where the data "
+        "has no patient ids (frames of one lesion); 'none': the pHashes only."
+    ),
+]
 JobsOpt = Annotated[int, typer.Option(help="Decoding processes.")]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar.")]
 
@@ -76,6 +90,7 @@ def data_audit(
     root: RootArg = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the audit report.")] = None,
     distance: DistanceOpt = 4,
+    correlation: CorrelationOpt = "0.93",
     jobs: JobsOpt = 2,
     option: OptionOpt = None,
     quiet: QuietOpt = False,
@@ -87,7 +102,7 @@ def data_audit(
     from breastcad.data.audit import audit, audit_markdown, write_audit
 
     dataset, manifest = _data(dataset, root, dataset_opt, root_opt, option)
-    result = audit(manifest, max_distance=distance, jobs=jobs, progress=not quiet)
+    result = audit(manifest, distance, jobs, not quiet, correlation=parse_correlation(correlation))
     out = out or Path("runs") / f"audit-{dataset}"
     write_audit(result, out)
     typer.echo(audit_markdown(result.summary).split("\n\n![")[0].strip())
@@ -108,6 +123,7 @@ def data_split(
         bool, typer.Option(help="Audit near duplicates and keep each cluster in one partition.")
     ] = True,
     distance: DistanceOpt = 4,
+    correlation: CorrelationOpt = "0.93",
     official: Annotated[bool, typer.Option(help="Use official splits where they exist.")] = True,
     option: OptionOpt = None,
     quiet: QuietOpt = False,
@@ -128,6 +144,7 @@ def data_split(
         official,
         distance if duplicates else None,
         progress=not quiet,
+        correlation=parse_correlation(correlation),
     )
     for line in skipped:
         typer.echo(f"skipped {line}", err=True)

@@ -12,6 +12,7 @@ from breastcad.cli import (
     _parse_options,
     app,
     clear_errors,
+    parse_correlation,
     parse_size,
 )
 
@@ -135,6 +136,13 @@ def train_image(
     distance: Annotated[
         int | None, typer.Option(help="Near-duplicate pHash distance in bits (default 4).")
     ] = None,
+    correlation: Annotated[
+        str | None,
+        typer.Option(
+            help="Thumbnail correlation from which images of data without patient ids are "
+            "near duplicates too (frames of one lesion; default 0.93); 'none': pHashes only."
+        ),
+    ] = None,
     test_size: Annotated[float | None, typer.Option(help="Test fraction (default 0.2).")] = None,
     val_size: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
     option: OptionOpt = None,
@@ -158,6 +166,8 @@ def train_image(
     }.items():
         if value is not None:
             base["data"][key] = value
+    if correlation is not None:
+        base["data"]["duplicate_correlation"] = parse_correlation(correlation)
     if not duplicates:
         base["data"]["duplicate_distance"] = None
     base["model"] = model

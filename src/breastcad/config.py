@@ -197,6 +197,13 @@ class ImageDataConfig(_Strict):
     duplicate_distance: int | None = Field(
         4, description="pHash distance for near duplicates kept together; None: no audit."
     )
+    duplicate_correlation: float | None = Field(
+        0.93,
+        gt=0,
+        le=1,
+        description="Thumbnail correlation from which images of data without patient ids "
+        "are kept together too (frames of one lesion); None: the pHashes only.",
+    )
     official: bool = Field(True, description="Use official splits where they exist.")
 
 

@@ -86,6 +86,7 @@ def make_partition(
         cfg.train.jobs,
         progress,
         cfg.train.cache_dir,
+        d.duplicate_correlation,
     )
     parts = split["partition"].to_numpy(dtype=object)
     if "test" not in parts:  # official split without test arrays: evaluate on official val

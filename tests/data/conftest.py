@@ -28,6 +28,22 @@ def save(path: Path, array: np.ndarray, fmt: str | None = None) -> Path:
     return path
 
 
+def scene_frames(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Two frames of one scene in `folder`, a.png and b.png: a moment apart (shifted by 3 px,
+    new noise), the second with a caliper line drawn on it; and other.png, another scene."""
+    scene = blob_image(21, (130, 170)).astype(float)
+
+    def frame(shift: int, seed: int) -> np.ndarray:
+        noise = np.random.default_rng(seed).normal(0, 12, scene.shape)
+        return np.clip(np.roll(scene, shift, axis=1) + noise, 0, 255).astype(np.uint8)
+
+    first, later = frame(0, 1), frame(3, 2)
+    later[70:72, 30:140] = 255  # a caliper line
+    for name, image in (("a", first), ("b", later), ("other", blob_image(22, (130, 170)))):
+        save(folder / f"{name}.png", image)
+    return first, later
+
+
 @pytest.fixture
 def busi_tree(tmp_path: Path) -> Path:
     base = tmp_path / "Dataset_BUSI_with_GT"

@@ -23,7 +23,7 @@ from breastcad.data.splits import (
     union_find,
 )
 from breastcad.errors import ConfigError, DataError
-from tests.data.conftest import blob_image, save
+from tests.data.conftest import blob_image, save, scene_frames
 
 
 def test_phash_is_stable_under_small_changes_and_separates_images():
@@ -199,16 +199,7 @@ def test_frames_of_one_scene_pair_by_thumbnail_correlation_where_there_are_no_pa
     from breastcad.data.audit import SAME_SCENE_CORRELATION
     from breastcad.data.duplicates import THUMBNAIL, correlated_pairs, thumbnail
 
-    scene = blob_image(21, (130, 170)).astype(float)
-
-    def frame(shift: int, seed: int) -> np.ndarray:
-        noise = np.random.default_rng(seed).normal(0, 12, scene.shape)
-        return np.clip(np.roll(scene, shift, axis=1) + noise, 0, 255).astype(np.uint8)
-
-    first, later = frame(0, 1), frame(3, 2)
-    later[70:72, 30:140] = 255  # a caliper line
-    for name, image in (("a", first), ("b", later), ("other", blob_image(22, (130, 170)))):
-        save(tmp_path / "data" / "benign" / f"{name}.png", image)
+    first, later = scene_frames(tmp_path / "data" / "benign")
     root, cache = tmp_path / "data", tmp_path / "cache"
     assert phash(first) != phash(later)
     found = audit(scan("folder", root), max_distance=0, jobs=1, progress=False, cache_dir=cache)

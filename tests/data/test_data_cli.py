@@ -113,3 +113,46 @@ def test_data_cache_takes_height_x_width(busi_tree, tmp_path):
     assert result.exit_code == 0 and "[24, 16]" in result.output
     bad = runner.invoke(app, [*args[:-1], "24x16x3"])
     assert bad.exit_code == 2 and "HEIGHTxWIDTH" in bad.output
+
+
+def test_data_split_keeps_frames_of_one_scene_together_unless_told_not_to(tmp_path):
+    """By default two frames of one scene (data without patient ids) share a split group, and
+    the split file records the rule; `--correlation none` leaves them to the pHashes (which do
+    not pair them); a correlation outside (0, 1] is refused."""
+    from tests.data.conftest import blob_image, save, scene_frames
+
+    root = tmp_path / "data"
+    scene_frames(root / "benign")
+    for seed in range(4):
+        save(root / "malignant" / f"m{seed}.png", blob_image(30 + seed, (130, 170)))
+    groups = {}
+    for name, extra in (("default", []), ("off", ["--correlation", "none"])):
+        out = tmp_path / f"{name}.json"
+        args = ["data", "split", "folder", str(root), "--out", str(out), "--distance", "0"]
+        result = runner.invoke(app, [*args, "--test-size", "0.4", "--val-size", "0", *extra])
+        assert result.exit_code == 0, result.output
+        saved = json.loads(out.read_text())
+        rows = dict(zip(saved["rows"]["path"], saved["rows"]["split_group"], strict=True))
+        a, b = (rows[str(root / "benign" / f"{k}.png")] for k in "ab")
+        groups[name] = (a == b, saved["settings"])
+    assert groups["default"][0] and not groups["off"][0]
+    assert groups["default"][1]["duplicate_correlation"] == 0.93
+    assert "thumbnails" in groups["default"][1]["duplicate_rule"]
+    assert groups["off"][1]["duplicate_correlation"] is None
+    bad = runner.invoke(app, ["data", "audit", "folder", str(root), "--correlation", "2"])
+    assert bad.exit_code == 2 and "--correlation takes a number" in bad.output
+
+
+def test_train_image_and_its_config_refuse_a_correlation_outside_zero_to_one(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    from breastcad.config import ImageDataConfig
+
+    args = ["train-image", "--dataset", "folder", "--root", str(tmp_path), "--model", "probe"]
+    result = runner.invoke(app, [*args, "--correlation", "0", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--correlation takes a number" in result.output
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValidationError, match="duplicate_correlation"):
+        ImageDataConfig(dataset="busi", root=tmp_path, duplicate_correlation=1.5)
+    assert ImageDataConfig(dataset="busi", root=tmp_path).duplicate_correlation == 0.93

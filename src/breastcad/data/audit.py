@@ -8,7 +8,7 @@ common in one class, a model can learn the marks instead of the anatomy; the aud
 them per class so that a shortcut is visible before training.
 
 Every image is decoded once, in parallel, with a progress bar. Exact duplicates share the
-sha1 of their decoded pixels. Near duplicates (`NEAR_DUPLICATE_RULE`) are within `max_distance`
+sha1 of their decoded pixels. Near duplicates (`near_duplicate_rule`) are within `max_distance`
 bits of a 64-bit DCT perceptual hash (`breastcad.data.duplicates`) of the whole image or of
 its centred square, or, where the data has no patient ids, their centred squares' 64 px
 thumbnails correlate at `SAME_SCENE_CORRELATION` or more. The centred square finds frames
@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from breastcad.data.cache import default_cache_dir
 from breastcad.data.duplicates import (
+    SAME_SCENE_CORRELATION,
     THUMBNAIL,
     centre_phash,
     correlated_pairs,
@@ -55,7 +56,7 @@ from breastcad.data.duplicates import (
 )
 from breastcad.data.imaging import NPZ_SEPARATOR, read_image, to_uint8
 from breastcad.data.manifest import Manifest
-from breastcad.errors import DataError
+from breastcad.errors import ConfigError, DataError
 from breastcad.runinfo import keep_private, private_folder, write_private
 
 COLOUR_TOLERANCE = 24
@@ -110,16 +111,17 @@ def _encoded(thumb: bytes | None) -> str | None:
     return None if thumb is None else base64.b64encode(thumb).decode("ascii")
 
 
-SAME_SCENE_CORRELATION = 0.93
-"""Pixel correlation of two centred-square thumbnails from which the audit pairs the images
-where the data has no patient ids (`duplicates.correlated_pairs`)."""
+def near_duplicate_rule(correlation: float | None = SAME_SCENE_CORRELATION) -> str:
+    """What pairs near duplicates (what an audit's report, a split's settings and a run's
+    report say); `correlation` None: the pHashes only."""
+    rule = "pHash of the whole image or of its centred square within the distance"
+    if correlation is None:
+        return rule
+    return (
+        f"{rule}, or, where the data has no patient ids, {THUMBNAIL} px thumbnails of the "
+        f"centred squares correlating at >= {correlation:g}"
+    )
 
-NEAR_DUPLICATE_RULE = (
-    "pHash of the whole image or of its centred square within the distance, or, where the data "
-    f"has no patient ids, {THUMBNAIL} px thumbnails of the centred squares correlating at "
-    f">= {SAME_SCENE_CORRELATION}"
-)
-"""What pairs near duplicates (what a split's settings and its report say)."""
 
 AUDIT_FORMAT = 4
 """Part of every cache key: raised when `inspect_image` or the decoding rules change, so facts
@@ -231,6 +233,7 @@ class AuditResult:
     pairs: pd.DataFrame
     max_distance: int
     summary: dict[str, Any] = field(default_factory=dict)
+    correlation: float | None = None
 
     @property
     def readable(self) -> np.ndarray:
@@ -250,6 +253,8 @@ def audit(
     found for unchanged files come from the cache in `cache_dir` (default: the decode cache's
     folder) unless `cache` is False. Thumbnails correlating at `correlation` or more pair
     images too, where the data has no patient ids (None: only the pHashes)."""
+    if correlation is not None and not 0 < correlation <= 1:
+        raise ConfigError(f"a thumbnail correlation is above 0 and at most 1, got {correlation}")
     store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
     info = inspect_all(manifest.frame["path"].tolist(), jobs, progress, store)
     thumbs = info.pop("thumbnail") if "thumbnail" in info else pd.Series([None] * len(info))
@@ -282,7 +287,7 @@ def audit(
             "same_group": groups[i] == groups[j],
         }
     )
-    result = AuditResult(manifest, records, pairs, max_distance)
+    result = AuditResult(manifest, records, pairs, max_distance, correlation=correlation)
     result.summary = _summary(result)
     return result
 
@@ -374,6 +379,7 @@ def _summary(result: AuditResult) -> dict[str, Any]:
         "exact_duplicate_images": int(exact_groups.loc[exact_groups["size"] > 1, "size"].sum()),
         "exact_duplicate_sets_with_conflicting_labels": int((exact_groups["nunique"] > 1).sum()),
         "near_duplicate_max_distance": result.max_distance,
+        "near_duplicate_correlation": result.correlation,
         "near_duplicate_pairs": len(pairs),
         "near_duplicate_pairs_by": {k: int((pairs["found_by"] == k).sum()) for k in FOUND_BY},
         "near_duplicate_pairs_across_labels": int(pairs["label_conflict"].sum()),
@@ -421,7 +427,7 @@ def audit_markdown(summary: dict[str, Any]) -> str:
         f"- exact duplicates (same decoded pixels): {s['exact_duplicate_sets']} sets, "
         f"{s['exact_duplicate_images']} images; {s['exact_duplicate_sets_with_conflicting_labels']}"
         " sets with conflicting labels",
-        f"- near duplicates ({NEAR_DUPLICATE_RULE}; distance "
+        f"- near duplicates ({near_duplicate_rule(s.get('near_duplicate_correlation'))}; distance "
         f"{s['near_duplicate_max_distance']}): {s['near_duplicate_pairs']} pairs (found by: "
         f"{s.get('near_duplicate_pairs_by', {})}), "
         f"{s['near_duplicate_pairs_across_labels']} across labels, "

@@ -56,6 +56,10 @@ def centre_phash(image: np.ndarray, full: int | None = None) -> int:
 THUMBNAIL = 64
 """Side of the thumbnails `correlated_pairs` compares; images smaller than this get none."""
 
+SAME_SCENE_CORRELATION = 0.93
+"""Pixel correlation of two thumbnails from which the audit pairs the images, where the data
+has no patient ids (chosen on BUSI by eye: see `breastcad.data.audit`)."""
+
 
 def thumbnail(image: np.ndarray) -> bytes | None:
     """The image's centred square as THUMBNAIL x THUMBNAIL 8-bit gray (raw bytes), or None

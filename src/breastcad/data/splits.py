@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from breastcad.data.duplicates import SAME_SCENE_CORRELATION
 from breastcad.data.manifest import Manifest, relative_path
 from breastcad.errors import ConfigError, DataError
 
@@ -175,13 +176,14 @@ def split_dataset(
     jobs: int = 2,
     progress: bool = True,
     cache_dir: Path | None = None,
+    correlation: float | None = SAME_SCENE_CORRELATION,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """The whole recipe: audit for duplicates (unless `duplicate_distance` is None), merge the
     pairs that must stay together, split, drop unreadable files, check for leaks.
 
     Returns the split (rows of readable files, aligned with `manifest.frame` by `path`), the
     'path: problem' lines of skipped files, and the settings to save with it."""
-    from breastcad.data.audit import NEAR_DUPLICATE_RULE, audit
+    from breastcad.data.audit import audit, near_duplicate_rule
 
     if duplicate_distance is not None and not 0 <= duplicate_distance < 64:
         raise ConfigError(
@@ -192,7 +194,7 @@ def split_dataset(
     pairs, skipped = None, []
     readable = np.ones(len(manifest), dtype=bool)
     if duplicate_distance is not None:
-        result = audit(manifest, duplicate_distance, jobs, progress, cache_dir)
+        result = audit(manifest, duplicate_distance, jobs, progress, cache_dir, True, correlation)
         pairs = pairs_to_merge(manifest, result.pairs)
         readable = result.readable
         bad = result.records.loc[~readable, ["path", "error"]]
@@ -209,7 +211,8 @@ def split_dataset(
         "folds": folds,
         "seed": seed,
         "duplicate_distance": duplicate_distance,
-        "duplicate_rule": None if duplicate_distance is None else NEAR_DUPLICATE_RULE,
+        "duplicate_correlation": None if duplicate_distance is None else correlation,
+        "duplicate_rule": None if duplicate_distance is None else near_duplicate_rule(correlation),
         "official": official,
     }
     return split, skipped, settings
