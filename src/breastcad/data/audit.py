@@ -264,15 +264,10 @@ def audit(
     index = np.flatnonzero(ok)
     found = near_pairs(*(h[ok].astype(np.uint64) for h in hashes.values()), max_distance)
     i, j, by = index[found[:, 0]], index[found[:, 1]], found[:, 3]
-    pixels = _thumbnails(thumbs.to_numpy(), ok)
-    if correlation is not None and not manifest.patient_groups:
-        alike = correlated_pairs(pixels[1], correlation) if len(pixels[1]) else np.zeros((0, 3))
-        ci, cj = pixels[0][alike[:, 0].astype(int)], pixels[0][alike[:, 1].astype(int)]
-        new = ~np.isin(ci * len(records) + cj, i * len(records) + j)
-        i, j = np.r_[i, ci[new]], np.r_[j, cj[new]]
-        by = np.r_[by, np.full(int(new.sum()), 2)]
-        order = np.lexsort((j, i))
-        i, j, by = i[order], j[order], by[order]
+    compared = correlation is not None and not manifest.patient_groups
+    pixels = _thumbnails(thumbs.to_numpy(), ok if compared else np.isin(np.arange(len(ok)), [i, j]))
+    if compared:
+        i, j, by = _with_correlated(i, j, by, pixels, correlation)
     labels, exact = records["label"].to_numpy(), records["exact_hash"].to_numpy()
     groups = records["group_id"].to_numpy()
     pairs = pd.DataFrame(
@@ -314,10 +309,26 @@ def near_pairs(whole: np.ndarray, centre: np.ndarray, max_distance: int) -> np.n
     return found[np.lexsort((found[:, 1], found[:, 0]))]
 
 
-def _thumbnails(encoded: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows that have a thumbnail (readable and large enough) and their pixels (rows x
-    THUMBNAIL**2, uint8)."""
-    rows = np.array([k for k in np.flatnonzero(ok) if isinstance(encoded[k], str)], dtype=int)
+def _with_correlated(
+    i: np.ndarray, j: np.ndarray, by: np.ndarray, pixels: tuple, correlation: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs (i, j, by) and those whose thumbnails (`pixels`: rows, thumbnails) correlate
+    at `correlation` or more that they lack (by 2), sorted by i then j."""
+    rows, thumbs = pixels
+    alike = correlated_pairs(thumbs, correlation) if len(thumbs) else np.zeros((0, 3))
+    ci, cj = rows[alike[:, 0].astype(int)], rows[alike[:, 1].astype(int)]
+    n = int(max(rows.max(initial=0), i.max(initial=0), j.max(initial=0))) + 1
+    new = ~np.isin(ci * n + cj, i * n + j)
+    i, j = np.r_[i, ci[new]], np.r_[j, cj[new]]
+    by = np.r_[by, np.full(int(new.sum()), 2)]
+    order = np.lexsort((j, i))
+    return i[order], j[order], by[order]
+
+
+def _thumbnails(encoded: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of the `wanted` rows (a mask), those that have a thumbnail (readable and large enough)
+    and their pixels (rows x THUMBNAIL**2, uint8)."""
+    rows = np.array([k for k in np.flatnonzero(wanted) if isinstance(encoded[k], str)], dtype=int)
     pixels = [np.frombuffer(base64.b64decode(encoded[k]), np.uint8) for k in rows]
     size = THUMBNAIL * THUMBNAIL
     return rows, np.stack(pixels) if pixels else np.zeros((0, size), np.uint8)
