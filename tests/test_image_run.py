@@ -709,12 +709,12 @@ def test_a_run_without_an_audit_hashes_its_images_from_the_decode_that_caches_th
     """No audit before the split (`duplicate_distance` None): the bundle's hashes and the
     check of the test part come from the cache's own decode; no image is decoded for them."""
     from breastcad.config import ImageRunConfig
-    from breastcad.data import audit
+    from breastcad.data import inspection
     from breastcad.image_experiment import run_image_experiment
 
     decoded: list[str] = []
-    read = audit.read_image
-    monkeypatch.setattr(audit, "read_image", lambda path: decoded.append(path) or read(path))
+    read = inspection.read_image
+    monkeypatch.setattr(inspection, "read_image", lambda path: decoded.append(path) or read(path))
     cfg = ImageRunConfig.model_validate(
         {
             "data": {"dataset": "folder", "root": two_class_tree, "duplicate_distance": None},

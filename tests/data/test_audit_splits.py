@@ -226,8 +226,8 @@ def test_frames_of_one_scene_pair_by_thumbnail_correlation_where_there_are_no_pa
 def test_hashes_keep_all_64_bits_beside_an_unreadable_file(tmp_path):
     """A gap (an unreadable file) in a column of 64-bit ints made pandas store it as float64,
     which rounds the low bits of a hash away: they stay Python ints, exactly."""
-    from breastcad.data.audit import inspect_all
     from breastcad.data.duplicates import centre_phash
+    from breastcad.data.inspection import inspect_all
 
     images = [blob_image(seed, (70, 90)) for seed in range(6)]
     paths = [str(save(tmp_path / f"{k}.png", image)) for k, image in enumerate(images)]
@@ -325,7 +325,7 @@ def test_a_second_audit_decodes_only_changed_files_and_the_cache_names_none(busi
 
 
 def test_audit_counts_colour_marks_per_class_and_ignores_gray_rgb_and_jpeg_noise(tmp_path):
-    from breastcad.data.audit import colour_fraction
+    from breastcad.data.inspection import colour_fraction
 
     root = tmp_path / "data"
     for i in range(4):  # gray content stored as RGB (PNG) and as RGB JPEG: not marked

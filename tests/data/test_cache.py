@@ -90,7 +90,7 @@ def test_a_build_asked_for_facts_keeps_what_an_audit_would_find(
     """`facts=True` (evaluate with a bundle that keeps training hashes): the build records,
     from its own decode, what `inspect_image` finds of each readable image in the audit
     cache, so the hashes need no second decode; a plain build records nothing."""
-    from breastcad.data.audit import AuditCache, file_key, inspect_image
+    from breastcad.data.inspection import AuditCache, file_key, inspect_image
 
     manifest = scan("folder", colour_tree)
     config = PreprocessConfig(size=24)

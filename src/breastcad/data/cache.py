@@ -75,8 +75,8 @@ def _fill(
     facts: bool = False,
 ) -> tuple[dict[int, str], dict[int, dict]]:
     """Decode `paths` into rows `start...` of the raw file; returns {row: problem} for failures
-    and, with `facts`, {row: what the audit records of the image} (`audit.describe`)."""
-    from breastcad.data.audit import describe
+    and, with `facts`, {row: what the audit records of the image} (`inspection.describe`)."""
+    from breastcad.data.inspection import describe
 
     row_bytes = int(np.prod(shape[1:]))
     chunk = np.zeros((len(paths), *shape[1:]), dtype=np.uint8)
@@ -173,7 +173,7 @@ class ImageCache:
             f.truncate(int(np.prod(shape)))
         problems, found = _decode_all(str(raw), shape, paths, settings, jobs, progress, facts)
         if found:  # what an audit would find, kept so that no later audit decodes them again
-            from breastcad.data.audit import AuditCache, file_key
+            from breastcad.data.inspection import AuditCache, file_key
 
             keys = {i: file_key(paths[i]) for i in found}
             AuditCache(root).put(

@@ -50,8 +50,8 @@ def fingerprints(
     """`readable` and `square` (bool), `pixels`, `phash` and `centre` (uint64, the pHash of the
     centred square; 0 where unreadable) of each path, from the audit's cache where it knows
     the file as it is now (so after a run's split, free)."""
-    from breastcad.data.audit import AuditCache, inspect_all
     from breastcad.data.cache import default_cache_dir
+    from breastcad.data.inspection import AuditCache, inspect_all
 
     store = AuditCache(Path(cache_dir) if cache_dir else default_cache_dir())
     records = inspect_all(list(paths), jobs, progress, store)
