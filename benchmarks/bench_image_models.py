@@ -418,7 +418,8 @@ def main() -> None:
         )
         for name in no_ids:
             n_leak, n, acc_leak, acc_rest = leaked_test_images(args.out / name)
-            print(f"| {name} | {n_leak} of {n} | {acc_leak:.3f} | {acc_rest:.3f} |")
+            on_those = f"{acc_leak:.3f}" if n_leak else "- (none)"
+            print(f"| {name} | {n_leak} of {n} | {on_those} | {acc_rest:.3f} |")
 
 
 if __name__ == "__main__":
