@@ -102,6 +102,7 @@ def make_image_bundle(
     classes: tuple[str, ...] = ("benign", "idc"),
     size: int = 50,
     channels: int = 3,
+    modality: str = "histopathology",
     **overrides,
 ) -> Path:
     """A real image bundle (seeded random weights) for tests that need a model but not a
@@ -114,7 +115,7 @@ def make_image_bundle(
         list(classes),
         size,
         channels,
-        modality="histopathology",
+        modality=modality,
         temperature=1.5,
         threshold={"value": 0.3, "policy": "fixed at 0.3 (test bundle)"},
         metrics={"macro_auc": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}},

@@ -1,5 +1,7 @@
 """`Predictor.predict_paths`: decoding in worker processes changes nothing but the time."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -142,3 +144,35 @@ def test_asking_for_a_gpu_that_is_not_there_or_an_unknown_device_is_a_clear_erro
     on_cpu = predict(bundle, str(image), "--device", "cpu", "--quiet")
     assert on_cpu.exit_code == 0, on_cpu.output
     assert pd.read_csv(out)["error"].isna().all()
+
+
+def test_a_dicom_of_another_modality_than_the_bundles_is_answered_with_a_warning(tmp_path):
+    """An ultrasound bundle given a mammogram (DICOM Modality MG) still answers, as asked, but
+    the row's `warning` says why the answer does not apply, and `predict` prints it; its own
+    modality and pictures without a header get none."""
+    from typer.testing import CliRunner
+
+    from breastcad.cli import app
+    from tests.serve.conftest import dicom_bytes
+
+    bundle = make_image_bundle(tmp_path / "us", modality="ultrasound")
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "mammogram.dcm").write_bytes(dicom_bytes(modality="MG"))
+    (folder / "ultrasound.dcm").write_bytes(dicom_bytes(modality="US"))
+    save(folder / "picture.png", blob_image(0, rgb=True))
+    rows = Predictor.from_bundle(bundle).predict_paths([folder], progress=False, jobs=1)
+    names = rows["path"].map(lambda p: Path(p).name)
+    warnings = dict(zip(names, rows["warning"], strict=True))
+    assert warnings["mammogram.dcm"].startswith("DICOM Modality MG (mammography), but the")
+    assert "trained on ultrasound images" in warnings["mammogram.dcm"]
+    assert warnings["ultrasound.dcm"] == "" and warnings["picture.png"] == ""
+    assert (rows["error"] == "").all() and rows["prediction"].ne("").all()  # still answered
+    done = CliRunner().invoke(
+        app, ["predict", "--model", str(bundle), str(folder), "--out", str(tmp_path / "p.csv")]
+    )
+    assert done.exit_code == 0, done.output
+    assert f"warning {folder / 'mammogram.dcm'}: DICOM Modality MG" in done.output
+    assert "ultrasound.dcm:" not in done.output
+    written = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert written["warning"].tolist() == rows["warning"].tolist()

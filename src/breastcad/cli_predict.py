@@ -99,6 +99,8 @@ def _predict_images(predictor, inputs, pairs, pair: bool, batch_size: int, jobs:
         table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
     for row in table.loc[table["error"] != ""].itertuples():
         typer.echo(f"skipped {row.path}: {row.error}", err=True)
+    for row in table.loc[table["warning"] != ""].itertuples():
+        typer.echo(f"warning {row.path}: {row.warning}", err=True)
     return table
 
 

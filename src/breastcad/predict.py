@@ -23,6 +23,8 @@ from breastcad.data.imaging import (
     check_decoded,
     prepare,
 )
+from breastcad.data.modality import CODES as MODALITY_CODES
+from breastcad.data.modality import dicom_modality, modality_warning
 from breastcad.data.tabular import (
     canonical_feature_name,
     numeric_features,
@@ -297,7 +299,8 @@ class Predictor:
         jobs: int = 2,
     ) -> pd.DataFrame:
         """One row per image: path, P(class) per class, predicted class, threshold, and the
-        problem for files that could not be read (reported, skipped, never a crash). A batch
+        problem for files that could not be read (reported, skipped, never a crash), and a
+        `warning` for a DICOM of another modality than the bundle's training images. A batch
         that would not fit in memory is made smaller (`batch_that_fits`); `jobs` processes
         decode the files (a DICOM mammogram takes about half a second to decode here). Where
         the bundle keeps the hashes of its training images, `seen_in_training` marks the
@@ -335,11 +338,28 @@ class Predictor:
             if batch:
                 flush()
         frame = pd.DataFrame(rows, columns=["path", *columns, "prediction", "error"])
+        frame["warning"] = self.modality_warnings(files, frame["error"])
         frame["threshold"] = self.threshold
         frame["model"] = self.bundle.model_id
         if trained is not None:
             frame["seen_in_training"] = seen_in_training(found, *trained)
         return frame
+
+    @property
+    def modality(self) -> str:
+        """What the bundle's training images were (ultrasound, mammography, histopathology;
+        `image` for a plain folder, and for bundles from before this was recorded)."""
+        return str(self.bundle.manifest.get("modality") or "image")
+
+    def modality_warnings(self, files: list[Path], errors: Iterable[str]) -> list[str]:
+        """Per readable file, why its DICOM Modality is not what the bundle was trained on
+        (`data.modality`); '' for the others, files that are not DICOM among them."""
+        if self.modality not in MODALITY_CODES:
+            return [""] * len(files)
+        return [
+            "" if error else modality_warning(self.modality, dicom_modality(path))
+            for path, error in zip(files, errors, strict=True)
+        ]
 
     @property
     def bilateral(self) -> dict | None:

@@ -93,7 +93,7 @@ def pair_table(
     rows += [_row(predictor, single, image, None, unpaired=why) for image, why in alone.items()]
     columns = [f"p_{k}" for k in predictor.classes]
     bilateral = ["p_bilateral", "prediction_bilateral", "threshold_bilateral"]
-    order = ["path", "partner", *columns, "prediction", *bilateral, "error", "unpaired"]
+    order = ["path", "partner", *columns, "prediction", *bilateral, "error", "warning", "unpaired"]
     if "seen_in_training" in single.columns:  # images the bundle learnt from, as predict_paths
         order.append("seen_in_training")
     frame = pd.DataFrame(rows, columns=order)
@@ -119,6 +119,7 @@ def _row(
         | own[columns].to_dict()
         | {"prediction": own["prediction"], "p_bilateral": np.nan, "prediction_bilateral": ""}
         | {"threshold_bilateral": predictor.bilateral["threshold"], "error": own["error"]}
+        | {"warning": own["warning"]}
         | {"unpaired": unpaired, "seen_in_training": own.get("seen_in_training", "")}
     )
     if partner is None:

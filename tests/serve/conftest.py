@@ -31,9 +31,12 @@ def png(seed: int = 0, size: tuple[int, int] = (50, 50), mode: str = "RGB") -> b
     return buffer.getvalue()
 
 
-def dicom_bytes(with_pixels: bool = True, laterality: str = "R", **identifiers: str) -> bytes:
+def dicom_bytes(
+    with_pixels: bool = True, laterality: str = "R", modality: str = "MG", **identifiers: str
+) -> bytes:
     """A small MONOCHROME2 mammogram-like DICOM carrying patient identifiers (`StudyDate`,
-    `StudyInstanceUID` and `ViewPosition` among them where given)."""
+    `StudyInstanceUID` and `ViewPosition` among them where given); `modality` its Modality
+    code ('' for none)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -50,7 +53,9 @@ def dicom_bytes(with_pixels: bool = True, laterality: str = "R", **identifiers: 
     )
     ds.StudyInstanceUID = identifiers.get("StudyInstanceUID") or generate_uid()
     ds.SeriesInstanceUID = generate_uid()
-    ds.Modality, ds.Laterality = "MG", laterality
+    ds.Laterality = laterality
+    if modality:
+        ds.Modality = modality
     ds.PatientName = identifiers.get("PatientName", "Doe^Jane")
     ds.PatientID = identifiers.get("PatientID", "MRN-0042-SECRET")
     ds.PatientBirthDate = identifiers.get("PatientBirthDate", "19700101")

@@ -71,6 +71,7 @@ def test_image_prediction_matches_the_predictor(api, bundles):
     assert answer["model"]["id"].startswith("idc_cnn@") and answer["threshold"] == 0.3
     assert answer["image"] == {"height": 50, "width": 50, "model_input": [50, 50, 3]}
     assert answer["explanation"] is None and answer["dicom"] is None
+    assert answer["warning"] is None  # a PNG names no modality: nothing to check
     assert "not a medical device" in answer["notice"]
     # the raw body (curl --data-binary) gives the same answer
     raw = api.post("/api/v1/predict", content=data, headers={"content-type": "image/png"})
@@ -93,6 +94,9 @@ def test_dicom_upload_never_returns_identifiers(api):
     assert response.status_code == 200
     assert response.json()["dicom"]["PatientIdentityRemoved"] == "YES"
     assert response.json()["dicom"]["Modality"] == "MG"
+    # the test bundle learnt from histology: a mammogram's answer comes with why it does not apply
+    assert response.json()["warning"].startswith("DICOM Modality MG (mammography), but the model")
+    assert "histopathology" in response.json()["warning"]
     for secret in ("Roe", "ID-98765", "ACC-777", "St Example", "19700101", "Smith"):
         assert secret not in response.text
 

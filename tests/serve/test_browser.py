@@ -120,6 +120,7 @@ def test_upload_an_image_and_read_the_result(server, browser, tmp_path):
         assert f"{cls}\t{p:.3f}" in shown
     assert page.get_attribute("#cam-image", "src").startswith("data:image/png;base64,")
     assert page.is_visible("#cam-image")
+    assert not page.is_visible("#warning")  # a PNG names no modality
     shot = screenshot(page, tmp_path, "upload.png")
     width, height = Image.open(shot).size
     assert width >= 600 and height >= 400
@@ -130,6 +131,33 @@ def test_upload_an_image_and_read_the_result(server, browser, tmp_path):
     page.click("#submit")
     page.wait_for_selector("#error:not([hidden])")
     assert "415" in page.inner_text("#error") and "not an image" in page.inner_text("#error")
+    page.close()
+
+
+def test_a_mammogram_sent_to_a_histology_model_is_answered_with_a_warning(
+    server, browser, tmp_path
+):
+    """The page shows the API's warning above the answer, and the header only de-identified."""
+    from tests.serve.conftest import dicom_bytes
+
+    scan = tmp_path / "scan.dcm"
+    scan.write_bytes(dicom_bytes(PatientName="Roe^Richard", PatientID="ID-98765"))
+    models = httpx.get(f"{server}/api/v1/models").json()
+    single = next(m for m in models if m["kind"] == "image" and not m["bilateral"])
+    page = browser.new_page()
+    page.goto(server)
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#model", single["id"])
+    page.set_input_files("#file", str(scan))
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.is_visible("#warning")
+    warning = page.inner_text("#warning")
+    assert warning.startswith("Warning: DICOM Modality MG (mammography)")
+    assert "trained on histopathology images" in warning
+    assert "Modality MG" in page.inner_text("#dicom")
+    assert "Roe" not in page.content() and "ID-98765" not in page.content()
+    screenshot(page, tmp_path, "upload-other-modality.png")
     page.close()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from breastcad.data.imaging import has_dicom_preamble
+from breastcad.data.modality import modality_warning
 from breastcad.predict import ImagePrediction, Predictor
 from breastcad.serve.schemas import NOTICE, Explanation, ModelInfo, ModelRef, PairImageOut
 
@@ -110,6 +111,7 @@ def prepare_upload(predictor: Predictor, data: bytes, name: str, limit: int) -> 
 def image_answer(
     predictor: Predictor, image: np.ndarray, data: bytes, result: ImagePrediction
 ) -> dict[str, Any]:
+    header = _dicom_header(data)
     out: dict[str, Any] = {
         "probabilities": result.probabilities,
         "prediction": result.prediction,
@@ -118,7 +120,8 @@ def image_answer(
             "width": int(image.shape[1]),
             "model_input": list(result.pixels.shape),
         },
-        "dicom": _dicom_header(data),
+        "dicom": header,
+        "warning": modality_warning(predictor.modality, (header or {}).get("Modality")) or None,
         "explanation": None,
     }
     if result.cam is not None:
@@ -144,7 +147,10 @@ def pair_images(
     return [
         PairImageOut(
             filename=part.filename,
-            **{k: answer[k] for k in ("probabilities", "prediction", "dicom", "explanation")},
+            **{
+                k: answer[k]
+                for k in ("probabilities", "prediction", "dicom", "warning", "explanation")
+            },
             p_bilateral=float(p),
             prediction_bilateral=predictor.bilateral_decision(p),
         )

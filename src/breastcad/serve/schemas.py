@@ -46,6 +46,11 @@ class ImagePredictionOut(BaseModel):
     dicom: dict[str, Any] | None = Field(
         description="Acquisition facts from a de-identified copy of the DICOM header."
     )
+    warning: str | None = Field(
+        None,
+        description="Set when the DICOM header names another modality than the model was "
+        "trained on (an ultrasound model sent a mammogram): the answer does not apply.",
+    )
     explanation: Explanation | None = None
     notice: str = NOTICE
 
@@ -61,6 +66,11 @@ class PairImageOut(BaseModel):
     prediction_bilateral: str = Field(description="Decided at the bilateral threshold.")
     dicom: dict[str, Any] | None = Field(
         description="Acquisition facts from a de-identified copy of the DICOM header."
+    )
+    warning: str | None = Field(
+        None,
+        description="Set when the DICOM header names another modality than the model was "
+        "trained on (an ultrasound model sent a mammogram): the answer does not apply.",
     )
     explanation: Explanation | None = Field(
         None, description="With `explain=true`: this image's Grad-CAM, as `/predict` gives it."

@@ -71,6 +71,8 @@ function showResult(r) {
     $("cam-caption").textContent = ex.degenerate ? "Grad-CAM: no positive evidence at the explained layer" :
       `Grad-CAM over the upload: regions that raised "${ex.target}"`;
   }
+  $("warning").textContent = r.warning ? "Warning: " + r.warning : "";
+  $("warning").hidden = !r.warning;
   $("dicom").textContent = r.dicom ? "DICOM (de-identified header): " +
     Object.entries(r.dicom).map(([k, v]) => `${k} ${v}`).join(", ") : "";
   $("result").hidden = false;
@@ -103,6 +105,9 @@ function showPair(r) {
     figure.append(img, caption);
     return figure;
   }));
+  const warned = [r.image, r.other].filter((side) => side.warning);
+  $("pair-warning").textContent = warned.map((side) => `Warning, ${side.filename}: ${side.warning}`).join(" ");
+  $("pair-warning").hidden = !warned.length;
   const dicom = [r.image, r.other].filter((side) => side.dicom);
   $("pair-dicom").textContent = dicom.length ? "DICOM (de-identified headers): " + dicom.map((side) =>
     Object.entries(side.dicom).map(([k, v]) => `${k} ${v}`).join(", ")).join(" | ") : "";
