@@ -176,3 +176,25 @@ def test_a_dicom_of_another_modality_than_the_bundles_is_answered_with_a_warning
     assert "ultrasound.dcm:" not in done.output
     written = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
     assert written["warning"].tolist() == rows["warning"].tolist()
+
+
+def test_the_terminal_names_ten_warned_files_and_counts_the_rest(tmp_path):
+    from typer.testing import CliRunner
+
+    from breastcad.cli import app
+    from tests.serve.conftest import dicom_bytes
+
+    bundle = make_image_bundle(tmp_path / "us", modality="ultrasound")
+    folder = tmp_path / "mammograms"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"m{i:02d}.dcm").write_bytes(dicom_bytes(modality="MG"))
+    out = tmp_path / "p.csv"
+    done = CliRunner().invoke(
+        app, ["predict", "--model", str(bundle), str(folder), "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    named = [line for line in done.output.splitlines() if line.startswith("warning ")]
+    assert len(named) == 10 and all(f"{folder}/m" in line for line in named)
+    assert "... 2 more with a warning (see warning)" in done.output
+    assert (pd.read_csv(out)["warning"].str.startswith("DICOM Modality MG")).all()

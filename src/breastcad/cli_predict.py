@@ -99,8 +99,11 @@ def _predict_images(predictor, inputs, pairs, pair: bool, batch_size: int, jobs:
         table = predictor.predict_paths(inputs, fits, progress=not quiet, jobs=jobs)
     for row in table.loc[table["error"] != ""].itertuples():
         typer.echo(f"skipped {row.path}: {row.error}", err=True)
-    for row in table.loc[table["warning"] != ""].itertuples():
+    warned = table.loc[table["warning"] != ""]
+    for row in warned.head(10).itertuples():
         typer.echo(f"warning {row.path}: {row.warning}", err=True)
+    if len(warned) > 10:
+        typer.echo(f"... {len(warned) - 10} more with a warning (see warning)", err=True)
     return table
 
 
