@@ -218,6 +218,8 @@ def print_image_summary(results: dict[str, Any], run: Path | None = None) -> Non
     seen = results["data"].get("seen_in_training")
     if seen:
         typer.echo(f"warning: evaluated on {seen}", err=True)
+    if "modality_warning" in results["data"]:
+        typer.echo(f"warning: {results['data']['modality_warning']}", err=True)
     leak = leak_warning(results, run) if run is not None else None
     if leak:
         typer.echo(f"warning: the test part is not independent of training: {leak}", err=True)

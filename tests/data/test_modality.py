@@ -58,3 +58,48 @@ def test_the_real_cbis_ddsm_mammogram_says_mammography():
     assert dicom_modality(file) == "MG"
     assert modality_warning("mammography", dicom_modality(file)) == ""
     assert "MG (mammography)" in modality_warning("ultrasound", dicom_modality(file))
+
+
+def test_data_of_another_modality_is_said_and_its_own_is_not():
+    from breastcad.data.modality import data_modality_warning
+
+    warning = data_modality_warning("histopathology", "ultrasound")
+    assert warning.startswith("the data are ultrasound images, the model was trained on")
+    assert data_modality_warning("ultrasound", "ultrasound") == ""
+    assert data_modality_warning("ultrasound", "image") == ""  # a plain folder: unknown
+    assert data_modality_warning("image", "mammography") == ""
+
+
+def test_evaluating_a_bundle_on_another_modality_says_so(busi_tree, tmp_path):
+    """A histology bundle evaluated on an ultrasound layout: the terminal, results.json and
+    the report say the figures are not how it does on its own kind of image; an ultrasound
+    bundle on the same data gets no such line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from breastcad.cli import app
+    from tests.conftest import make_image_bundle
+
+    classes = ("benign", "malignant", "normal")
+    said = {}
+    for modality in ("histopathology", "ultrasound"):
+        bundle = make_image_bundle(
+            tmp_path / modality, classes=classes, channels=1, modality=modality
+        )
+        out = tmp_path / f"eval-{modality}"
+        args = ["evaluate", "--model", str(bundle), "--dataset", "busi", "--root", str(busi_tree)]
+        done = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet"])
+        assert done.exit_code == 0, done.output
+        results = json.loads((out / "results.json").read_text())
+        said[modality] = (done.output, results, (out / "report.md").read_text())
+    output, results, report = said["histopathology"]
+    assert results["data"]["modality"] == "ultrasound"
+    assert results["model"]["trained_on_modality"] == "histopathology"
+    expected = "the data are ultrasound images, the model was trained on histopathology images"
+    assert results["data"]["modality_warning"].startswith(expected)
+    assert f"warning: {expected}" in output
+    assert f"**Another modality**: {expected}" in report
+    output, results, report = said["ultrasound"]
+    assert "modality_warning" not in results["data"]
+    assert "Another modality" not in report and "the model was trained on" not in output

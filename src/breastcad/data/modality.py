@@ -62,6 +62,18 @@ def modality_warning(model_modality: str, dicom_modality: str | None) -> str:
     )
 
 
+def data_modality_warning(model_modality: str, data_modality: str) -> str:
+    """Why figures of a model trained on `model_modality` images, measured on data of
+    `data_modality` (what the dataset's adapter holds, `data.sources.MODALITY`), say nothing
+    of its own use; '' where they are one modality, or either is not specific."""
+    if model_modality == data_modality or not {model_modality, data_modality} <= set(CODES):
+        return ""
+    return (
+        f"the data are {data_modality} images, the model was trained on {model_modality} "
+        "images: these figures are not how it does on the images it was made for"
+    )
+
+
 def dicom_modality(path: str | Path) -> str | None:
     """The Modality code of a DICOM file (named `.dcm` / `.dicom`, or with the DICOM preamble),
     read from its header alone; None for any other file, one that cannot be read, or one that

@@ -17,6 +17,7 @@ from breastcad.allocator import keep_freed_memory
 from breastcad.config import PreprocessConfig
 from breastcad.data.lesions import has_lesion_annotations, lesion_masks
 from breastcad.data.manifest import Manifest
+from breastcad.data.modality import data_modality_warning
 from breastcad.data.pairs import contralateral
 from breastcad.data.sources import MODALITY, scan
 from breastcad.devices import device_name, device_of
@@ -371,13 +372,16 @@ def _bundle_results(
 ) -> dict:
     """The results record of a bundle's evaluation (`data`: what was evaluated)."""
     bm = predictor.bundle.manifest
+    modality = MODALITY.get(data["dataset"], "image")
+    other = data_modality_warning(predictor.modality, modality)
     return {
         "kind": "image",
         "title": f"breastcad: bundle {predictor.bundle.model_id} evaluated on {data['dataset']}",
         "run": run_info(0),
         "data": {
             **{k: data[k] for k in ("dataset", "root", "options")},
-            "modality": MODALITY.get(data["dataset"], "image"),
+            "modality": modality,
+            **({"modality_warning": other} if other else {}),
             "manifest_fingerprint": manifest.fingerprint(),
             "classes": manifest.classes,
             "positive": manifest.classes[positive],
@@ -399,6 +403,7 @@ def _bundle_results(
             "name": bm["model"]["name"],
             "arch": bm["model"]["arch"],
             "init": bm["model"]["init"],
+            "trained_on_modality": predictor.modality,
             "test_time_augmentation": predictor.tta,
             "inference_device": device_name(predictor.device),
         },

@@ -134,6 +134,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"fingerprint `{data['manifest_fingerprint'][:16]}`; classes {data['classes']}, "
         f"positive class **{data['positive']}**{_class_map_text(data.get('class_map'))}",
         *_seen_line(data.get("seen_in_training")),
+        *_modality_line(data.get("modality_warning")),
         *_overlap_line(data.get("training_overlap")),
         *_test_overlap_line(results),
         f"Split: {_split_text(data.get('split', {}))}; images per partition and class: "
@@ -154,6 +155,11 @@ def _settings(results: dict[str, Any]) -> list[str]:
 def _seen_line(seen: str | None) -> list[str]:
     """A bundle evaluated on data it was trained on (`seen_in_training`), said first."""
     return [f"**Not an estimate on new data**: evaluated on {seen}"] if seen else []
+
+
+def _modality_line(warning: str | None) -> list[str]:
+    """A bundle evaluated on another modality than its training images', said early."""
+    return [f"**Another modality**: {warning}"] if warning else []
 
 
 def _overlap_line(overlap: dict[str, Any] | None) -> list[str]:
