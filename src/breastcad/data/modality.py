@@ -75,12 +75,15 @@ def data_modality_warning(model_modality: str, data_modality: str) -> str:
 
 
 def dicom_modality(path: str | Path) -> str | None:
-    """The Modality code of a DICOM file (named `.dcm` / `.dicom`, or with the DICOM preamble),
-    read from its header alone; None for any other file, one that cannot be read, or one that
-    names none."""
-    from breastcad.data.imaging import has_dicom_preamble
+    """The Modality code of a DICOM file (named `.dcm` / `.dicom`, or with another suffix than
+    an image format's and the DICOM preamble), read from its header alone; None for any other
+    file (a DICOM misnamed `.png` is not checked), one that cannot be read, or one that names
+    none."""
+    from breastcad.data.imaging import IMAGE_SUFFIXES, has_dicom_preamble
 
     path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES - {".dcm"}:
+        return None  # a PNG, JPEG, TIFF...: not even opened
     try:
         with path.open("rb") as f:
             named = path.suffix.lower() in (".dcm", ".dicom")
